@@ -1,0 +1,86 @@
+//! Fixed window: a counter per epoch-aligned window (`index = now / window`).
+//!
+//! Admits when `count + cost <= limit`. A denied hit is not counted, so a client that keeps retrying gets
+//! through as soon as the next window starts (Hammer's ETS backend counts denied hits, and never lets it).
+
+use std::time::Duration;
+
+use super::{over_capacity, Op, Usage};
+use crate::{Decision, Policy};
+
+/// A fixed window's state: which window, and its count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowState {
+    /// `now / window` of the window counted.
+    pub index: u64,
+    /// Units counted in that window.
+    pub count: u64,
+}
+
+#[inline]
+fn current(s: &WindowState, index: u64) -> u64 {
+    if s.index == index {
+        s.count
+    } else {
+        0
+    }
+}
+
+/// Applies an operation (see [`super::apply`]); `now` in µs.
+#[inline]
+pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    let window = policy.window_micros();
+    let limit = policy.limit();
+    let index = now / window;
+    let until_next = (index + 1).saturating_mul(window) - now;
+    let mut count = current(s, index);
+    let check = cost.max(1);
+    let fits = count.checked_add(check).is_some_and(|c| c <= limit);
+    match op {
+        Op::Hit => {
+            if cost > limit {
+                return over_capacity(policy, limit.saturating_sub(count), if count > 0 { until_next } else { 0 });
+            }
+            if fits && cost > 0 {
+                count += cost;
+            }
+        }
+        Op::Force => count = count.saturating_add(cost),
+        Op::Set => count = cost,
+    }
+    let allowed = match op {
+        Op::Set => true,
+        _ => fits,
+    };
+    if op != Op::Hit || (fits && cost > 0) {
+        *s = WindowState { index, count };
+    }
+    Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(count),
+        reset_after: Duration::from_micros(if count > 0 { until_next } else { 0 }),
+        retry_after: (!allowed).then(|| Duration::from_micros(until_next)),
+    }
+}
+
+/// Usage at `now`, or `None` when nothing is counted in the current window.
+pub fn inspect(s: &WindowState, policy: &Policy, now: u64) -> Option<Usage> {
+    let window = policy.window_micros();
+    let index = now / window;
+    let count = current(s, index);
+    if count == 0 {
+        return None;
+    }
+    let until_next = Duration::from_micros((index + 1).saturating_mul(window) - now);
+    Some(Usage { used: count, remaining: policy.limit().saturating_sub(count), reset_after: until_next, next_window_after: until_next })
+}
+
+/// When the state is empty again (µs).
+pub fn reset_at(s: &WindowState, policy: &Policy) -> u64 {
+    if s.count == 0 {
+        0
+    } else {
+        (s.index + 1).saturating_mul(policy.window_micros())
+    }
+}

@@ -1,0 +1,97 @@
+//! The continuous meter behind the token bucket, the leaky bucket and GCRA.
+//!
+//! The three are one algorithm written three ways: a token bucket's missing tokens are a leaky bucket's level,
+//! and GCRA's theoretical arrival time is `now + level × window / limit`. Here the level is an integer in
+//! exact units: with `window / limit = unit / drain` in lowest terms, a unit of cost adds `unit` to the level
+//! and the level drains by `drain` every microsecond. A hit of `cost` passes when
+//! `level + cost × unit <= burst × unit`. Nothing is rounded, so nothing drifts, and the same integers fit a
+//! Lua number exactly (the policy bounds them by 2^53).
+
+use std::time::Duration;
+
+use super::{over_capacity, Op, Usage};
+use crate::{Decision, Policy};
+
+/// A meter's state: the level at `last`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeterState {
+    /// The level in exact units (`units × meter_unit`), as of `last`.
+    pub level: u64,
+    /// When the level was last written, in µs since the epoch.
+    pub last: u64,
+}
+
+/// The level drained to `now` (a clock that went backwards drains nothing).
+#[inline]
+fn level_at(s: &MeterState, drain: u64, now: u64) -> u64 {
+    let drained = now.saturating_sub(s.last).saturating_mul(drain);
+    s.level.saturating_sub(drained)
+}
+
+/// Microseconds until `excess` level units have drained.
+#[inline]
+fn drain_time(excess: u64, drain: u64) -> u64 {
+    excess.div_ceil(drain)
+}
+
+/// Applies an operation (see [`super::apply`]); `now` in µs.
+#[inline]
+pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
+    let cap = burst * unit;
+    let mut level = level_at(s, drain, now);
+    if op == Op::Hit && cost > burst {
+        return over_capacity(policy, (cap - level.min(cap)) / unit, drain_time(level, drain));
+    }
+    let need = cost.max(1).saturating_mul(unit);
+    let fits = level.checked_add(need).is_some_and(|l| l <= cap);
+    match op {
+        Op::Hit => {
+            if fits && cost > 0 {
+                level += need;
+                *s = MeterState { level, last: now };
+            }
+        }
+        Op::Force => {
+            level = level.saturating_add(cost.saturating_mul(unit));
+            *s = MeterState { level, last: now };
+        }
+        Op::Set => {
+            level = cost.saturating_mul(unit);
+            *s = MeterState { level, last: now };
+        }
+    }
+    let allowed = op == Op::Set || fits;
+    let retry_after = (!allowed).then(|| {
+        let need = need.min(cap);
+        Duration::from_micros(drain_time((level + need).saturating_sub(cap), drain))
+    });
+    Decision {
+        allowed,
+        limit: burst,
+        remaining: cap.saturating_sub(level) / unit,
+        reset_after: Duration::from_micros(drain_time(level, drain)),
+        retry_after,
+    }
+}
+
+/// Usage at `now`, or `None` when the meter has drained.
+pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
+    let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
+    let level = level_at(s, drain, now);
+    if level == 0 {
+        return None;
+    }
+    let cap = burst * unit;
+    Some(Usage {
+        used: level.div_ceil(unit),
+        remaining: cap.saturating_sub(level) / unit,
+        reset_after: Duration::from_micros(drain_time(level, drain)),
+        next_window_after: Duration::from_micros(drain_time((level + unit).saturating_sub(cap), drain)),
+    })
+}
+
+/// When the meter has drained (µs).
+pub fn reset_at(s: &MeterState, policy: &Policy) -> u64 {
+    s.last.saturating_add(drain_time(s.level, policy.meter_drain()))
+}

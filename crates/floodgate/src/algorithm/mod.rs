@@ -1,0 +1,164 @@
+//! The algorithms, as pure functions of (state, policy, cost, now). No I/O, no clock, no locks.
+//!
+//! Every store keeps one [`State`] per (id, policy) and calls [`apply`] under whatever atomicity it has (a
+//! shard lock in memory, a Lua script in Redis). Three operations exist:
+//!
+//! - [`Op::Hit`]: admit `cost` units if they fit, else deny and consume nothing. A cost of 0 is a pure check:
+//!   it answers whether a hit of cost 1 would pass, and changes nothing.
+//! - [`Op::Force`]: count `cost` units whether or not they fit (Hammer's `inc`; usage known after the fact).
+//! - [`Op::Set`]: make the used units equal to `cost` (seeding state from elsewhere).
+
+pub mod fixed_window;
+pub mod meter;
+pub mod sliding_window;
+
+use std::time::Duration;
+
+use crate::{Algorithm, Decision, Policy, Timestamp};
+
+/// What to do to the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Admit if it fits; deny and consume nothing otherwise. Cost 0 checks without consuming.
+    Hit,
+    /// Count the cost whether or not it fits.
+    Force,
+    /// Set the used units to the cost.
+    Set,
+}
+
+/// The state one (id, policy) pair keeps. `Empty` is what a never-seen or expired key has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum State {
+    /// Nothing counted.
+    #[default]
+    Empty,
+    /// Fixed window: the window's index (`now / window`) and its count.
+    Window(fixed_window::WindowState),
+    /// Sliding window: the current window's index and the counts of it and of the one before.
+    Sliding(sliding_window::SlidingState),
+    /// Token bucket, leaky bucket, GCRA: a level that drains.
+    Meter(meter::MeterState),
+}
+
+/// What [`inspect`] reports of a state (Hammer's `inspect_bucket`, without the store's timestamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// Units counted now (a meter's level, rounded up to whole units).
+    pub used: u64,
+    /// Units a hit could take now.
+    pub remaining: u64,
+    /// Time until the state is empty again.
+    pub reset_after: Duration,
+    /// Time until the current window ends (window algorithms) or until one more unit fits (meters; zero when
+    /// one fits now).
+    pub next_window_after: Duration,
+}
+
+/// Applies `op` with `cost` to `state` under `policy` at `now`, and returns the decision.
+///
+/// A state left by another algorithm (a named policy whose algorithm changed) is treated as empty.
+///
+/// ```
+/// use floodgate::algorithm::{apply, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let policy = Policy::fixed_window(2, Duration::from_secs(1))?;
+/// let mut state = State::Empty;
+/// let now = Timestamp::from_secs(100);
+/// assert!(apply(&mut state, &policy, Op::Hit, 2, now).allowed);
+/// let denied = apply(&mut state, &policy, Op::Hit, 1, now);
+/// assert!(!denied.allowed);
+/// assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[inline]
+pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision {
+    let now = now.as_micros();
+    match policy.algorithm() {
+        Algorithm::FixedWindow => {
+            let mut s = match *state {
+                State::Window(s) => s,
+                _ => fixed_window::WindowState::default(),
+            };
+            let d = fixed_window::apply(&mut s, policy, op, cost, now);
+            *state = State::Window(s);
+            d
+        }
+        Algorithm::SlidingWindow => {
+            let mut s = match *state {
+                State::Sliding(s) => s,
+                _ => sliding_window::SlidingState::default(),
+            };
+            let d = sliding_window::apply(&mut s, policy, op, cost, now);
+            *state = State::Sliding(s);
+            d
+        }
+        Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra => {
+            let mut s = match *state {
+                State::Meter(s) => s,
+                _ => meter::MeterState::default(),
+            };
+            let d = meter::apply(&mut s, policy, op, cost, now);
+            *state = State::Meter(s);
+            d
+        }
+    }
+}
+
+/// Reports the usage of `state` under `policy` at `now`, or `None` if it holds nothing (never hit, expired,
+/// or left by another algorithm).
+///
+/// ```
+/// use floodgate::algorithm::{apply, inspect, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let policy = Policy::fixed_window(5, Duration::from_secs(10))?;
+/// let mut state = State::Empty;
+/// apply(&mut state, &policy, Op::Hit, 2, Timestamp::from_secs(101));
+/// let usage = inspect(&state, &policy, Timestamp::from_secs(104)).unwrap();
+/// assert_eq!((usage.used, usage.remaining), (2, 3));
+/// assert_eq!(usage.next_window_after, Duration::from_secs(6));
+/// assert!(inspect(&state, &policy, Timestamp::from_secs(110)).is_none());
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+pub fn inspect(state: &State, policy: &Policy, now: Timestamp) -> Option<Usage> {
+    let now = now.as_micros();
+    match (policy.algorithm(), state) {
+        (Algorithm::FixedWindow, State::Window(s)) => fixed_window::inspect(s, policy, now),
+        (Algorithm::SlidingWindow, State::Sliding(s)) => sliding_window::inspect(s, policy, now),
+        (Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra, State::Meter(s)) => meter::inspect(s, policy, now),
+        _ => None,
+    }
+}
+
+/// The first instant at which `state` is empty again under `policy` (when a store may forget it).
+///
+/// ```
+/// use floodgate::algorithm::{apply, reset_at, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let policy = Policy::fixed_window(5, Duration::from_secs(10))?;
+/// let mut state = State::Empty;
+/// apply(&mut state, &policy, Op::Hit, 1, Timestamp::from_secs(101));
+/// assert_eq!(reset_at(&state, &policy), Timestamp::from_secs(110));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+pub fn reset_at(state: &State, policy: &Policy) -> Timestamp {
+    let at = match state {
+        State::Empty => 0,
+        State::Window(s) => fixed_window::reset_at(s, policy),
+        State::Sliding(s) => sliding_window::reset_at(s, policy),
+        State::Meter(s) => meter::reset_at(s, policy),
+    };
+    Timestamp::from_micros(at)
+}
+
+/// A decision for `cost` that can never pass.
+#[inline]
+pub(crate) fn over_capacity(policy: &Policy, remaining: u64, reset_after_us: u64) -> Decision {
+    Decision { allowed: false, limit: policy.capacity(), remaining, reset_after: Duration::from_micros(reset_after_us), retry_after: None }
+}

@@ -1,0 +1,154 @@
+//! Sliding window: Cloudflare's weighted estimate over the current and previous epoch-aligned windows.
+//!
+//! With `e` the time elapsed in the current window, a hit of `cost` passes when
+//! `prev × (window − e) / window + cur + cost <= limit`. The comparison is done exactly in integers
+//! (`prev × (window − e) + (cur + cost) × window <= limit × window`), so there is no floating-point drift.
+//!
+//! The estimate assumes the previous window's hits were spread evenly. When they were bunched at its end,
+//! it under-counts; the crate docs give the measured worst case over any window of the same length.
+
+use std::time::Duration;
+
+use super::{over_capacity, Op, Usage};
+use crate::{Decision, Policy};
+
+/// A sliding window's state: the current window's index and the counts of it and the previous window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlidingState {
+    /// `now / window` of the current window.
+    pub index: u64,
+    /// Units counted in the current window.
+    pub cur: u64,
+    /// Units counted in the window before it.
+    pub prev: u64,
+}
+
+/// `(cur, prev)` as seen from window `index`.
+#[inline]
+fn counts(s: &SlidingState, index: u64) -> (u64, u64) {
+    if s.index == index {
+        (s.cur, s.prev)
+    } else if s.index.wrapping_add(1) == index {
+        (0, s.cur)
+    } else {
+        (0, 0)
+    }
+}
+
+/// `prev × (window − e) + cur × window`: the estimate scaled by `window`.
+#[inline]
+fn weighted(cur: u64, prev: u64, window: u64, elapsed: u64) -> u128 {
+    prev as u128 * (window - elapsed) as u128 + cur as u128 * window as u128
+}
+
+/// The earliest wait (µs from now) after which `cost` fits, given `cost <= limit`.
+fn wait_for(cur: u64, prev: u64, cost: u64, policy: &Policy, elapsed: u64) -> u64 {
+    let (window, limit) = (policy.window_micros() as u128, policy.limit());
+    let elapsed = elapsed as u128;
+    // Earliest elapsed-in-window e' at which `weight × (window − e') <= room × window`.
+    let earliest = |weight: u64, room: u64| -> u128 {
+        if weight == 0 {
+            0
+        } else {
+            window - (room as u128 * window / weight as u128).min(window)
+        }
+    };
+    let wait = if cur + cost <= limit {
+        // Still within this window: wait for the previous window's weight to fade enough (at the latest
+        // until the window ends, where it has faded completely).
+        earliest(prev, limit - cur - cost) - elapsed
+    } else {
+        // Not before the next window, where the current count becomes the fading one.
+        (window - elapsed) + earliest(cur, limit - cost)
+    };
+    u64::try_from(wait).unwrap_or(u64::MAX)
+}
+
+#[inline]
+fn reset_after(cur: u64, prev: u64, window: u64, elapsed: u64) -> u64 {
+    if cur > 0 {
+        2 * window - elapsed
+    } else if prev > 0 {
+        window - elapsed
+    } else {
+        0
+    }
+}
+
+/// Applies an operation (see [`super::apply`]); `now` in µs.
+#[inline]
+pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    let window = policy.window_micros();
+    let limit = policy.limit();
+    let index = now / window;
+    let elapsed = now - index * window;
+    let (mut cur, mut prev) = counts(s, index);
+    let scaled_limit = limit as u128 * window as u128;
+    let used = weighted(cur, prev, window, elapsed);
+    let room = |used: u128| -> u64 { u64::try_from(scaled_limit.saturating_sub(used) / window as u128).unwrap_or(u64::MAX) };
+    if op == Op::Hit && cost > limit {
+        return over_capacity(policy, room(used), reset_after(cur, prev, window, elapsed));
+    }
+    let check = cost.max(1);
+    let fits = used + check as u128 * window as u128 <= scaled_limit;
+    let before = (cur, prev);
+    match op {
+        Op::Hit => {
+            if fits {
+                cur += cost;
+            }
+        }
+        Op::Force => cur = cur.saturating_add(cost),
+        Op::Set => (cur, prev) = (cost, 0),
+    }
+    let allowed = op == Op::Set || fits;
+    if (cur, prev) != before || op != Op::Hit {
+        *s = SlidingState { index, cur, prev };
+    }
+    let retry_after = if allowed {
+        None
+    } else {
+        // Force may have pushed the counts over; wait from the state as it now is.
+        let cost = check.min(limit);
+        Some(Duration::from_micros(wait_for(cur, prev, cost, policy, elapsed)))
+    };
+    Decision {
+        allowed,
+        limit,
+        remaining: room(weighted(cur, prev, window, elapsed)),
+        reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
+        retry_after,
+    }
+}
+
+/// Usage at `now` (the estimate, rounded up), or `None` when both windows are empty.
+pub fn inspect(s: &SlidingState, policy: &Policy, now: u64) -> Option<Usage> {
+    let window = policy.window_micros();
+    let index = now / window;
+    let elapsed = now - index * window;
+    let (cur, prev) = counts(s, index);
+    if cur == 0 && prev == 0 {
+        return None;
+    }
+    let used = weighted(cur, prev, window, elapsed);
+    let scaled_limit = policy.limit() as u128 * window as u128;
+    let w = window as u128;
+    Some(Usage {
+        used: u64::try_from(used.div_ceil(w)).unwrap_or(u64::MAX),
+        remaining: u64::try_from(scaled_limit.saturating_sub(used) / w).unwrap_or(u64::MAX),
+        reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
+        next_window_after: Duration::from_micros(window - elapsed),
+    })
+}
+
+/// When the state is empty again (µs): the end of the window after the last one counted.
+pub fn reset_at(s: &SlidingState, policy: &Policy) -> u64 {
+    let w = policy.window_micros();
+    if s.cur > 0 {
+        (s.index + 2).saturating_mul(w)
+    } else if s.prev > 0 {
+        (s.index + 1).saturating_mul(w)
+    } else {
+        0
+    }
+}

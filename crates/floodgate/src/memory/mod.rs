@@ -1,0 +1,537 @@
+//! The in-memory store: the default, our answer to Hammer's ETS backend.
+//!
+//! A sharded hash table. A key is hashed once ([`foldhash`]); the hash picks a shard and a slot. Each shard
+//! has its own short mutex, held only for the few nanoseconds of one decision, so there is no global lock and
+//! two threads contend only when they touch the same shard. Keys up to 24 bytes are stored inline.
+//!
+//! **Expiry.** Every bucket knows when its state is empty again (the end of a window, the moment a meter has
+//! drained); from then on it is gone for every call, swept or not. A background thread sweeps such buckets
+//! every `cleanup_interval` (Hammer's `cleanup_interval_ms`) and stops when the store is dropped. `expiry`
+//! (Hammer's `expiry_ms`) keeps an idle bucket at least that long after its last update, but never forgets
+//! live state early, so unlike Hammer's a short `expiry` cannot let a key past its limit.
+//!
+//! **Bounded keys.** With `max_keys`, a full shard first drops its expired buckets; if that frees too little,
+//! it evicts the live keys nearest to their reset (an eighth of the shard at once, so the cost is amortised).
+//! An evicted key starts again from empty, which can admit more than its limit: every such eviction is counted
+//! in [`MemoryStats::evicted_live`] and logged, never silent.
+//!
+//! **Memory.** About 120 bytes per key with one policy and a key of up to 24 bytes; see `BENCHMARKS.md` for
+//! the measurement at one million keys.
+
+mod key;
+mod sweeper;
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+pub use key::{ByteKey, ToKey};
+use sweeper::Sweeper;
+
+use crate::algorithm::{self, Op, State};
+use crate::store::{BucketInfo, Store, StoreResult};
+use crate::time::duration_micros;
+use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
+
+/// One policy's state for one key.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    policy: u64,
+    state: State,
+    created: u64,
+    updated: u64,
+    /// When the bucket may be forgotten: its state is empty and `expiry` has passed since `updated`.
+    expires: u64,
+}
+
+struct Entry<K> {
+    key: K,
+    buckets: SmallVec<[Bucket; 1]>,
+}
+
+#[repr(align(64))]
+struct Shard<K> {
+    table: Mutex<HashTable<Entry<K>>>,
+}
+
+struct Inner<K> {
+    shards: Box<[Shard<K>]>,
+    shard_mask: u64,
+    hasher: foldhash::fast::RandomState,
+    clock: Arc<dyn Clock>,
+    expiry_us: u64,
+    max_per_shard: usize,
+    stats: Counters,
+    sweeper: Mutex<Option<Sweeper>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    swept: AtomicU64,
+    evicted_expired: AtomicU64,
+    evicted_live: AtomicU64,
+}
+
+/// Counters of what the store has dropped, and how big it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Keys held now (live or not yet swept).
+    pub keys: usize,
+    /// Buckets dropped by sweeps because they had expired.
+    pub swept: u64,
+    /// Expired buckets dropped to make room under `max_keys`.
+    pub evicted_expired: u64,
+    /// Live keys evicted under `max_keys`: each may later admit more than its limit, so watch this.
+    pub evicted_live: u64,
+}
+
+/// The in-memory [`Store`]: sharded, lock-per-shard, with expiry and an optional key bound.
+///
+/// Keys are any `K: Hash + Eq`; the default [`ByteKey`] takes byte-string ids and is what the async
+/// [`Store`] trait uses. The synchronous methods ([`hit_sync`](Self::hit_sync) and friends) take a borrowed
+/// key and never allocate unless the key is new. Clones share one store.
+///
+/// ```
+/// use floodgate::{MemoryStore, Policy};
+/// use std::net::IpAddr;
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::builder().key_type::<IpAddr>().build();
+/// let policy = Policy::gcra(10, Duration::from_secs(1))?;
+/// let ip: IpAddr = "192.0.2.7".parse()?;
+/// assert!(store.hit_sync(&ip, &policy, 1).allowed);
+/// assert_eq!(store.stats().keys, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct MemoryStore<K = ByteKey> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K> Clone for MemoryStore<K> {
+    fn clone(&self) -> Self {
+        MemoryStore { inner: self.inner.clone() }
+    }
+}
+
+impl<K> std::fmt::Debug for MemoryStore<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").field("shards", &self.inner.shards.len()).field("expiry_us", &self.inner.expiry_us).finish()
+    }
+}
+
+/// Builds a [`MemoryStore`].
+///
+/// ```
+/// use floodgate::{ManualClock, MemoryStore, Timestamp};
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::builder()
+///     .clock(ManualClock::new(Timestamp::EPOCH))
+///     .expiry(Duration::from_secs(60))
+///     .cleanup_interval(Some(Duration::from_secs(10)))
+///     .max_keys(Some(1_000_000))
+///     .build();
+/// assert_eq!(store.stats().keys, 0);
+/// ```
+pub struct MemoryStoreBuilder<K = ByteKey> {
+    clock: Arc<dyn Clock>,
+    expiry: Duration,
+    cleanup_interval: Option<Duration>,
+    max_keys: Option<usize>,
+    shards: Option<usize>,
+    _key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> MemoryStoreBuilder<K> {
+    /// Uses keys of type `K2` instead (an `IpAddr`, a `u64`, a tuple, a `String`...).
+    pub fn key_type<K2>(self) -> MemoryStoreBuilder<K2> {
+        MemoryStoreBuilder {
+            clock: self.clock,
+            expiry: self.expiry,
+            cleanup_interval: self.cleanup_interval,
+            max_keys: self.max_keys,
+            shards: self.shards,
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// The time source (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Keep an idle bucket at least this long after its last update (default zero: exactly until its state is
+    /// empty). Live state is never dropped early, whatever this is.
+    pub fn expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = expiry;
+        self
+    }
+
+    /// How often the background thread sweeps expired buckets (default 60 s); `None` for no thread (call
+    /// [`MemoryStore::sweep`] yourself).
+    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Bound the number of keys (default: unbounded). See the module docs for how a full store evicts.
+    pub fn max_keys(mut self, max: Option<usize>) -> Self {
+        self.max_keys = max;
+        self
+    }
+
+    /// The number of shards, rounded up to a power of two (default: 16 per core, at least 64).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Builds the store and starts its sweep thread.
+    pub fn build(self) -> MemoryStore<K>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+    {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = self.shards.unwrap_or((cores * 16).max(64)).clamp(1, 1 << 16).next_power_of_two();
+        let shards = (0..n).map(|_| Shard { table: Mutex::new(HashTable::new()) }).collect::<Box<[_]>>();
+        let max_per_shard = self.max_keys.map_or(usize::MAX, |m| m.div_ceil(n).max(1));
+        let inner = Arc::new(Inner {
+            shards,
+            shard_mask: (n - 1) as u64,
+            hasher: foldhash::fast::RandomState::default(),
+            clock: self.clock,
+            expiry_us: duration_micros(self.expiry),
+            max_per_shard,
+            stats: Counters::default(),
+            sweeper: Mutex::new(None),
+        });
+        if let Some(interval) = self.cleanup_interval {
+            match Sweeper::start(Arc::downgrade(&inner), interval, |inner: &Inner<K>| {
+                inner.sweep(inner.clock.now().as_micros());
+            }) {
+                Ok(s) => *inner.sweeper.lock() = Some(s),
+                Err(e) => tracing::error!(error = %e, "could not start the floodgate sweep thread; expired state will only be dropped by MemoryStore::sweep"),
+            }
+        }
+        MemoryStore { inner }
+    }
+}
+
+impl MemoryStore<ByteKey> {
+    /// A store with byte-string keys, the system clock, and the default options.
+    ///
+    /// ```
+    /// let store = floodgate::MemoryStore::new();
+    /// assert_eq!(store.stats().keys, 0);
+    /// ```
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a store with byte-string keys (change them with [`MemoryStoreBuilder::key_type`]).
+    pub fn builder() -> MemoryStoreBuilder<ByteKey> {
+        MemoryStoreBuilder {
+            clock: Arc::new(SystemClock::new()),
+            expiry: Duration::ZERO,
+            cleanup_interval: Some(Duration::from_secs(60)),
+            max_keys: None,
+            shards: None,
+            _key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Default for MemoryStore<ByteKey> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Admits `cost` units for `key` if they fit (see [`Store::hit`]), at the store clock's time.
+    ///
+    /// ```
+    /// use floodgate::{MemoryStore, Policy};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::new();
+    /// let policy = Policy::sliding_window(1, Duration::from_secs(1))?;
+    /// assert!(store.hit_sync(&b"k"[..], &policy, 1).allowed);
+    /// assert!(!store.hit_sync(&b"k"[..], &policy, 1).allowed);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    #[inline]
+    pub fn hit_sync<Q>(&self, key: &Q, policy: &Policy, cost: u64) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToKey<K> + ?Sized,
+    {
+        self.apply_at(key, policy, Op::Hit, cost, self.inner.clock.now())
+    }
+
+    /// Applies `op` with `cost` for `key` at `now`: the store's one synchronous entry point, with no clock
+    /// read, no future and no allocation unless the key is new.
+    ///
+    /// ```
+    /// use floodgate::algorithm::Op;
+    /// use floodgate::{MemoryStore, Policy, Timestamp};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::builder().key_type::<u64>().build();
+    /// let policy = Policy::fixed_window(1, Duration::from_secs(1))?;
+    /// let now = Timestamp::from_secs(5);
+    /// assert!(store.apply_at(&7, &policy, Op::Hit, 1, now).allowed);
+    /// assert!(!store.apply_at(&7, &policy, Op::Hit, 1, now).allowed);
+    /// assert!(store.apply_at(&7, &policy, Op::Hit, 1, Timestamp::from_secs(6)).allowed);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    #[inline]
+    pub fn apply_at<Q>(&self, key: &Q, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToKey<K> + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let mut table = inner.shard(hash).table.lock();
+        let fp = policy.fingerprint();
+        let t = now.as_micros();
+        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
+            if let Some(b) = entry.buckets.iter_mut().find(|b| b.policy == fp) {
+                if b.expires <= t {
+                    b.state = State::Empty;
+                    b.created = t;
+                }
+                let before = b.state;
+                let d = algorithm::apply(&mut b.state, policy, op, cost, now);
+                if b.state != before {
+                    b.updated = t;
+                    b.expires = inner.expires(&b.state, policy, t);
+                }
+                return d;
+            }
+            let mut state = State::Empty;
+            let d = algorithm::apply(&mut state, policy, op, cost, now);
+            if algorithm::reset_at(&state, policy).as_micros() > t {
+                entry.buckets.push(inner.new_bucket(state, policy, t));
+            }
+            return d;
+        }
+        // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
+        let mut state = State::Empty;
+        let d = algorithm::apply(&mut state, policy, op, cost, now);
+        if algorithm::reset_at(&state, policy).as_micros() > t {
+            if table.len() >= inner.max_per_shard {
+                inner.make_room(&mut table, t);
+            }
+            let bucket = inner.new_bucket(state, policy, t);
+            let mut buckets = SmallVec::new();
+            buckets.push(bucket);
+            table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| inner.hasher.hash_one(&e.key));
+        }
+        d
+    }
+
+    /// Reports `key`'s state under `policy` at `now` (see [`Store::inspect`]).
+    ///
+    /// ```
+    /// use floodgate::algorithm::Op;
+    /// use floodgate::{MemoryStore, Policy, Timestamp};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::new();
+    /// let policy = Policy::fixed_window(3, Duration::from_secs(10))?;
+    /// store.apply_at(&b"k"[..], &policy, Op::Hit, 2, Timestamp::from_secs(100));
+    /// let info = store.inspect_at(&b"k"[..], &policy, Timestamp::from_secs(101)).unwrap();
+    /// assert_eq!((info.used, info.remaining, info.created), (2, 1, Timestamp::from_secs(100)));
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn inspect_at<Q>(&self, key: &Q, policy: &Policy, now: Timestamp) -> Option<BucketInfo>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let table = inner.shard(hash).table.lock();
+        let t = now.as_micros();
+        let entry = table.find(hash, |e| e.key.borrow() == key)?;
+        let b = entry.buckets.iter().find(|b| b.policy == policy.fingerprint() && b.expires > t)?;
+        let usage = algorithm::inspect(&b.state, policy, now)?;
+        Some(BucketInfo {
+            used: usage.used,
+            remaining: usage.remaining,
+            reset_after: usage.reset_after,
+            next_window_after: usage.next_window_after,
+            created: Timestamp::from_micros(b.created),
+            updated: Timestamp::from_micros(b.updated),
+        })
+    }
+
+    /// Deletes every bucket of `key`, returning how many were live at `now`.
+    ///
+    /// ```
+    /// use floodgate::algorithm::Op;
+    /// use floodgate::{MemoryStore, Policy, Timestamp};
+    /// use std::time::Duration;
+    /// let store = MemoryStore::new();
+    /// let now = Timestamp::from_secs(1);
+    /// for limit in [5, 6] {
+    ///     store.apply_at(&b"k"[..], &Policy::gcra(limit, Duration::from_secs(1))?, Op::Hit, 1, now);
+    /// }
+    /// assert_eq!(store.delete_at(&b"k"[..], now), 2);
+    /// assert_eq!(store.delete_at(&b"k"[..], now), 0);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn delete_at<Q>(&self, key: &Q, now: Timestamp) -> u64
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = inner.hasher.hash_one(key);
+        let mut table = inner.shard(hash).table.lock();
+        match table.find_entry(hash, |e| e.key.borrow() == key) {
+            Ok(occupied) => {
+                let (entry, _) = occupied.remove();
+                let t = now.as_micros();
+                entry.buckets.iter().filter(|b| b.expires > t).count() as u64
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Drops every bucket that has expired by the store clock's now; returns how many. The sweep thread calls
+    /// this every `cleanup_interval`.
+    ///
+    /// ```
+    /// use floodgate::algorithm::Op;
+    /// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+    /// use std::time::Duration;
+    /// let clock = ManualClock::new(Timestamp::from_secs(100));
+    /// let store = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+    /// store.hit_sync(&b"k"[..], &Policy::fixed_window(5, Duration::from_secs(10))?, 1);
+    /// assert_eq!(store.sweep(), 0);
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(store.sweep(), 1);
+    /// assert_eq!(store.stats().keys, 0);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn sweep(&self) -> u64 {
+        self.inner.sweep(self.inner.clock.now().as_micros())
+    }
+
+    /// What the store holds and has dropped.
+    pub fn stats(&self) -> MemoryStats {
+        let s = &self.inner.stats;
+        MemoryStats {
+            keys: self.inner.shards.iter().map(|sh| sh.table.lock().len()).sum(),
+            swept: s.swept.load(Ordering::Relaxed),
+            evicted_expired: s.evicted_expired.load(Ordering::Relaxed),
+            evicted_live: s.evicted_live.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<K: Hash + Eq> Inner<K> {
+    #[inline]
+    fn shard(&self, hash: u64) -> &Shard<K> {
+        // hashbrown uses the low bits for the slot and the top 7 for its tags: take the shard from the middle.
+        &self.shards[((hash >> 32) & self.shard_mask) as usize]
+    }
+
+    #[inline]
+    fn expires(&self, state: &State, policy: &Policy, now: u64) -> u64 {
+        algorithm::reset_at(state, policy).as_micros().max(now.saturating_add(self.expiry_us))
+    }
+
+    #[inline]
+    fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
+        Bucket { policy: policy.fingerprint(), state, created: now, updated: now, expires: self.expires(&state, policy, now) }
+    }
+
+    fn sweep(&self, now: u64) -> u64 {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut table = shard.table.lock();
+            table.retain(|e| {
+                let before = e.buckets.len();
+                e.buckets.retain(|b| b.expires > now);
+                dropped += (before - e.buckets.len()) as u64;
+                !e.buckets.is_empty()
+            });
+            if table.capacity() > 64 && table.len() < table.capacity() / 4 {
+                let keep = table.len() * 2;
+                table.shrink_to(keep, |e| self.hasher.hash_one(&e.key));
+            }
+        }
+        self.stats.swept.fetch_add(dropped, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::debug!(dropped, "floodgate memory store swept expired buckets");
+        }
+        dropped
+    }
+
+    /// Frees room in a full shard: expired keys first, then the live keys nearest to their reset.
+    #[cold]
+    fn make_room(&self, table: &mut HashTable<Entry<K>>, now: u64) {
+        let before = table.len();
+        table.retain(|e| e.buckets.iter().any(|b| b.expires > now));
+        let expired = before - table.len();
+        self.stats.evicted_expired.fetch_add(expired as u64, Ordering::Relaxed);
+        let target = self.max_per_shard - self.max_per_shard.div_ceil(8);
+        if table.len() <= target {
+            return;
+        }
+        let excess = table.len() - target;
+        let mut ends: Vec<u64> = table.iter().map(|e| e.buckets.iter().map(|b| b.expires).max().unwrap_or(0)).collect();
+        let (_, cut, _) = ends.select_nth_unstable(excess - 1);
+        let cut = *cut;
+        let mut evicted = 0usize;
+        table.retain(|e| {
+            if evicted < excess && e.buckets.iter().map(|b| b.expires).max().unwrap_or(0) <= cut {
+                evicted += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.stats.evicted_live.fetch_add(evicted as u64, Ordering::Relaxed);
+        tracing::warn!(evicted, max_keys_per_shard = self.max_per_shard, "floodgate memory store is full: evicted live keys, which start again from empty");
+    }
+}
+
+impl<K> Store for MemoryStore<K>
+where
+    K: Borrow<[u8]> + Hash + Eq + Send + Sync + 'static,
+    [u8]: ToKey<K>,
+{
+    async fn hit(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        Ok(self.apply_at(id, policy, Op::Hit, cost, self.inner.clock.now()))
+    }
+
+    async fn inc(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        Ok(self.apply_at(id, policy, Op::Force, cost, self.inner.clock.now()))
+    }
+
+    async fn set(&self, id: &[u8], policy: &Policy, used: u64) -> StoreResult<Decision> {
+        Ok(self.apply_at(id, policy, Op::Set, used, self.inner.clock.now()))
+    }
+
+    async fn inspect(&self, id: &[u8], policy: &Policy) -> StoreResult<Option<BucketInfo>> {
+        Ok(self.inspect_at(id, policy, self.inner.clock.now()))
+    }
+
+    async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
+        Ok(self.delete_at(id, self.inner.clock.now()))
+    }
+}

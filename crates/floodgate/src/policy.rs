@@ -1,0 +1,386 @@
+//! [`Policy`]: how many units per window, by which [`Algorithm`].
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::time::duration_micros;
+
+/// How a [`Policy`] decides.
+///
+/// | algorithm | admits when | bounds |
+/// |---|---|---|
+/// | [`FixedWindow`](Algorithm::FixedWindow) | `count + cost <= limit` in the epoch-aligned window | `limit` per aligned window; up to `2 × limit` across a boundary |
+/// | [`SlidingWindow`](Algorithm::SlidingWindow) | `prev × (1 − elapsed/window) + cur + cost <= limit` | an estimate: see the crate docs for its measured error |
+/// | [`TokenBucket`](Algorithm::TokenBucket) | the bucket holds `cost` tokens (capacity `burst`, refilled `limit` per `window`) | `burst + limit × t/window` in any span `t` |
+/// | [`LeakyBucket`](Algorithm::LeakyBucket) | `level + cost <= burst` (leaks `limit` per `window`) | same as the token bucket |
+/// | [`Gcra`](Algorithm::Gcra) | theoretical arrival time − now ≤ burst tolerance | same as the token bucket |
+///
+/// The last three are one meter seen three ways: for the same `limit`, `window` and `burst` they make the
+/// same decisions (a property test checks each against its own reference model). Pick the name your team
+/// knows; all three keep 16 bytes of state and compute exactly, with no rounding drift.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Algorithm {
+    /// Hammer's default: a counter per epoch-aligned window.
+    FixedWindow,
+    /// Cloudflare's weighted two-window estimate: bounded memory, smooth at window boundaries.
+    SlidingWindow,
+    /// Tokens refilled continuously; a hit takes `cost` tokens.
+    TokenBucket,
+    /// A level that drains continuously; a hit adds `cost`.
+    LeakyBucket,
+    /// Generic cell rate algorithm (governor, redis-cell).
+    Gcra,
+}
+
+impl Algorithm {
+    /// Every algorithm, in declaration order.
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::TokenBucket, Algorithm::LeakyBucket, Algorithm::Gcra];
+
+    /// The name used in configs and keys: `fixed_window`, `sliding_window`, `token_bucket`, `leaky_bucket`, `gcra`.
+    ///
+    /// ```
+    /// use floodgate::Algorithm;
+    /// assert_eq!(Algorithm::Gcra.name(), "gcra");
+    /// assert_eq!("token_bucket".parse::<Algorithm>().unwrap(), Algorithm::TokenBucket);
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::LeakyBucket => "leaky_bucket",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    /// Whether this is one of the continuous meters (token bucket, leaky bucket, GCRA), which take a `burst`.
+    pub const fn is_meter(self) -> bool {
+        matches!(self, Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = PolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| PolicyError::UnknownAlgorithm(s.to_owned()))
+    }
+}
+
+/// Why a [`Policy`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// `limit` was zero.
+    #[error("limit must be at least 1")]
+    ZeroLimit,
+    /// `limit` above [`Policy::MAX_LIMIT`].
+    #[error("limit {0} is above the maximum of {max}", max = Policy::MAX_LIMIT)]
+    LimitTooLarge(u64),
+    /// The window was shorter than one microsecond.
+    #[error("window must be at least 1 microsecond")]
+    ZeroWindow,
+    /// The window was longer than [`Policy::MAX_WINDOW`].
+    #[error("window {0:?} is longer than the maximum of {max:?}", max = Policy::MAX_WINDOW)]
+    WindowTooLong(Duration),
+    /// `burst` was zero.
+    #[error("burst must be at least 1")]
+    ZeroBurst,
+    /// `burst` was given to a window algorithm, which has no burst.
+    #[error("{0} takes no burst (only token_bucket, leaky_bucket and gcra do)")]
+    BurstNotSupported(Algorithm),
+    /// The meter's exact arithmetic would not fit in 53 bits (so that Lua, with doubles, stays exact too).
+    #[error("burst {burst} at {limit} per {window:?} needs more than 53 bits of exact state; use a coarser window or a smaller burst")]
+    MeterOverflow {
+        /// The policy's limit.
+        limit: u64,
+        /// The policy's window.
+        window: Duration,
+        /// The policy's burst.
+        burst: u64,
+    },
+    /// An algorithm name that is not one of [`Algorithm::ALL`].
+    #[error("unknown algorithm {0:?} (expected one of fixed_window, sliding_window, token_bucket, leaky_bucket, gcra)")]
+    UnknownAlgorithm(String),
+    /// A policy name that is empty or longer than [`Policy::MAX_NAME_LEN`] bytes.
+    #[error("policy name must be 1 to {max} bytes", max = Policy::MAX_NAME_LEN)]
+    BadName,
+}
+
+/// A rate-limit rule: `limit` units per `window`, decided by an [`Algorithm`].
+///
+/// Policies are plain values passed to every call, so each key can have its own and a policy can change at
+/// run time with no rebuild. State belongs to a policy's *key*: its name if it has one, otherwise its whole
+/// definition. What happens to live state when a policy changes:
+///
+/// - **Named policy, new limit or burst**: the state carries over and is judged by the new numbers (a count of
+///   80 under a new limit of 50 is over the limit until the window ends).
+/// - **Named policy, new window length**: window counters start afresh at the new alignment (old windows no
+///   longer match); a meter keeps its level, which now drains at the new rate.
+/// - **Named policy, new algorithm**: the old state is discarded and the key starts fresh.
+/// - **Unnamed policy, anything changed**: it is a different policy, with its own fresh state.
+///
+/// ```
+/// use floodgate::{Algorithm, Policy};
+/// use std::time::Duration;
+///
+/// let api = Policy::new(Algorithm::Gcra, 100, Duration::from_secs(60))?.with_burst(10)?.named("api")?;
+/// assert_eq!(api.limit(), 100);
+/// assert_eq!(api.capacity(), 10);
+/// assert_eq!(api.key(), "api");
+///
+/// assert!(Policy::fixed_window(0, Duration::from_secs(1)).is_err());
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    algorithm: Algorithm,
+    limit: u64,
+    window_us: u64,
+    burst: u64,
+    /// Meter arithmetic: `window / limit = unit / drain` in lowest terms. One unit of cost raises the level by
+    /// `unit`; the level drains by `drain` per microsecond.
+    unit: u64,
+    drain: u64,
+    key: Arc<str>,
+    fingerprint: u64,
+    named: bool,
+}
+
+impl Policy {
+    /// The largest accepted `limit` (and `burst`): 2^48.
+    pub const MAX_LIMIT: u64 = 1 << 48;
+    /// The longest accepted window: 10 years of 365 days.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(10 * 365 * 86_400);
+    /// The longest accepted policy name, in bytes.
+    pub const MAX_NAME_LEN: usize = 128;
+    /// The bound on a meter's exact state (`burst × window / gcd(window, limit)` in microseconds).
+    pub const MAX_METER_STATE: u64 = 1 << 53;
+
+    /// A policy of `limit` units per `window` decided by `algorithm`. Meters get `burst = limit`.
+    ///
+    /// ```
+    /// use floodgate::{Algorithm, Policy, PolicyError};
+    /// use std::time::Duration;
+    ///
+    /// let p = Policy::new(Algorithm::SlidingWindow, 10, Duration::from_secs(1))?;
+    /// assert_eq!(p.window(), Duration::from_secs(1));
+    /// assert_eq!(Policy::new(Algorithm::Gcra, 10, Duration::ZERO), Err(PolicyError::ZeroWindow));
+    /// # Ok::<(), PolicyError>(())
+    /// ```
+    pub fn new(algorithm: Algorithm, limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        if limit == 0 {
+            return Err(PolicyError::ZeroLimit);
+        }
+        if limit > Self::MAX_LIMIT {
+            return Err(PolicyError::LimitTooLarge(limit));
+        }
+        if window > Self::MAX_WINDOW {
+            return Err(PolicyError::WindowTooLong(window));
+        }
+        let window_us = duration_micros(window);
+        if window_us == 0 {
+            return Err(PolicyError::ZeroWindow);
+        }
+        Self::build(algorithm, limit, window_us, limit, None)
+    }
+
+    /// A fixed-window policy: `limit` per epoch-aligned `window`.
+    ///
+    /// ```
+    /// use floodgate::{Algorithm, Policy};
+    /// use std::time::Duration;
+    /// let p = Policy::fixed_window(5, Duration::from_secs(1))?;
+    /// assert_eq!(p.algorithm(), Algorithm::FixedWindow);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn fixed_window(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::FixedWindow, limit, window)
+    }
+
+    /// A sliding-window policy (weighted two-window estimate).
+    ///
+    /// ```
+    /// use floodgate::{Algorithm, Policy};
+    /// use std::time::Duration;
+    /// assert_eq!(Policy::sliding_window(5, Duration::from_secs(1))?.algorithm(), Algorithm::SlidingWindow);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn sliding_window(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::SlidingWindow, limit, window)
+    }
+
+    /// A token-bucket policy: capacity `limit` (change it with [`with_burst`](Self::with_burst)), refilled `limit` per `window`.
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// assert_eq!(Policy::token_bucket(5, Duration::from_secs(1))?.capacity(), 5);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn token_bucket(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::TokenBucket, limit, window)
+    }
+
+    /// A leaky-bucket policy: capacity `limit` (see [`with_burst`](Self::with_burst)), draining `limit` per `window`.
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// assert_eq!(Policy::leaky_bucket(5, Duration::from_secs(1))?.limit(), 5);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn leaky_bucket(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::LeakyBucket, limit, window)
+    }
+
+    /// A GCRA policy: `limit` per `window`, bursts of up to `limit` (see [`with_burst`](Self::with_burst)).
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// assert_eq!(Policy::gcra(5, Duration::from_secs(1))?.capacity(), 5);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn gcra(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::Gcra, limit, window)
+    }
+
+    /// Sets the burst (the bucket's capacity) of a meter. Window algorithms reject it.
+    ///
+    /// ```
+    /// use floodgate::{Policy, PolicyError, Algorithm};
+    /// use std::time::Duration;
+    /// let p = Policy::token_bucket(10, Duration::from_secs(1))?.with_burst(3)?;
+    /// assert_eq!(p.capacity(), 3);
+    /// assert_eq!(
+    ///     Policy::fixed_window(10, Duration::from_secs(1))?.with_burst(3),
+    ///     Err(PolicyError::BurstNotSupported(Algorithm::FixedWindow))
+    /// );
+    /// # Ok::<(), PolicyError>(())
+    /// ```
+    pub fn with_burst(self, burst: u64) -> Result<Self, PolicyError> {
+        if !self.algorithm.is_meter() {
+            return Err(PolicyError::BurstNotSupported(self.algorithm));
+        }
+        if burst == 0 {
+            return Err(PolicyError::ZeroBurst);
+        }
+        if burst > Self::MAX_LIMIT {
+            return Err(PolicyError::LimitTooLarge(burst));
+        }
+        let name = if self.named { Some(self.key.clone()) } else { None };
+        Self::build(self.algorithm, self.limit, self.window_us, burst, name)
+    }
+
+    /// Gives the policy a name: its state is then keyed by the name, so changing the numbers keeps live state
+    /// (see the type's docs). Names are 1 to [`MAX_NAME_LEN`](Self::MAX_NAME_LEN) bytes.
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// let p = Policy::gcra(5, Duration::from_secs(1))?.named("login")?;
+    /// assert_eq!(p.name(), Some("login"));
+    /// assert!(Policy::gcra(5, Duration::from_secs(1))?.named("").is_err());
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn named(self, name: impl Into<Arc<str>>) -> Result<Self, PolicyError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > Self::MAX_NAME_LEN {
+            return Err(PolicyError::BadName);
+        }
+        Self::build(self.algorithm, self.limit, self.window_us, self.burst, Some(name))
+    }
+
+    fn build(algorithm: Algorithm, limit: u64, window_us: u64, burst: u64, name: Option<Arc<str>>) -> Result<Self, PolicyError> {
+        let g = gcd(window_us, limit);
+        let (unit, drain) = (window_us / g, limit / g);
+        if algorithm.is_meter() && burst.checked_mul(unit).is_none_or(|s| s > Self::MAX_METER_STATE) {
+            return Err(PolicyError::MeterOverflow { limit, window: Duration::from_micros(window_us), burst });
+        }
+        let named = name.is_some();
+        let key: Arc<str> = match name {
+            Some(n) => n,
+            None if algorithm.is_meter() => format!("{algorithm}:{limit}/{window_us}us:b{burst}").into(),
+            None => format!("{algorithm}:{limit}/{window_us}us").into(),
+        };
+        let fingerprint = foldhash::fast::FixedState::with_seed(0x666c_6f6f_6467_6174).hash_one(&*key);
+        Ok(Policy { algorithm, limit, window_us, burst, unit, drain, key, fingerprint, named })
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Units admitted per window (the meters' refill rate).
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.window_us)
+    }
+
+    /// The window in microseconds.
+    pub fn window_micros(&self) -> u64 {
+        self.window_us
+    }
+
+    /// The most units one instant can take: `burst` for meters, `limit` for windows. A cost above it is
+    /// always denied (see [`Decision::retry_after`](crate::Decision::retry_after)).
+    pub fn capacity(&self) -> u64 {
+        if self.algorithm.is_meter() {
+            self.burst
+        } else {
+            self.limit
+        }
+    }
+
+    /// The name, if the policy was [`named`](Self::named).
+    pub fn name(&self) -> Option<&str> {
+        self.named.then_some(&*self.key)
+    }
+
+    /// The key the policy's state is stored under: its name, or a canonical form of its definition such as
+    /// `gcra:100/60000000us:b10`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// A 64-bit hash of [`key`](Self::key), stable within one build of this crate.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Meter arithmetic: level added per unit of cost (`window / gcd(window, limit)`, in µs).
+    pub fn meter_unit(&self) -> u64 {
+        self.unit
+    }
+
+    /// Meter arithmetic: level drained per microsecond (`limit / gcd(window, limit)`).
+    pub fn meter_drain(&self) -> u64 {
+        self.drain
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
