@@ -175,7 +175,13 @@ impl<S: Store> Limiter<S> {
     /// # })?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub async fn until_ready(&self, id: impl AsRef<[u8]>, policy: &Policy, cost: u64, jitter: Duration) -> Result<Decision, LimiterError> {
+    pub async fn until_ready(
+        &self,
+        id: impl AsRef<[u8]>,
+        policy: &Policy,
+        cost: u64,
+        jitter: Duration,
+    ) -> Result<Decision, LimiterError> {
         let id = id.as_ref();
         let random = foldhash::fast::RandomState::default();
         let mut attempt = 0u64;

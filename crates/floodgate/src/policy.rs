@@ -37,8 +37,13 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Every algorithm, in declaration order.
-    pub const ALL: [Algorithm; 5] =
-        [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::TokenBucket, Algorithm::LeakyBucket, Algorithm::Gcra];
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::FixedWindow,
+        Algorithm::SlidingWindow,
+        Algorithm::TokenBucket,
+        Algorithm::LeakyBucket,
+        Algorithm::Gcra,
+    ];
 
     /// The name used in configs and keys: `fixed_window`, `sliding_window`, `token_bucket`, `leaky_bucket`, `gcra`.
     ///
@@ -73,10 +78,7 @@ impl std::str::FromStr for Algorithm {
     type Err = PolicyError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Algorithm::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| PolicyError::UnknownAlgorithm(s.to_owned()))
+        Algorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| PolicyError::UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -103,7 +105,9 @@ pub enum PolicyError {
     #[error("{0} takes no burst (only token_bucket, leaky_bucket and gcra do)")]
     BurstNotSupported(Algorithm),
     /// The meter's exact arithmetic would not fit in 53 bits (so that Lua, with doubles, stays exact too).
-    #[error("burst {burst} at {limit} per {window:?} needs more than 53 bits of exact state; use a coarser window or a smaller burst")]
+    #[error(
+        "burst {burst} at {limit} per {window:?} needs more than 53 bits of exact state; use a coarser window or a smaller burst"
+    )]
     MeterOverflow {
         /// The policy's limit.
         limit: u64,
@@ -305,7 +309,13 @@ impl Policy {
         Self::build(self.algorithm, self.limit, self.window_us, self.burst, Some(name))
     }
 
-    fn build(algorithm: Algorithm, limit: u64, window_us: u64, burst: u64, name: Option<Arc<str>>) -> Result<Self, PolicyError> {
+    fn build(
+        algorithm: Algorithm,
+        limit: u64,
+        window_us: u64,
+        burst: u64,
+        name: Option<Arc<str>>,
+    ) -> Result<Self, PolicyError> {
         let g = gcd(window_us, limit);
         let (unit, drain) = (window_us / g, limit / g);
         if algorithm.is_meter() && burst.checked_mul(unit).is_none_or(|s| s > Self::MAX_METER_STATE) {
@@ -344,11 +354,7 @@ impl Policy {
     /// The most units one instant can take: `burst` for meters, `limit` for windows. A cost above it is
     /// always denied (see [`Decision::retry_after`](crate::Decision::retry_after)).
     pub fn capacity(&self) -> u64 {
-        if self.algorithm.is_meter() {
-            self.burst
-        } else {
-            self.limit
-        }
+        if self.algorithm.is_meter() { self.burst } else { self.limit }
     }
 
     /// The name, if the policy was [`named`](Self::named).

@@ -1,7 +1,7 @@
 //! Time: the [`Timestamp`] every decision is made at, and the injectable [`Clock`] that supplies it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A point in time, in whole microseconds since the Unix epoch.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{over_capacity, Op, Usage};
+use super::{Op, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A fixed window's state: which window, and its count.
@@ -19,11 +19,7 @@ pub struct WindowState {
 
 #[inline]
 fn current(s: &WindowState, index: u64) -> u64 {
-    if s.index == index {
-        s.count
-    } else {
-        0
-    }
+    if s.index == index { s.count } else { 0 }
 }
 
 /// Applies an operation (see [`super::apply`]); `now` in µs.
@@ -73,14 +69,15 @@ pub fn inspect(s: &WindowState, policy: &Policy, now: u64) -> Option<Usage> {
         return None;
     }
     let until_next = Duration::from_micros((index + 1).saturating_mul(window) - now);
-    Some(Usage { used: count, remaining: policy.limit().saturating_sub(count), reset_after: until_next, next_window_after: until_next })
+    Some(Usage {
+        used: count,
+        remaining: policy.limit().saturating_sub(count),
+        reset_after: until_next,
+        next_window_after: until_next,
+    })
 }
 
 /// When the state is empty again (µs).
 pub fn reset_at(s: &WindowState, policy: &Policy) -> u64 {
-    if s.count == 0 {
-        0
-    } else {
-        (s.index + 1).saturating_mul(policy.window_micros())
-    }
+    if s.count == 0 { 0 } else { (s.index + 1).saturating_mul(policy.window_micros()) }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::{over_capacity, Op, Usage};
+use super::{Op, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A meter's state: the level at `last`.

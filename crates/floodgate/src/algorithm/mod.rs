@@ -129,7 +129,9 @@ pub fn inspect(state: &State, policy: &Policy, now: Timestamp) -> Option<Usage> 
     match (policy.algorithm(), state) {
         (Algorithm::FixedWindow, State::Window(s)) => fixed_window::inspect(s, policy, now),
         (Algorithm::SlidingWindow, State::Sliding(s)) => sliding_window::inspect(s, policy, now),
-        (Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra, State::Meter(s)) => meter::inspect(s, policy, now),
+        (Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra, State::Meter(s)) => {
+            meter::inspect(s, policy, now)
+        }
         _ => None,
     }
 }
@@ -160,5 +162,11 @@ pub fn reset_at(state: &State, policy: &Policy) -> Timestamp {
 /// A decision for `cost` that can never pass.
 #[inline]
 pub(crate) fn over_capacity(policy: &Policy, remaining: u64, reset_after_us: u64) -> Decision {
-    Decision { allowed: false, limit: policy.capacity(), remaining, reset_after: Duration::from_micros(reset_after_us), retry_after: None }
+    Decision {
+        allowed: false,
+        limit: policy.capacity(),
+        remaining,
+        reset_after: Duration::from_micros(reset_after_us),
+        retry_after: None,
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use super::{over_capacity, Op, Usage};
+use super::{Op, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A sliding window's state: the current window's index and the counts of it and the previous window.
@@ -47,11 +47,7 @@ fn wait_for(cur: u64, prev: u64, cost: u64, policy: &Policy, elapsed: u64) -> u6
     let elapsed = elapsed as u128;
     // Earliest elapsed-in-window e' at which `weight × (window − e') <= room × window`.
     let earliest = |weight: u64, room: u64| -> u128 {
-        if weight == 0 {
-            0
-        } else {
-            window - (room as u128 * window / weight as u128).min(window)
-        }
+        if weight == 0 { 0 } else { window - (room as u128 * window / weight as u128).min(window) }
     };
     let wait = if cur + cost <= limit {
         // Still within this window: wait for the previous window's weight to fade enough (at the latest
@@ -85,7 +81,8 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
     let (mut cur, mut prev) = counts(s, index);
     let scaled_limit = limit as u128 * window as u128;
     let used = weighted(cur, prev, window, elapsed);
-    let room = |used: u128| -> u64 { u64::try_from(scaled_limit.saturating_sub(used) / window as u128).unwrap_or(u64::MAX) };
+    let room =
+        |used: u128| -> u64 { u64::try_from(scaled_limit.saturating_sub(used) / window as u128).unwrap_or(u64::MAX) };
     if op == Op::Hit && cost > limit {
         return over_capacity(policy, room(used), reset_after(cur, prev, window, elapsed));
     }

@@ -23,8 +23,8 @@ mod sweeper;
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -121,7 +121,10 @@ impl<K> Clone for MemoryStore<K> {
 
 impl<K> std::fmt::Debug for MemoryStore<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryStore").field("shards", &self.inner.shards.len()).field("expiry_us", &self.inner.expiry_us).finish()
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("expiry_us", &self.inner.expiry_us)
+            .finish()
     }
 }
 
@@ -217,7 +220,9 @@ impl<K> MemoryStoreBuilder<K> {
                 inner.sweep(inner.clock.now().as_micros());
             }) {
                 Ok(s) => *inner.sweeper.lock() = Some(s),
-                Err(e) => tracing::error!(error = %e, "could not start the floodgate sweep thread; expired state will only be dropped by MemoryStore::sweep"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start the floodgate sweep thread; expired state will only be dropped by MemoryStore::sweep")
+                }
             }
         }
         MemoryStore { inner }
@@ -456,7 +461,13 @@ impl<K: Hash + Eq> Inner<K> {
 
     #[inline]
     fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
-        Bucket { policy: policy.fingerprint(), state, created: now, updated: now, expires: self.expires(&state, policy, now) }
+        Bucket {
+            policy: policy.fingerprint(),
+            state,
+            created: now,
+            updated: now,
+            expires: self.expires(&state, policy, now),
+        }
     }
 
     fn sweep(&self, now: u64) -> u64 {
@@ -506,7 +517,11 @@ impl<K: Hash + Eq> Inner<K> {
             }
         });
         self.stats.evicted_live.fetch_add(evicted as u64, Ordering::Relaxed);
-        tracing::warn!(evicted, max_keys_per_shard = self.max_per_shard, "floodgate memory store is full: evicted live keys, which start again from empty");
+        tracing::warn!(
+            evicted,
+            max_keys_per_shard = self.max_per_shard,
+            "floodgate memory store is full: evicted live keys, which start again from empty"
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The background sweep: a thread that drops expired state every `cleanup_interval`, and stops with its store.
 
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Weak;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
@@ -16,15 +16,21 @@ pub(super) struct Sweeper {
 impl Sweeper {
     /// Starts a thread that calls `sweep` on the target every `interval` until the target is gone or the
     /// sweeper is dropped.
-    pub(super) fn start<T: Send + Sync + 'static>(target: Weak<T>, interval: Duration, sweep: fn(&T)) -> std::io::Result<Sweeper> {
+    pub(super) fn start<T: Send + Sync + 'static>(
+        target: Weak<T>,
+        interval: Duration,
+        sweep: fn(&T),
+    ) -> std::io::Result<Sweeper> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = thread::Builder::new().name("floodgate-sweep".into()).spawn(move || loop {
-            match stopped.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        let thread = thread::Builder::new().name("floodgate-sweep".into()).spawn(move || {
+            loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+                let Some(target) = target.upgrade() else { return };
+                sweep(&target);
             }
-            let Some(target) = target.upgrade() else { return };
-            sweep(&target);
         })?;
         let id = thread.thread().id();
         Ok(Sweeper { stop: Some(stop), thread: Some(thread), id })
