@@ -133,7 +133,7 @@ pub enum PolicyError {
 /// - **Named policy, new limit or burst**: the state carries over and is judged by the new numbers (a count of
 ///   80 under a new limit of 50 is over the limit until the window ends).
 /// - **Named policy, new window length**: window counters start afresh at the new alignment (old windows no
-///   longer match); a meter keeps its level, which now drains at the new rate.
+///   longer match); a meter keeps its used units, which now drain at the new rate.
 /// - **Named policy, new algorithm**: the old state is discarded and the key starts fresh.
 /// - **Unnamed policy, anything changed**: it is a different policy, with its own fresh state.
 ///

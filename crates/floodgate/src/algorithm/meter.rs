@@ -12,20 +12,31 @@ use std::time::Duration;
 use super::{Op, Usage, over_capacity};
 use crate::{Decision, Policy};
 
-/// A meter's state: the level at `last`.
+/// A meter's state: the level at `last`, in the scale of the policy that wrote it.
+///
+/// The scale (`unit`) is kept so that a named policy whose limit changes keeps its used units: the level is
+/// rescaled to the new policy's unit, rounding up (never admitting more than was used).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeterState {
-    /// The level in exact units (`units × meter_unit`), as of `last`.
+    /// The level in exact units (`units × unit`), as of `last`.
     pub level: u64,
     /// When the level was last written, in µs since the epoch.
     pub last: u64,
+    /// The [`Policy::meter_unit`] the level was written with.
+    pub unit: u64,
 }
 
-/// The level drained to `now` (a clock that went backwards drains nothing).
+/// The level drained to `now`, in `policy`'s scale (a clock that went backwards drains nothing).
 #[inline]
-fn level_at(s: &MeterState, drain: u64, now: u64) -> u64 {
-    let drained = now.saturating_sub(s.last).saturating_mul(drain);
-    s.level.saturating_sub(drained)
+fn level_at(s: &MeterState, policy: &Policy, now: u64) -> u64 {
+    let unit = policy.meter_unit();
+    let level = if s.unit == unit || s.unit == 0 {
+        s.level
+    } else {
+        u64::try_from((s.level as u128 * unit as u128).div_ceil(s.unit as u128)).unwrap_or(u64::MAX)
+    };
+    let drained = now.saturating_sub(s.last).saturating_mul(policy.meter_drain());
+    level.saturating_sub(drained)
 }
 
 /// Microseconds until `excess` level units have drained.
@@ -39,7 +50,7 @@ fn drain_time(excess: u64, drain: u64) -> u64 {
 pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
     let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
     let cap = burst * unit;
-    let mut level = level_at(s, drain, now);
+    let mut level = level_at(s, policy, now);
     if op == Op::Hit && cost > burst {
         return over_capacity(policy, (cap - level.min(cap)) / unit, drain_time(level, drain));
     }
@@ -49,16 +60,16 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
         Op::Hit => {
             if fits && cost > 0 {
                 level += need;
-                *s = MeterState { level, last: now };
+                *s = MeterState { level, last: now, unit };
             }
         }
         Op::Force => {
             level = level.saturating_add(cost.saturating_mul(unit));
-            *s = MeterState { level, last: now };
+            *s = MeterState { level, last: now, unit };
         }
         Op::Set => {
             level = cost.saturating_mul(unit);
-            *s = MeterState { level, last: now };
+            *s = MeterState { level, last: now, unit };
         }
     }
     let allowed = op == Op::Set || fits;
@@ -78,7 +89,7 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
 /// Usage at `now`, or `None` when the meter has drained.
 pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
     let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
-    let level = level_at(s, drain, now);
+    let level = level_at(s, policy, now);
     if level == 0 {
         return None;
     }
@@ -93,5 +104,5 @@ pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
 
 /// When the meter has drained (µs).
 pub fn reset_at(s: &MeterState, policy: &Policy) -> u64 {
-    s.last.saturating_add(drain_time(s.level, policy.meter_drain()))
+    s.last.saturating_add(drain_time(level_at(s, policy, s.last), policy.meter_drain()))
 }
