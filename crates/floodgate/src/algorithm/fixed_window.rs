@@ -1,4 +1,4 @@
-//! Fixed window: a counter per epoch-aligned window (`index = now / window`).
+//! Fixed window: a counter per epoch-aligned window (it starts at `now - now % window`).
 //!
 //! Admits when `count + cost <= limit`. A denied hit is not counted, so a client that keeps retrying gets
 //! through as soon as the next window starts (Hammer's ETS backend counts denied hits, and never lets it).
@@ -11,15 +11,15 @@ use crate::{Decision, Policy};
 /// A fixed window's state: which window, and its count.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WindowState {
-    /// `now / window` of the window counted.
-    pub index: u64,
+    /// When the window counted started, in µs since the epoch (a multiple of the window).
+    pub start: u64,
     /// Units counted in that window.
     pub count: u64,
 }
 
 #[inline]
-fn current(s: &WindowState, index: u64) -> u64 {
-    if s.index == index { s.count } else { 0 }
+fn current(s: &WindowState, start: u64) -> u64 {
+    if s.start == start { s.count } else { 0 }
 }
 
 /// Applies an operation (see [`super::apply`]); `now` in µs.
@@ -27,9 +27,11 @@ fn current(s: &WindowState, index: u64) -> u64 {
 pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
     let window = policy.window_micros();
     let limit = policy.limit();
-    let index = now / window;
-    let until_next = (index + 1).saturating_mul(window) - now;
-    let mut count = current(s, index);
+    // A clock that went backwards stands still at the start of the latest window the state has seen.
+    let now = now.max(s.start);
+    let start = now - now % window;
+    let until_next = start + window - now;
+    let mut count = current(s, start);
     let check = cost.max(1);
     let fits = count.checked_add(check).is_some_and(|c| c <= limit);
     match op {
@@ -49,7 +51,7 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
         _ => fits,
     };
     if op != Op::Hit || (fits && cost > 0) {
-        *s = WindowState { index, count };
+        *s = WindowState { start, count };
     }
     Decision {
         allowed,
@@ -63,12 +65,12 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
 /// Usage at `now`, or `None` when nothing is counted in the current window.
 pub fn inspect(s: &WindowState, policy: &Policy, now: u64) -> Option<Usage> {
     let window = policy.window_micros();
-    let index = now / window;
-    let count = current(s, index);
+    let start = now - now % window;
+    let count = current(s, start);
     if count == 0 {
         return None;
     }
-    let until_next = Duration::from_micros((index + 1).saturating_mul(window) - now);
+    let until_next = Duration::from_micros(start + window - now);
     Some(Usage {
         used: count,
         remaining: policy.limit().saturating_sub(count),
@@ -79,5 +81,5 @@ pub fn inspect(s: &WindowState, policy: &Policy, now: u64) -> Option<Usage> {
 
 /// When the state is empty again (µs).
 pub fn reset_at(s: &WindowState, policy: &Policy) -> u64 {
-    if s.count == 0 { 0 } else { (s.index + 1).saturating_mul(policy.window_micros()) }
+    if s.count == 0 { 0 } else { s.start.saturating_add(policy.window_micros()) }
 }

@@ -48,6 +48,8 @@ fn drain_time(excess: u64, drain: u64) -> u64 {
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    // A clock that went backwards stands still at the latest time the state has seen.
+    let now = now.max(s.last);
     let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
     let cap = burst * unit;
     let mut level = level_at(s, policy, now);

@@ -33,9 +33,9 @@ pub enum State {
     /// Nothing counted.
     #[default]
     Empty,
-    /// Fixed window: the window's index (`now / window`) and its count.
+    /// Fixed window: when the window started and its count.
     Window(fixed_window::WindowState),
-    /// Sliding window: the current window's index and the counts of it and of the one before.
+    /// Sliding window: when the current window started and the counts of it and of the one before.
     Sliding(sliding_window::SlidingState),
     /// Token bucket, leaky bucket, GCRA: a level that drains.
     Meter(meter::MeterState),

@@ -12,23 +12,23 @@ use std::time::Duration;
 use super::{Op, Usage, over_capacity};
 use crate::{Decision, Policy};
 
-/// A sliding window's state: the current window's index and the counts of it and the previous window.
+/// A sliding window's state: when the current window started and the counts of it and the previous window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SlidingState {
-    /// `now / window` of the current window.
-    pub index: u64,
+    /// When the current window started, in µs since the epoch (a multiple of the window).
+    pub start: u64,
     /// Units counted in the current window.
     pub cur: u64,
     /// Units counted in the window before it.
     pub prev: u64,
 }
 
-/// `(cur, prev)` as seen from window `index`.
+/// `(cur, prev)` as seen from the window that starts at `start`.
 #[inline]
-fn counts(s: &SlidingState, index: u64) -> (u64, u64) {
-    if s.index == index {
+fn counts(s: &SlidingState, start: u64, window: u64) -> (u64, u64) {
+    if s.start == start {
         (s.cur, s.prev)
-    } else if s.index.wrapping_add(1) == index {
+    } else if s.start.checked_add(window) == Some(start) {
         (0, s.cur)
     } else {
         (0, 0)
@@ -76,9 +76,11 @@ fn reset_after(cur: u64, prev: u64, window: u64, elapsed: u64) -> u64 {
 pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
     let window = policy.window_micros();
     let limit = policy.limit();
-    let index = now / window;
-    let elapsed = now - index * window;
-    let (mut cur, mut prev) = counts(s, index);
+    // A clock that went backwards stands still at the start of the latest window the state has seen.
+    let now = now.max(s.start);
+    let elapsed = now % window;
+    let start = now - elapsed;
+    let (mut cur, mut prev) = counts(s, start, window);
     let scaled_limit = limit as u128 * window as u128;
     let used = weighted(cur, prev, window, elapsed);
     let room =
@@ -100,7 +102,7 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
     }
     let allowed = op == Op::Set || fits;
     if (cur, prev) != before || op != Op::Hit {
-        *s = SlidingState { index, cur, prev };
+        *s = SlidingState { start, cur, prev };
     }
     let retry_after = if allowed {
         None
@@ -121,9 +123,8 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
 /// Usage at `now` (the estimate, rounded up), or `None` when both windows are empty.
 pub fn inspect(s: &SlidingState, policy: &Policy, now: u64) -> Option<Usage> {
     let window = policy.window_micros();
-    let index = now / window;
-    let elapsed = now - index * window;
-    let (cur, prev) = counts(s, index);
+    let elapsed = now % window;
+    let (cur, prev) = counts(s, now - elapsed, window);
     if cur == 0 && prev == 0 {
         return None;
     }
@@ -142,9 +143,9 @@ pub fn inspect(s: &SlidingState, policy: &Policy, now: u64) -> Option<Usage> {
 pub fn reset_at(s: &SlidingState, policy: &Policy) -> u64 {
     let w = policy.window_micros();
     if s.cur > 0 {
-        (s.index + 2).saturating_mul(w)
+        s.start.saturating_add(2 * w)
     } else if s.prev > 0 {
-        (s.index + 1).saturating_mul(w)
+        s.start.saturating_add(w)
     } else {
         0
     }
