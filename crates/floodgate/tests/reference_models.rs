@@ -1,0 +1,300 @@
+//! Every algorithm against a brute-force reference model.
+//!
+//! The models are written independently of the implementation: window counters keep a log of every counted
+//! unit and recount it; the token bucket keeps exact rational tokens, the leaky bucket an exact level and GCRA
+//! an exact theoretical arrival time. `retry_after` and `reset_after` are found by stepping the model forward
+//! one microsecond at a time. Random sequences of (time step, operation, cost) must give identical decisions:
+//! the same allow/deny sequence and the same remaining, reset_after and retry_after.
+
+use std::time::Duration;
+
+use floodgate::algorithm::{self, Op, State};
+use floodgate::{Algorithm, Decision, Policy, Timestamp};
+use proptest::prelude::*;
+
+/// A reference model: what a state answers at time `t` for a check of `cost`, and how operations change it.
+trait Model {
+    /// Whether `cost` units fit at `t`.
+    fn fits(&self, t: u64, cost: u64) -> bool;
+    /// Whole units that fit at `t`.
+    fn remaining(&self, t: u64) -> u64;
+    /// Whether the state is back to empty at `t`.
+    fn empty(&self, t: u64) -> bool;
+    /// Counts `cost` units at `t` (unconditionally).
+    fn count(&mut self, t: u64, cost: u64);
+    /// Sets the used units to `used` at `t`.
+    fn set(&mut self, t: u64, used: u64);
+}
+
+/// The decision the model gives, searching forward in time for `retry_after` and `reset_after`.
+fn decide(m: &mut dyn Model, capacity: u64, op: Op, cost: u64, t: u64, horizon: u64) -> Decision {
+    let check = cost.max(1);
+    let fits = m.fits(t, check);
+    let allowed = match op {
+        Op::Hit if cost > capacity => {
+            return Decision {
+                allowed: false,
+                limit: capacity,
+                remaining: m.remaining(t),
+                reset_after: first(t, horizon, |u| m.empty(u)),
+                retry_after: None,
+            };
+        }
+        Op::Hit => {
+            if fits && cost > 0 {
+                m.count(t, cost);
+            }
+            fits
+        }
+        Op::Force => {
+            m.count(t, cost);
+            fits
+        }
+        Op::Set => {
+            m.set(t, cost);
+            true
+        }
+    };
+    let retry_after = (!allowed).then(|| first(t, horizon, |u| m.fits(u, check.min(capacity))));
+    Decision {
+        allowed,
+        limit: capacity,
+        remaining: m.remaining(t),
+        reset_after: first(t, horizon, |u| m.empty(u)),
+        retry_after,
+    }
+}
+
+/// The first `d >= 0` (in µs, as a duration) for which `pred(t + d)` holds.
+fn first(t: u64, horizon: u64, pred: impl Fn(u64) -> bool) -> Duration {
+    (0..=horizon)
+        .find(|d| pred(t + d))
+        .map(Duration::from_micros)
+        .unwrap_or_else(|| panic!("nothing within {horizon} µs"))
+}
+
+/// A log of counted units, for both window models.
+struct Log {
+    limit: u64,
+    window: u64,
+    entries: Vec<(u64, u64)>,
+    sliding: bool,
+}
+
+impl Log {
+    fn in_window(&self, t: u64, windows_back: u64) -> u64 {
+        let idx = (t / self.window).checked_sub(windows_back);
+        self.entries.iter().filter(|(at, _)| Some(at / self.window) == idx).map(|(_, n)| n).sum()
+    }
+    /// The estimate scaled by the window: `prev × (window − elapsed) + cur × window` (just `cur × window` for
+    /// the fixed window).
+    fn used_scaled(&self, t: u64) -> u128 {
+        let cur = self.in_window(t, 0) as u128 * self.window as u128;
+        if !self.sliding {
+            return cur;
+        }
+        let elapsed = t % self.window;
+        cur + self.in_window(t, 1) as u128 * (self.window - elapsed) as u128
+    }
+}
+
+impl Model for Log {
+    fn fits(&self, t: u64, cost: u64) -> bool {
+        self.used_scaled(t) + cost as u128 * self.window as u128 <= self.limit as u128 * self.window as u128
+    }
+    fn remaining(&self, t: u64) -> u64 {
+        (0..=self.limit).rev().find(|&k| k == 0 || self.fits(t, k)).unwrap_or(0)
+    }
+    fn empty(&self, t: u64) -> bool {
+        self.in_window(t, 0) == 0 && (!self.sliding || self.in_window(t, 1) == 0)
+    }
+    fn count(&mut self, t: u64, cost: u64) {
+        self.entries.push((t, cost));
+    }
+    fn set(&mut self, t: u64, used: u64) {
+        let w = self.window;
+        let keep_from = if self.sliding { (t / w).saturating_sub(1) } else { t / w };
+        self.entries.retain(|(at, _)| at / w < keep_from);
+        self.entries.push((t, used));
+    }
+}
+
+/// Token bucket with exact rational tokens: `tokens × window`, refilled by `limit` every microsecond up to
+/// `burst × window`; forced units may take it below zero.
+struct Tokens {
+    limit: i128,
+    window: i128,
+    burst: i128,
+    tokens: i128,
+    last: u64,
+}
+
+impl Tokens {
+    fn at(&self, t: u64) -> i128 {
+        let refill = t.saturating_sub(self.last) as i128 * self.limit;
+        (self.tokens + refill).min(self.burst * self.window).max(self.tokens.min(self.burst * self.window))
+    }
+}
+
+impl Model for Tokens {
+    fn fits(&self, t: u64, cost: u64) -> bool {
+        self.at(t) >= cost as i128 * self.window
+    }
+    fn remaining(&self, t: u64) -> u64 {
+        (self.at(t).max(0) / self.window) as u64
+    }
+    fn empty(&self, t: u64) -> bool {
+        self.at(t) == self.burst * self.window
+    }
+    fn count(&mut self, t: u64, cost: u64) {
+        self.tokens = self.at(t) - cost as i128 * self.window;
+        self.last = self.last.max(t);
+    }
+    fn set(&mut self, t: u64, used: u64) {
+        self.tokens = (self.burst - used as i128) * self.window;
+        self.last = self.last.max(t);
+    }
+}
+
+/// Leaky bucket with an exact level: `level × window`, draining `limit` every microsecond down to zero.
+struct Level {
+    limit: i128,
+    window: i128,
+    burst: i128,
+    level: i128,
+    last: u64,
+}
+
+impl Level {
+    fn at(&self, t: u64) -> i128 {
+        (self.level - t.saturating_sub(self.last) as i128 * self.limit).max(0)
+    }
+}
+
+impl Model for Level {
+    fn fits(&self, t: u64, cost: u64) -> bool {
+        self.at(t) + cost as i128 * self.window <= self.burst * self.window
+    }
+    fn remaining(&self, t: u64) -> u64 {
+        ((self.burst * self.window - self.at(t)).max(0) / self.window) as u64
+    }
+    fn empty(&self, t: u64) -> bool {
+        self.at(t) == 0
+    }
+    fn count(&mut self, t: u64, cost: u64) {
+        self.level = self.at(t) + cost as i128 * self.window;
+        self.last = self.last.max(t);
+    }
+    fn set(&mut self, t: u64, used: u64) {
+        self.level = used as i128 * self.window;
+        self.last = self.last.max(t);
+    }
+}
+
+/// GCRA with an exact theoretical arrival time, scaled by `limit` (so the emission interval is `window`).
+struct Tat {
+    limit: i128,
+    window: i128,
+    burst: i128,
+    tat: i128,
+}
+
+impl Model for Tat {
+    fn fits(&self, t: u64, cost: u64) -> bool {
+        let now = t as i128 * self.limit;
+        self.tat.max(now) + cost as i128 * self.window - now <= self.burst * self.window
+    }
+    fn remaining(&self, t: u64) -> u64 {
+        let now = t as i128 * self.limit;
+        ((self.burst * self.window - (self.tat.max(now) - now)).max(0) / self.window) as u64
+    }
+    fn empty(&self, t: u64) -> bool {
+        self.tat <= t as i128 * self.limit
+    }
+    fn count(&mut self, t: u64, cost: u64) {
+        self.tat = self.tat.max(t as i128 * self.limit) + cost as i128 * self.window;
+    }
+    fn set(&mut self, t: u64, used: u64) {
+        self.tat = t as i128 * self.limit + used as i128 * self.window;
+    }
+}
+
+fn model(policy: &Policy, burst: u64) -> Box<dyn Model> {
+    let (limit, window) = (policy.limit(), policy.window_micros());
+    let (l, w, b) = (limit as i128, window as i128, burst as i128);
+    match policy.algorithm() {
+        Algorithm::FixedWindow => Box::new(Log { limit, window, entries: vec![], sliding: false }),
+        Algorithm::SlidingWindow => Box::new(Log { limit, window, entries: vec![], sliding: true }),
+        Algorithm::TokenBucket => Box::new(Tokens { limit: l, window: w, burst: b, tokens: b * w, last: 0 }),
+        Algorithm::LeakyBucket => Box::new(Level { limit: l, window: w, burst: b, level: 0, last: 0 }),
+        Algorithm::Gcra => Box::new(Tat { limit: l, window: w, burst: b, tat: 0 }),
+        other => panic!("no model for {other}"),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    advance: u64,
+    op: Op,
+    cost: u64,
+}
+
+fn step(window: u64, capacity: u64) -> impl Strategy<Value = Step> {
+    let op = prop_oneof![8 => Just(Op::Hit), 1 => Just(Op::Force), 1 => Just(Op::Set)];
+    (prop_oneof![3 => Just(0u64), 5 => 0..=window, 1 => 0..=3 * window], op, 0..=capacity + 2)
+        .prop_map(|(advance, op, cost)| Step { advance, op, cost })
+}
+
+fn scenario(algorithm: Algorithm) -> impl Strategy<Value = (Policy, u64, u64, Vec<Step>)> {
+    (1u64..=12, 1u64..=400, 1u64..=15, 0u64..=1_000_000_000_000).prop_flat_map(move |(limit, window, burst, start)| {
+        let base = Policy::new(algorithm, limit, Duration::from_micros(window)).expect("valid policy");
+        let (policy, burst) =
+            if algorithm.is_meter() { (base.with_burst(burst).expect("valid burst"), burst) } else { (base, limit) };
+        let steps = prop::collection::vec(step(window, burst), 1..40);
+        (Just(policy), Just(burst), Just(start), steps)
+    })
+}
+
+fn check(
+    algorithm: Algorithm,
+    (policy, burst, start, steps): (Policy, u64, u64, Vec<Step>),
+) -> Result<(), TestCaseError> {
+    let mut reference = model(&policy, burst);
+    let mut state = State::Empty;
+    // Nothing takes longer to clear than every unit of the scenario draining one window each, plus two windows.
+    let total: u64 = steps.iter().map(|s| s.cost).sum::<u64>() + burst + 2;
+    let horizon = policy.window_micros() * (total + 2);
+    let mut t = start;
+    for (i, s) in steps.iter().enumerate() {
+        t += s.advance;
+        let got = algorithm::apply(&mut state, &policy, s.op, s.cost, Timestamp::from_micros(t));
+        let want = decide(&mut *reference, policy.capacity(), s.op, s.cost, t, horizon);
+        prop_assert_eq!(got, want, "{} step {} ({:?}) at t={}", algorithm, i, s, t);
+        let usage = algorithm::inspect(&state, &policy, Timestamp::from_micros(t));
+        prop_assert_eq!(usage.is_none(), reference.empty(t), "{} step {}: inspect emptiness", algorithm, i);
+        if let Some(u) = usage {
+            prop_assert_eq!(u.remaining, reference.remaining(t), "{} step {}: inspect remaining", algorithm, i);
+            prop_assert_eq!(u.reset_after, got.reset_after, "{} step {}: inspect reset_after", algorithm, i);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fixed_window_matches_its_model(s in scenario(Algorithm::FixedWindow)) { check(Algorithm::FixedWindow, s)?; }
+
+    #[test]
+    fn sliding_window_matches_its_model(s in scenario(Algorithm::SlidingWindow)) { check(Algorithm::SlidingWindow, s)?; }
+
+    #[test]
+    fn token_bucket_matches_its_model(s in scenario(Algorithm::TokenBucket)) { check(Algorithm::TokenBucket, s)?; }
+
+    #[test]
+    fn leaky_bucket_matches_its_model(s in scenario(Algorithm::LeakyBucket)) { check(Algorithm::LeakyBucket, s)?; }
+
+    #[test]
+    fn gcra_matches_its_model(s in scenario(Algorithm::Gcra)) { check(Algorithm::Gcra, s)?; }
+}
