@@ -1,0 +1,127 @@
+//! Behaviour specific to the in-memory store: expiry and the sweep thread, the key bound, key types.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use floodgate::algorithm::Op;
+use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+
+fn start() -> ManualClock {
+    ManualClock::new(Timestamp::from_secs(1_800_000_000))
+}
+
+fn policy() -> Policy {
+    Policy::fixed_window(2, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn expired_state_is_invisible_before_the_sweep_and_dropped_by_it() {
+    let clock = start();
+    let store = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+    let p = policy();
+    store.hit_sync(&b"a"[..], &p, 2);
+    store.hit_sync(&b"b"[..], &p, 1);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(store.stats().keys, 2, "nothing swept yet");
+    assert_eq!(store.inspect_at(&b"a"[..], &p, clock_now(&clock)), None, "expired state visible before the sweep");
+    assert_eq!(store.hit_sync(&b"a"[..], &p, 0).remaining, 2);
+    assert_eq!(store.delete_at(&b"b"[..], clock_now(&clock)), 0, "an expired bucket counted as deleted");
+    assert_eq!(store.sweep(), 1, "only a's bucket was left to sweep");
+    assert_eq!(store.stats().keys, 0);
+    assert_eq!(store.stats().swept, 1);
+}
+
+fn clock_now(clock: &ManualClock) -> Timestamp {
+    floodgate::Clock::now(clock)
+}
+
+#[test]
+fn expiry_keeps_idle_buckets_but_never_their_state() {
+    let clock = start();
+    let store =
+        MemoryStore::builder().clock(clock.clone()).expiry(Duration::from_secs(60)).cleanup_interval(None).build();
+    let p = policy();
+    store.hit_sync(&b"a"[..], &p, 2);
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(store.sweep(), 0, "kept for expiry after the last update");
+    assert_eq!(store.hit_sync(&b"a"[..], &p, 1).remaining, 1, "the state itself reset with its window");
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(store.sweep(), 1);
+}
+
+#[test]
+fn checks_and_denials_of_new_keys_allocate_no_state() {
+    let store = MemoryStore::builder().clock(start()).cleanup_interval(None).build();
+    let p = policy();
+    for i in 0..1_000u32 {
+        store.hit_sync(&i.to_be_bytes()[..], &p, 0);
+        store.hit_sync(&i.to_be_bytes()[..], &p, 3);
+    }
+    assert_eq!(store.stats().keys, 0);
+}
+
+#[test]
+fn a_full_store_drops_expired_keys_first() {
+    let clock = start();
+    let store =
+        MemoryStore::builder().clock(clock.clone()).shards(1).max_keys(Some(100)).cleanup_interval(None).build();
+    let p = policy();
+    for i in 0..100u32 {
+        store.hit_sync(&i.to_be_bytes()[..], &p, 1);
+    }
+    clock.advance(Duration::from_secs(10));
+    for i in 100..150u32 {
+        store.hit_sync(&i.to_be_bytes()[..], &p, 1);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.evicted_live, 0, "live keys evicted while expired ones were there: {stats:?}");
+    assert_eq!(stats.evicted_expired, 100);
+    assert_eq!(stats.keys, 50);
+}
+
+#[test]
+fn a_full_store_of_live_keys_evicts_the_nearest_to_reset_and_counts_it() {
+    let clock = start();
+    let store = MemoryStore::builder().clock(clock.clone()).shards(1).max_keys(Some(80)).cleanup_interval(None).build();
+    let long = Policy::fixed_window(2, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"));
+    let short = policy();
+    for i in 0..40u32 {
+        store.hit_sync(&i.to_be_bytes()[..], &long, 1);
+    }
+    for i in 40..80u32 {
+        store.hit_sync(&i.to_be_bytes()[..], &short, 1);
+    }
+    store.hit_sync(&b"new"[..], &long, 1);
+    let stats = store.stats();
+    assert!(stats.evicted_live > 0 && stats.keys <= 80, "{stats:?}");
+    // The keys nearest to their reset (the short window) went first; the long-window keys kept their counts.
+    for i in 0..40u32 {
+        assert_eq!(store.hit_sync(&i.to_be_bytes()[..], &long, 0).remaining, 1, "long-lived key {i} lost its state");
+    }
+}
+
+#[test]
+fn keys_of_any_type() {
+    let clock = start();
+    let p = policy();
+    let by_ip = MemoryStore::builder().key_type::<IpAddr>().clock(clock.clone()).build();
+    let ip: IpAddr = "2001:db8::1".parse().unwrap_or_else(|e| panic!("{e}"));
+    by_ip.hit_sync(&ip, &p, 2);
+    assert!(!by_ip.hit_sync(&ip, &p, 1).allowed);
+    let by_tuple = MemoryStore::builder().key_type::<(u32, u16)>().clock(clock.clone()).build();
+    assert!(by_tuple.hit_sync(&(7, 80), &p, 2).allowed);
+    assert!(by_tuple.hit_sync(&(7, 81), &p, 2).allowed);
+    let by_string = MemoryStore::builder().key_type::<String>().clock(clock).build();
+    assert!(by_string.hit_sync("user:1", &p, 2).allowed);
+    assert!(!by_string.hit_sync("user:1", &p, 1).allowed);
+}
+
+#[test]
+fn apply_at_is_the_same_path_as_the_store_trait() {
+    let store = MemoryStore::builder().clock(start()).cleanup_interval(None).build();
+    let p = policy();
+    let now = Timestamp::from_secs(1_800_000_000);
+    let d = store.apply_at(&b"k"[..], &p, Op::Force, 5, now);
+    assert!(!d.allowed);
+    assert_eq!(store.inspect_at(&b"k"[..], &p, now).map(|i| i.used), Some(5));
+}
