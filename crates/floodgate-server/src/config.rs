@@ -1,0 +1,971 @@
+//! The config: Envoy ratelimit-style domains for RLS, and named policies for the HTTP API.
+//!
+//! One YAML file per domain, in the format of Envoy's reference ratelimit service, plus two Floodgate
+//! extensions (`algorithm` and `burst` in a `rate_limit`, and a top-level `policies` map):
+//!
+//! ```yaml
+//! domain: edge                      # RateLimitRequest.domain
+//! descriptors:
+//!   - key: remote_address           # a key with no value matches any value; each value counts apart
+//!     rate_limit: { unit: second, requests_per_unit: 10 }
+//!   - key: path
+//!     value: /login                 # a key with a value matches that value only
+//!     rate_limit: { unit: minute, requests_per_unit: 5, algorithm: sliding_window }
+//!     descriptors:                  # nested: a request's next entry is matched one level down
+//!       - key: user
+//!         rate_limit: { unit: hour, requests_per_unit: 100 }
+//!   - key: health
+//!     rate_limit: { unlimited: true }
+//!     shadow_mode: true             # decide and count, but always answer OK
+//! policies:                         # Floodgate extension: named policies for the HTTP API
+//!   api: { limit: 100, window: 1m, algorithm: gcra, burst: 20 }
+//! ```
+//!
+//! `--config` takes one file or a directory (every `*.yaml` / `*.yml` in it, not recursive); a domain defined
+//! twice is an error. Every problem is reported with its file, line, column and field path, e.g.
+//! `edge.yaml:7:7: descriptors[1].rate_limit.unit: unknown unit "minutes" (expected one of second, …)`, and
+//! unknown fields are rejected at every level.
+//!
+//! **Matching** (the reference's rules): a request descriptor's entries are walked from the top level down;
+//! at each level the entry matches the rule with its exact key and value, else the rule with its key and no
+//! value; no match stops the walk. The limit that applies is the one on the rule the *last* entry lands on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodgate::{Algorithm, Policy};
+
+use crate::metrics::DomainCounters;
+use crate::yaml::{self, Kind, Node, Pos};
+
+/// The largest config file accepted.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The most files a config directory may hold.
+pub const MAX_CONFIG_FILES: usize = 10_000;
+
+/// The config used when `serve` gets no `--config`: see the crate README for what it holds.
+pub const BUILTIN_YAML: &str = include_str!("../examples/default.yaml");
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The file (as given, or `<builtin>`).
+    pub file: Arc<str>,
+    /// Where in the file (line 0 when the problem is the whole file).
+    pub pos: Pos,
+    /// The field's path, e.g. `descriptors[0].rate_limit.unit` (empty for syntax errors).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.pos.line > 0 {
+            write!(f, ":{}:{}", self.pos.line, self.pos.col)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or directory could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The config is invalid; every problem found is listed.
+    #[error("{}", join_issues(.0))]
+    Invalid(Vec<ConfigIssue>),
+}
+
+fn join_issues(issues: &[ConfigIssue]) -> String {
+    issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// A `rate_limit` unit. Month is 30 days and year 365 days; windows align to the epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// One second.
+    Second,
+    /// 60 seconds.
+    Minute,
+    /// 3600 seconds.
+    Hour,
+    /// 86 400 seconds.
+    Day,
+    /// 7 days.
+    Week,
+    /// 30 days.
+    Month,
+    /// 365 days.
+    Year,
+}
+
+impl Unit {
+    const ALL: [Unit; 7] = [Unit::Second, Unit::Minute, Unit::Hour, Unit::Day, Unit::Week, Unit::Month, Unit::Year];
+
+    /// The unit's name in configs (lower case; configs may use any case, as Envoy's do).
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Second => "second",
+            Unit::Minute => "minute",
+            Unit::Hour => "hour",
+            Unit::Day => "day",
+            Unit::Week => "week",
+            Unit::Month => "month",
+            Unit::Year => "year",
+        }
+    }
+
+    /// The window length.
+    pub fn window(self) -> Duration {
+        Duration::from_secs(match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Week => 7 * 86_400,
+            Unit::Month => 30 * 86_400,
+            Unit::Year => 365 * 86_400,
+        })
+    }
+
+    fn parse(s: &str) -> Option<Unit> {
+        Unit::ALL.into_iter().find(|u| u.name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// What a matched rule does.
+#[derive(Clone, Debug)]
+pub enum LimitKind {
+    /// `unlimited: true`: always OK, nothing counted.
+    Unlimited,
+    /// `requests_per_unit: 0`: always over the limit.
+    DenyAll,
+    /// A real limit, decided by this policy (named after the rule, so its state survives reloads).
+    Limited(Policy),
+}
+
+/// A rule's `rate_limit` block.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    /// `name` (optional; reported in the response's `current_limit`).
+    pub name: Arc<str>,
+    /// `unit` (the window); `None` only when unlimited.
+    pub unit: Option<Unit>,
+    /// `requests_per_unit` (0 when unlimited).
+    pub requests_per_unit: u32,
+    /// `algorithm` (Floodgate extension; default `fixed_window`, as Envoy's).
+    pub algorithm: Algorithm,
+    /// What applies.
+    pub kind: LimitKind,
+}
+
+/// One rule (a `descriptors` item), with its children.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// `key`.
+    pub key: Arc<str>,
+    /// `value`, if the rule matches one value only.
+    pub value: Option<Arc<str>>,
+    /// The path from the domain down, e.g. `path=/login/user`: names the rule in logs, lists and policy keys.
+    pub path: Arc<str>,
+    /// `rate_limit`, if any.
+    pub rate_limit: Option<RateLimit>,
+    /// `shadow_mode`: decide and count, but answer OK.
+    pub shadow_mode: bool,
+    /// The nested `descriptors`.
+    pub children: Level,
+    /// Where the rule is defined.
+    pub pos: Pos,
+}
+
+/// The rules of one nesting level, indexed for matching.
+#[derive(Clone, Debug, Default)]
+pub struct Level {
+    keys: HashMap<Arc<str>, KeyRules>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct KeyRules {
+    values: HashMap<Arc<str>, Rule>,
+    any: Option<Rule>,
+}
+
+impl Level {
+    /// Every rule of this level, sorted by key then value (key-only last).
+    pub fn rules(&self) -> Vec<&Rule> {
+        let mut out: Vec<&Rule> =
+            self.keys.values().flat_map(|k| k.values.values().chain(k.any.as_ref())).collect::<Vec<_>>();
+        out.sort_by(|a, b| (&a.key, a.value.is_none(), &a.value).cmp(&(&b.key, b.value.is_none(), &b.value)));
+        out
+    }
+
+    fn get(&self, key: &str, value: &str) -> Option<&Rule> {
+        let k = self.keys.get(key)?;
+        k.values.get(value).or(k.any.as_ref())
+    }
+}
+
+/// One domain: a file's `domain` and its rules.
+#[derive(Clone, Debug)]
+pub struct Domain {
+    /// The domain name (`RateLimitRequest.domain`).
+    pub name: Arc<str>,
+    /// The file it came from.
+    pub file: Arc<str>,
+    /// The top-level rules.
+    pub root: Level,
+    /// This domain's decision counters (the server swaps in the long-lived ones on load).
+    pub counters: Arc<DomainCounters>,
+}
+
+impl Domain {
+    /// The rule a descriptor's entries land on, if that rule has a `rate_limit` (see the module docs).
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let cfg = Config::from_str("t.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")?;
+    /// let domain = cfg.domain("d").ok_or("no domain")?;
+    /// assert_eq!(domain.find([("k", "anything")]).map(|r| &*r.path), Some("k"));
+    /// assert!(domain.find([("other", "x")]).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn find<'k>(&self, entries: impl IntoIterator<Item = (&'k str, &'k str)>) -> Option<&Rule> {
+        let mut level = &self.root;
+        let mut entries = entries.into_iter().peekable();
+        while let Some((key, value)) = entries.next() {
+            let rule = level.get(key, value)?;
+            if entries.peek().is_none() {
+                return rule.rate_limit.is_some().then_some(rule);
+            }
+            level = &rule.children;
+        }
+        None
+    }
+}
+
+/// A named policy from the `policies` map, for the HTTP API.
+#[derive(Clone, Debug)]
+pub struct NamedPolicy {
+    /// The policy (named with its key, so its state survives a change of numbers).
+    pub policy: Policy,
+    /// The file it came from.
+    pub file: Arc<str>,
+    /// Where.
+    pub pos: Pos,
+}
+
+/// A loaded, validated config.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    domains: HashMap<Arc<str>, Domain>,
+    policies: BTreeMap<String, NamedPolicy>,
+    /// The files it was read from.
+    pub sources: Vec<Arc<str>>,
+}
+
+impl Config {
+    /// The built-in config (see [`BUILTIN_YAML`]).
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::from_str("<builtin>", BUILTIN_YAML)
+    }
+
+    /// Parses one file's text; `name` is used in error messages.
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let err = Config::from_str("x.yaml", "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n")
+    ///     .unwrap_err()
+    ///     .to_string();
+    /// assert!(err.starts_with("x.yaml:4:"), "{err}");
+    /// assert!(err.contains("descriptors[0].rate_limit.unit"), "{err}");
+    /// ```
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_str(name: &str, src: &str) -> Result<Config, ConfigError> {
+        let mut merger = Merger::default();
+        merger.add_file(Arc::from(name), src);
+        merger.finish()
+    }
+
+    /// Loads a file, or every `*.yaml` / `*.yml` file of a directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let io = |source| ConfigError::Io { path: path.display().to_string(), source };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let files = if meta.is_dir() {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io)? {
+                let p = entry.map_err(io)?.path();
+                let yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+                if yaml && p.is_file() {
+                    files.push(p);
+                }
+                if files.len() > MAX_CONFIG_FILES {
+                    return Err(ConfigError::Invalid(vec![whole_file(
+                        &path.display().to_string(),
+                        format!("more than {MAX_CONFIG_FILES} config files"),
+                    )]));
+                }
+            }
+            files.sort();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut merger = Merger::default();
+        for file in files {
+            let name: Arc<str> = file.display().to_string().into();
+            let io = |source| ConfigError::Io { path: name.to_string(), source };
+            let len = std::fs::metadata(&file).map_err(io)?.len();
+            if len > MAX_CONFIG_BYTES {
+                merger.issues.push(whole_file(&name, format!("larger than {MAX_CONFIG_BYTES} bytes")));
+                continue;
+            }
+            let bytes = std::fs::read(&file).map_err(io)?;
+            match String::from_utf8(bytes) {
+                Ok(src) => merger.add_file(name, &src),
+                Err(_) => merger.issues.push(whole_file(&name, "not valid UTF-8".into())),
+            }
+        }
+        merger.finish()
+    }
+
+    /// The domain named `name`.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(name)
+    }
+
+    /// Gives every domain the long-lived counters of `metrics`, so decision counts survive reloads.
+    pub fn attach_metrics(&mut self, metrics: &crate::metrics::Metrics) {
+        for (name, d) in &mut self.domains {
+            d.counters = metrics.domain(name);
+        }
+    }
+
+    /// Every domain, sorted by name.
+    pub fn domains(&self) -> Vec<&Domain> {
+        let mut v: Vec<&Domain> = self.domains.values().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The named policy `name`.
+    pub fn policy(&self, name: &str) -> Option<&NamedPolicy> {
+        self.policies.get(name)
+    }
+
+    /// Every named policy, sorted by name.
+    pub fn policies(&self) -> impl Iterator<Item = (&str, &NamedPolicy)> {
+        self.policies.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+fn whole_file(file: &str, message: String) -> ConfigIssue {
+    ConfigIssue { file: file.into(), pos: Pos::default(), field: String::new(), message }
+}
+
+#[derive(Default)]
+struct Merger {
+    config: Config,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Merger {
+    fn add_file(&mut self, file: Arc<str>, src: &str) {
+        self.config.sources.push(file.clone());
+        let mut reader = Reader { file: file.clone(), issues: Vec::new() };
+        let parsed = match yaml::parse(src) {
+            Ok(Some(root)) => reader.file_root(&root),
+            Ok(None) => {
+                reader.issues.push(whole_file(&file, "the file is empty".into()));
+                None
+            }
+            Err(e) => {
+                reader.issues.push(ConfigIssue {
+                    file: file.clone(),
+                    pos: e.pos,
+                    field: String::new(),
+                    message: e.message,
+                });
+                None
+            }
+        };
+        self.issues.append(&mut reader.issues);
+        let Some((domain, policies)) = parsed else { return };
+        if let Some((domain, pos)) = domain {
+            if let Some(prev) = self.config.domains.get(&domain.name) {
+                let message = format!("domain {:?} is already defined in {}", &*domain.name, prev.file);
+                self.issues.push(ConfigIssue { file, pos, field: "domain".into(), message });
+            } else {
+                self.config.domains.insert(domain.name.clone(), domain);
+            }
+        }
+        for (name, p) in policies {
+            if let Some(prev) = self.config.policies.get(&name) {
+                let message = format!("policy {name:?} is already defined in {}:{}", prev.file, prev.pos.line);
+                self.issues.push(ConfigIssue {
+                    file: p.file.clone(),
+                    pos: p.pos,
+                    field: format!("policies.{name}"),
+                    message,
+                });
+            } else {
+                self.config.policies.insert(name, p);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<Config, ConfigError> {
+        if self.issues.is_empty() { Ok(self.config) } else { Err(ConfigError::Invalid(self.issues)) }
+    }
+}
+
+/// Walks one file's tree, collecting every issue.
+struct Reader {
+    file: Arc<str>,
+    issues: Vec<ConfigIssue>,
+}
+
+type FileParts = (Option<(Domain, Pos)>, Vec<(String, NamedPolicy)>);
+
+impl Reader {
+    fn issue(&mut self, node: &Node, field: &str, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            file: self.file.clone(),
+            pos: node.pos,
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The fields of a mapping, checked against `allowed`; unknown and repeated keys are reported.
+    fn fields<'n>(&mut self, node: &'n Node, field: &str, allowed: &[&str]) -> Option<Vec<(&'n str, &'n Node)>> {
+        let Kind::Map(items) = &node.kind else {
+            self.issue(node, field, format!("expected a mapping, found {}", node.kind_name()));
+            return None;
+        };
+        let mut out: Vec<(&str, &Node)> = Vec::with_capacity(items.len());
+        for (k, v) in items {
+            let Kind::Scalar { value: name, .. } = &k.kind else {
+                self.issue(k, field, "a mapping key must be a plain string");
+                continue;
+            };
+            let path = join(field, name);
+            if !allowed.contains(&name.as_str()) {
+                self.issue(k, &path, format!("unknown field (expected one of: {})", allowed.join(", ")));
+            } else if out.iter().any(|(n, _)| n == name) {
+                self.issue(k, &path, "field given twice");
+            } else {
+                out.push((name.as_str(), v));
+            }
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+        match &node.kind {
+            _ if node.is_null() => {
+                self.issue(node, field, "expected a string, found null");
+                None
+            }
+            Kind::Scalar { value, .. } => Some(value.clone()),
+            _ => {
+                self.issue(node, field, format!("expected a string, found {}", node.kind_name()));
+                None
+            }
+        }
+    }
+
+    fn nonempty(&mut self, node: &Node, field: &str) -> Option<String> {
+        let s = self.string(node, field)?;
+        if s.is_empty() {
+            self.issue(node, field, "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    fn integer(&mut self, node: &Node, field: &str, max: u64) -> Option<u64> {
+        let parsed = match &node.kind {
+            Kind::Scalar { value, plain: true } if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                value.parse::<u64>().ok().filter(|v| *v <= max)
+            }
+            _ => {
+                self.issue(node, field, format!("expected a whole number, found {}", describe(node)));
+                return None;
+            }
+        };
+        if parsed.is_none() {
+            self.issue(node, field, format!("must be at most {max}"));
+        }
+        parsed
+    }
+
+    fn boolean(&mut self, node: &Node, field: &str) -> Option<bool> {
+        match &node.kind {
+            Kind::Scalar { value, plain: true } if matches!(value.as_str(), "true" | "True" | "TRUE") => Some(true),
+            Kind::Scalar { value, plain: true } if matches!(value.as_str(), "false" | "False" | "FALSE") => Some(false),
+            _ => {
+                self.issue(node, field, format!("expected true or false, found {}", describe(node)));
+                None
+            }
+        }
+    }
+
+    fn seq<'n>(&mut self, node: &'n Node, field: &str) -> Option<&'n [Node]> {
+        match &node.kind {
+            Kind::Seq(items) => Some(items),
+            _ if node.is_null() => Some(&[]),
+            _ => {
+                self.issue(node, field, format!("expected a sequence, found {}", node.kind_name()));
+                None
+            }
+        }
+    }
+
+    fn file_root(&mut self, root: &Node) -> Option<FileParts> {
+        let fields = self.fields(root, "", &["domain", "descriptors", "policies"])?;
+        let (mut domain, mut descriptors, mut policies) = (None, None, Vec::new());
+        for (name, node) in fields {
+            match name {
+                "domain" => domain = self.nonempty(node, "domain").map(|d| (d, node)),
+                "descriptors" => descriptors = Some(node),
+                _ => policies = self.policies(node),
+            }
+        }
+        let domain = match (domain, descriptors) {
+            (Some((name, node)), descriptors) => {
+                let name: Arc<str> = name.into();
+                let root = descriptors.map(|d| self.level(&name, d, "descriptors", "", 1)).unwrap_or_default();
+                Some((Domain { name, file: self.file.clone(), root, counters: Arc::default() }, node.pos))
+            }
+            (None, Some(d)) => {
+                self.issue(d, "domain", "descriptors need a domain");
+                None
+            }
+            (None, None) if policies.is_empty() && self.issues.is_empty() => {
+                self.issue(root, "domain", "missing (a file needs a domain, or policies)");
+                None
+            }
+            (None, None) => None,
+        };
+        Some((domain, policies))
+    }
+
+    fn level(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Level {
+        let mut level = Level::default();
+        let Some(items) = self.seq(node, field) else { return level };
+        for (i, item) in items.iter().enumerate() {
+            let field = format!("{field}[{i}]");
+            let Some(rule) = self.rule(domain, item, &field, parent, depth) else { continue };
+            let rules = level.keys.entry(rule.key.clone()).or_default();
+            let slot = match &rule.value {
+                Some(v) => rules.values.get(v),
+                None => rules.any.as_ref(),
+            };
+            if let Some(prev) = slot {
+                let what = match &rule.value {
+                    Some(v) => format!("key {:?} with value {:?}", &*rule.key, &**v),
+                    None => format!("key {:?} without a value", &*rule.key),
+                };
+                self.issue(
+                    item,
+                    &field,
+                    format!("duplicate rule: {what} is already defined at line {}", prev.pos.line),
+                );
+                continue;
+            }
+            match rule.value.clone() {
+                Some(v) => {
+                    rules.values.insert(v, rule);
+                }
+                None => rules.any = Some(rule),
+            }
+        }
+        level
+    }
+
+    fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Option<Rule> {
+        let allowed = ["key", "value", "rate_limit", "shadow_mode", "descriptors"];
+        let fields = self.fields(node, field, &allowed)?;
+        let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
+        let mut ok = true;
+        for (name, n) in fields {
+            let f = join(field, name);
+            match name {
+                "key" => key = self.nonempty(n, &f),
+                "value" => {
+                    value = self.string(n, &f);
+                    ok &= value.is_some();
+                }
+                "rate_limit" => limit_node = Some((n, f)),
+                "shadow_mode" => shadow = self.boolean(n, &f).unwrap_or(false),
+                _ => children = Some((n, f)),
+            }
+        }
+        let Some(key) = key else {
+            if ok {
+                self.issue(node, &join(field, "key"), "missing");
+            }
+            return None;
+        };
+        let path: Arc<str> = match (&value, parent.is_empty()) {
+            (Some(v), true) => format!("{key}={v}"),
+            (Some(v), false) => format!("{parent}/{key}={v}"),
+            (None, true) => key.clone(),
+            (None, false) => format!("{parent}/{key}"),
+        }
+        .into();
+        let rate_limit = limit_node.and_then(|(n, f)| self.rate_limit(domain, &path, n, &f));
+        let children = match children {
+            Some(_) if depth >= MAX_RULE_DEPTH => {
+                self.issue(node, field, format!("rules nest deeper than {MAX_RULE_DEPTH} levels"));
+                Level::default()
+            }
+            Some((n, f)) => self.level(domain, n, &f, &path, depth + 1),
+            None => Level::default(),
+        };
+        Some(Rule {
+            key: key.into(),
+            value: value.map(Into::into),
+            path,
+            rate_limit,
+            shadow_mode: shadow,
+            children,
+            pos: node.pos,
+        })
+    }
+
+    fn rate_limit(&mut self, domain: &str, path: &str, node: &Node, field: &str) -> Option<RateLimit> {
+        let allowed = ["unit", "requests_per_unit", "unlimited", "name", "algorithm", "burst"];
+        let fields = self.fields(node, field, &allowed)?;
+        let before = self.issues.len();
+        let (mut unit, mut rpu, mut unlimited, mut name, mut algorithm, mut burst) =
+            (None, None, false, String::new(), None, None);
+        for (key, n) in &fields {
+            let f = join(field, key);
+            match *key {
+                "unit" => {
+                    if let Some(s) = self.string(n, &f) {
+                        unit = Unit::parse(&s);
+                        if unit.is_none() {
+                            let names: Vec<&str> = Unit::ALL.iter().map(|u| u.name()).collect();
+                            self.issue(n, &f, format!("unknown unit {s:?} (expected one of {})", names.join(", ")));
+                        }
+                    }
+                }
+                "requests_per_unit" => rpu = self.integer(n, &f, u64::from(u32::MAX)),
+                "unlimited" => unlimited = self.boolean(n, &f).unwrap_or(false),
+                "name" => name = self.string(n, &f).unwrap_or_default(),
+                "algorithm" => {
+                    if let Some(s) = self.string(n, &f) {
+                        match s.parse::<Algorithm>() {
+                            Ok(a) => algorithm = Some((a, *n)),
+                            Err(e) => self.issue(n, &f, e.to_string()),
+                        }
+                    }
+                }
+                _ => burst = self.integer(n, &f, Policy::MAX_LIMIT).map(|b| (b, *n)),
+            }
+        }
+        let has = |k: &str| fields.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+        if unlimited {
+            for k in ["unit", "requests_per_unit", "algorithm", "burst"] {
+                if let Some(n) = has(k) {
+                    self.issue(n, &join(field, k), "not allowed beside `unlimited: true`");
+                }
+            }
+        } else {
+            for k in ["unit", "requests_per_unit"] {
+                if has(k).is_none() {
+                    self.issue(node, &join(field, k), "missing (or set `unlimited: true`)");
+                }
+            }
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        let algorithm_node = algorithm.map(|(_, n)| n);
+        let algorithm = algorithm.map_or(Algorithm::FixedWindow, |(a, _)| a);
+        let rpu = u32::try_from(rpu.unwrap_or(0)).unwrap_or(u32::MAX);
+        let kind = match unit {
+            _ if unlimited => LimitKind::Unlimited,
+            None => return None,
+            Some(_) if rpu == 0 => LimitKind::DenyAll,
+            Some(unit) => {
+                let policy = Policy::new(algorithm, u64::from(rpu), unit.window())
+                    .and_then(|p| match burst {
+                        Some((b, _)) => p.with_burst(b),
+                        None => Ok(p),
+                    })
+                    .and_then(|p| p.named(rule_policy_name(domain, path)));
+                match policy {
+                    Ok(p) => LimitKind::Limited(p),
+                    Err(e) => {
+                        let at = burst.map(|(_, n)| n).or(algorithm_node).unwrap_or(node);
+                        self.issue(at, field, e.to_string());
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(RateLimit { name: name.into(), unit, requests_per_unit: rpu, algorithm, kind })
+    }
+
+    fn policies(&mut self, node: &Node) -> Vec<(String, NamedPolicy)> {
+        let Kind::Map(items) = &node.kind else {
+            if !node.is_null() {
+                self.issue(node, "policies", format!("expected a mapping, found {}", node.kind_name()));
+            }
+            return Vec::new();
+        };
+        let mut out: Vec<(String, NamedPolicy)> = Vec::new();
+        for (k, v) in items {
+            let Kind::Scalar { value: name, .. } = &k.kind else {
+                self.issue(k, "policies", "a policy name must be a string");
+                continue;
+            };
+            let field = join("policies", name);
+            if out.iter().any(|(n, _)| n == name) {
+                self.issue(k, &field, "policy given twice");
+                continue;
+            }
+            if let Some(policy) = self.policy(name, v, &field) {
+                out.push((name.clone(), NamedPolicy { policy, file: self.file.clone(), pos: k.pos }));
+            }
+        }
+        out
+    }
+
+    fn policy(&mut self, name: &str, node: &Node, field: &str) -> Option<Policy> {
+        let fields = self.fields(node, field, &["limit", "window", "algorithm", "burst"])?;
+        let before = self.issues.len();
+        let (mut limit, mut window, mut algorithm, mut burst) = (None, None, Algorithm::FixedWindow, None);
+        for (key, n) in &fields {
+            let f = join(field, key);
+            match *key {
+                "limit" => limit = self.integer(n, &f, Policy::MAX_LIMIT),
+                "window" => {
+                    if let Some(s) = self.string(n, &f) {
+                        window = parse_window(&s);
+                        if window.is_none() {
+                            self.issue(
+                                n,
+                                &f,
+                                format!("bad window {s:?} (expected e.g. 500ms, 1s, 5m, 1h, 1d, or a unit name)"),
+                            );
+                        }
+                    }
+                }
+                "algorithm" => {
+                    if let Some(s) = self.string(n, &f) {
+                        match s.parse::<Algorithm>() {
+                            Ok(a) => algorithm = a,
+                            Err(e) => self.issue(n, &f, e.to_string()),
+                        }
+                    }
+                }
+                _ => burst = self.integer(n, &f, Policy::MAX_LIMIT),
+            }
+        }
+        for k in ["limit", "window"] {
+            if !fields.iter().any(|(n, _)| *n == k) {
+                self.issue(node, &join(field, k), "missing");
+            }
+        }
+        if self.issues.len() > before {
+            return None;
+        }
+        let policy = Policy::new(algorithm, limit?, window?)
+            .and_then(|p| match burst {
+                Some(b) => p.with_burst(b),
+                None => Ok(p),
+            })
+            .and_then(|p| p.named(name));
+        match policy {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.issue(node, field, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// How deep `descriptors` may nest.
+pub const MAX_RULE_DEPTH: usize = 16;
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") }
+}
+
+fn describe(node: &Node) -> String {
+    match &node.kind {
+        Kind::Scalar { value, plain: false } => format!("the quoted string {value:?}"),
+        Kind::Scalar { value, .. } if !node.is_null() => format!("{value:?}"),
+        _ => node.kind_name().to_owned(),
+    }
+}
+
+/// Parses a window: `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (e.g. `500ms`, `1m`), or a unit name.
+///
+/// ```
+/// use floodgate_server::config::parse_window;
+/// use std::time::Duration;
+/// assert_eq!(parse_window("500ms"), Some(Duration::from_millis(500)));
+/// assert_eq!(parse_window("minute"), Some(Duration::from_secs(60)));
+/// assert_eq!(parse_window("1.5s"), None);
+/// ```
+pub fn parse_window(s: &str) -> Option<Duration> {
+    if let Some(unit) = Unit::parse(s) {
+        return Some(unit.window());
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, suffix) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match suffix {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).map(Duration::from_millis)
+}
+
+/// The policy name of a rule: `rls:<domain>/<path>`, so a rule's state survives a reload that changes its
+/// numbers. Names longer than [`Policy::MAX_NAME_LEN`] keep a prefix and a stable 64-bit hash of the whole.
+///
+/// ```
+/// use floodgate_server::config::rule_policy_name;
+/// assert_eq!(rule_policy_name("edge", "path=/login/user"), "rls:edge/path=/login/user");
+/// assert!(rule_policy_name("edge", &"x".repeat(500)).len() <= 128);
+/// ```
+pub fn rule_policy_name(domain: &str, path: &str) -> String {
+    let full = format!("rls:{domain}/{path}");
+    if full.len() <= Policy::MAX_NAME_LEN {
+        return full;
+    }
+    // FNV-1a: stable across builds and processes, unlike std's hasher.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut cut = Policy::MAX_NAME_LEN - 17;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hash:016x}", &full[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        match Config::from_str("t.yaml", src) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(issues)) => issues.iter().map(ToString::to_string).collect(),
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn builtin_loads() {
+        let cfg = Config::builtin();
+        assert!(cfg.is_ok(), "{cfg:?}");
+    }
+
+    #[test]
+    fn nested_matching() {
+        let src = "domain: d
+descriptors:
+  - key: a
+    rate_limit: {unit: second, requests_per_unit: 1}
+    descriptors:
+      - key: b
+        value: x
+        rate_limit: {unit: minute, requests_per_unit: 2, algorithm: gcra, burst: 3}
+      - key: b
+        rate_limit: {unlimited: true}
+  - key: a
+    value: special
+  - key: z
+    rate_limit: {unit: day, requests_per_unit: 0}
+";
+        let cfg = Config::from_str("t.yaml", src).map_err(|e| e.to_string());
+        let cfg = cfg.as_ref().map_err(String::as_str).expect("valid");
+        let d = cfg.domain("d").expect("domain");
+        assert_eq!(d.find([("a", "1")]).map(|r| &*r.path), Some("a"));
+        assert_eq!(d.find([("a", "1"), ("b", "x")]).map(|r| &*r.path), Some("a/b=x"));
+        assert_eq!(d.find([("a", "1"), ("b", "y")]).map(|r| &*r.path), Some("a/b"));
+        assert!(d.find([("a", "special")]).is_none(), "an exact entry with no limit exempts its value");
+        assert!(d.find([("a", "1"), ("b", "x"), ("c", "1")]).is_none());
+        assert!(d.find([("b", "x")]).is_none());
+        assert!(matches!(
+            d.find([("z", "q")]).and_then(|r| r.rate_limit.as_ref()).map(|l| &l.kind),
+            Some(LimitKind::DenyAll)
+        ));
+        let Some(LimitKind::Limited(p)) =
+            d.find([("a", "1"), ("b", "x")]).and_then(|r| r.rate_limit.as_ref()).map(|l| &l.kind)
+        else {
+            panic!("limited")
+        };
+        assert_eq!((p.limit(), p.capacity(), p.name()), (2, 3, Some("rls:d/a/b=x")));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let e = errors(
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      requests_per_unit: 1.5\n",
+        );
+        assert_eq!(
+            e,
+            vec!["t.yaml:6:26: descriptors[0].rate_limit.requests_per_unit: expected a whole number, found \"1.5\""]
+        );
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    colour: red\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.yaml:4:5: descriptors[0].colour: unknown field"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unlimited: true, unit: second}\n");
+        assert!(e[0].contains("rate_limit.unit: not allowed beside `unlimited: true`"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n  - key: k\n");
+        assert!(e[0].contains("duplicate rule"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - value: v\n");
+        assert!(e[0].contains("descriptors[0].key: missing"), "{e:?}");
+        let e = errors("domain: \"\"\n");
+        assert!(e[0].contains("domain: must not be empty"), "{e:?}");
+        let e =
+            errors("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: \"5\"}\n");
+        assert!(e[0].contains("the quoted string"), "{e:?}");
+        let e = errors(
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 5, burst: 2}\n",
+        );
+        assert!(e[0].contains("takes no burst"), "{e:?}");
+        let e = errors("domain: [\n");
+        assert!(e[0].starts_with("t.yaml:"), "{e:?}");
+        let e = errors("policies:\n  api: {limit: 10, window: 1x}\n");
+        assert!(e[0].contains("policies.api.window: bad window"), "{e:?}");
+        assert!(errors("").iter().any(|e| e.contains("empty")));
+    }
+
+    #[test]
+    fn long_names_are_hashed() {
+        let a = rule_policy_name("d", &"a".repeat(300));
+        let b = rule_policy_name("d", &format!("{}b", "a".repeat(299)));
+        assert_ne!(a, b);
+        assert!(a.len() <= Policy::MAX_NAME_LEN);
+        let uni = rule_policy_name("d", &"é".repeat(300));
+        assert!(uni.len() <= Policy::MAX_NAME_LEN);
+    }
+}

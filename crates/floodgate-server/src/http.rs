@@ -1,0 +1,357 @@
+//! The HTTP JSON API, `/metrics`, `/healthz` and `/openapi.json` (axum).
+//!
+//! | method and path | body | answer | token |
+//! |---|---|---|---|
+//! | `POST /v1/hit` | `{"id", "policy": NAME or {limit, window, algorithm?, burst?}, "cost"?}` | a decision | yes |
+//! | `POST /v1/inspect` | `{"id", "policy"}` | `{"bucket": null or {...}}` | no |
+//! | `POST /v1/reset` | `{"id"}` | `{"deleted": N}` (every bucket of the id, under every policy) | yes |
+//! | `POST /v1/reload` | none | the loaded limits, or 422 with why the new config was refused | yes |
+//! | `GET /v1/limits` | none | the loaded policies and RLS domains | no |
+//! | `GET /metrics`, `GET /healthz`, `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
+//!
+//! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms"}`, answered 200 whether
+//! or not the hit was allowed (with `Retry-After` when it was not). Errors are `{"error": "message"}` with
+//! 400 (bad request), 401 (token), 404 (unknown policy or route), 405, 413 (body over 64 KiB), 415, 422
+//! (well-formed JSON that does not fit) or 503 (store failure).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use floodgate::{Algorithm, Decision, Policy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{Config, LimitKind, Rule, parse_window};
+use crate::state::AppState;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The longest id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 1024;
+
+const OPENAPI: &str = include_str!("../openapi.json");
+
+/// An API error: a status and a message, answered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/hit", post(hit))
+        .route("/v1/inspect", post(inspect))
+        .route("/v1/reset", post(reset))
+        .route("/v1/reload", post(reload))
+        .route("/v1/limits", get(limits))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /openapi.json)") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route (see /openapi.json)")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <token>`")
+        })?;
+    // Compare in time independent of where the first difference is.
+    let same =
+        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same { Ok(()) } else { Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token")) }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HitBody {
+    id: String,
+    policy: Value,
+    #[serde(default = "one")]
+    cost: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InspectBody {
+    id: String,
+    policy: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    id: String,
+}
+
+/// An inline policy in a request body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InlinePolicy {
+    limit: u64,
+    window: String,
+    #[serde(default)]
+    algorithm: Option<String>,
+    #[serde(default)]
+    burst: Option<u64>,
+}
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "id must not be empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("id is longer than {MAX_ID_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn resolve_policy(config: &Config, policy: Value) -> Result<Policy, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
+    match policy {
+        Value::String(name) => config.policy(&name).map(|p| p.policy.clone()).ok_or_else(|| {
+            let shown: String = name.chars().take(128).collect();
+            ApiError::new(StatusCode::NOT_FOUND, format!("no policy named {shown:?} (see GET /v1/limits)"))
+        }),
+        v @ Value::Object(_) => {
+            let p: InlinePolicy = serde_json::from_value(v).map_err(|e| bad(format!("policy: {e}")))?;
+            let algorithm = match p.algorithm.as_deref() {
+                None => Algorithm::FixedWindow,
+                Some(a) => a.parse().map_err(|e: floodgate::PolicyError| bad(format!("policy.algorithm: {e}")))?,
+            };
+            let window = parse_window(&p.window).ok_or_else(|| {
+                bad(format!("policy.window: bad window {:?} (expected e.g. 500ms, 1s, 5m, 1h, 1d)", p.window))
+            })?;
+            let policy = Policy::new(algorithm, p.limit, window).map_err(|e| bad(format!("policy: {e}")))?;
+            match p.burst {
+                Some(b) => policy.with_burst(b).map_err(|e| bad(format!("policy.burst: {e}"))),
+                None => Ok(policy),
+            }
+        }
+        _ => Err(bad("policy must be a policy name or an object {limit, window, algorithm?, burst?}".into())),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+/// A decision as JSON.
+#[derive(Serialize)]
+struct DecisionBody {
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_after_ms: u64,
+    retry_after_ms: Option<u64>,
+}
+
+impl From<Decision> for DecisionBody {
+    fn from(d: Decision) -> Self {
+        DecisionBody {
+            allowed: d.allowed,
+            limit: d.limit,
+            remaining: d.remaining,
+            reset_after_ms: ms(d.reset_after),
+            retry_after_ms: d.retry_after.map(ms),
+        }
+    }
+}
+
+fn store_error(e: floodgate::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "store failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store failed: {e}"))
+}
+
+async fn hit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<HitBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body?;
+    check_id(&body.id)?;
+    let policy = resolve_policy(&state.config(), body.policy)?;
+    let d = state.hit(body.id.as_bytes(), &policy, body.cost).await.map_err(store_error)?;
+    if d.allowed { &state.metrics.http.allowed } else { &state.metrics.http.denied }.fetch_add(1, Relaxed);
+    let mut res = Json(DecisionBody::from(d)).into_response();
+    if let Some(retry) = d.retry_after {
+        let secs = retry.as_micros().div_ceil(1_000_000).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    Ok(res)
+}
+
+async fn inspect(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<InspectBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    check_id(&body.id)?;
+    let policy = resolve_policy(&state.config(), body.policy)?;
+    let bucket = state.inspect(body.id.as_bytes(), &policy).await.map_err(store_error)?;
+    Ok(Json(json!({
+        "id": body.id,
+        "policy": policy.key(),
+        "bucket": bucket.map(|b| json!({
+            "used": b.used,
+            "remaining": b.remaining,
+            "reset_after_ms": ms(b.reset_after),
+            "next_window_after_ms": ms(b.next_window_after),
+            "created_unix_us": b.created.as_micros(),
+            "updated_unix_us": b.updated.as_micros(),
+        })),
+    })))
+}
+
+async fn reset(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ResetBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let Json(body) = body?;
+    check_id(&body.id)?;
+    let deleted = state.delete_buckets(body.id.as_bytes()).await.map_err(store_error)?;
+    Ok(Json(json!({ "id": body.id, "deleted": deleted })))
+}
+
+async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap, _body: Bytes) -> Result<Json<Value>, ApiError> {
+    authorize(&state, &headers)?;
+    match state.reload().await {
+        Ok(config) => {
+            tracing::info!(domains = config.domains().len(), "config reloaded (HTTP)");
+            Ok(Json(limits_json(&config)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; the old config stays in force");
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("reload refused, old config kept: {e}")))
+        }
+    }
+}
+
+async fn limits(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(limits_json(&state.config()))
+}
+
+fn policy_json(p: &Policy) -> Value {
+    json!({
+        "algorithm": p.algorithm().name(),
+        "limit": p.limit(),
+        "window_ms": ms(p.window()),
+        "capacity": p.capacity(),
+        "key": p.key(),
+    })
+}
+
+fn rule_json(rule: &Rule, out: &mut Vec<Value>) {
+    let limit = rule.rate_limit.as_ref().map(|l| {
+        let mut v = json!({
+            "name": &*l.name,
+            "unit": l.unit.map(|u| u.name()),
+            "requests_per_unit": l.requests_per_unit,
+            "algorithm": l.algorithm.name(),
+            "unlimited": matches!(l.kind, LimitKind::Unlimited),
+        });
+        if let (LimitKind::Limited(p), Some(obj)) = (&l.kind, v.as_object_mut()) {
+            obj.insert("policy".into(), policy_json(p));
+        }
+        v
+    });
+    out.push(json!({
+        "path": &*rule.path,
+        "key": &*rule.key,
+        "value": rule.value.as_deref(),
+        "shadow_mode": rule.shadow_mode,
+        "line": rule.pos.line,
+        "rate_limit": limit,
+    }));
+    for child in rule.children.rules() {
+        rule_json(child, out);
+    }
+}
+
+fn limits_json(config: &Config) -> Value {
+    let policies: Vec<Value> = config
+        .policies()
+        .map(|(name, p)| {
+            let mut v = policy_json(&p.policy);
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("name".into(), name.into());
+                obj.insert("file".into(), (*p.file).into());
+                obj.insert("line".into(), p.pos.line.into());
+            }
+            v
+        })
+        .collect();
+    let domains: Vec<Value> = config
+        .domains()
+        .into_iter()
+        .map(|d| {
+            let mut rules = Vec::new();
+            for r in d.root.rules() {
+                rule_json(r, &mut rules);
+            }
+            json!({ "domain": &*d.name, "file": &*d.file, "rules": rules })
+        })
+        .collect();
+    json!({ "sources": config.sources.iter().map(|s| &**s).collect::<Vec<_>>(), "policies": policies, "domains": domains })
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}

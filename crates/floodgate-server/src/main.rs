@@ -1,0 +1,198 @@
+//! `floodgate`: the rate-limit server. `floodgate serve` and `floodgate check CONFIG`; see the crate README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use floodgate::MemoryStore;
+use floodgate_server::config::Config;
+use floodgate_server::server::Server;
+use floodgate_server::state::{AppState, Backend, ConfigSource};
+
+#[derive(Parser)]
+#[command(name = "floodgate", version, about = "Rate limiting as a service: Envoy RLS v3 gRPC and an HTTP JSON API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API and Envoy RLS gRPC (in-memory store unless told otherwise).
+    Serve(ServeArgs),
+    /// Validate a config file or directory without serving; exit 1 and list every problem if invalid.
+    Check {
+        /// A YAML file, or a directory of them.
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// HTTP JSON API, /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "FLOODGATE_HTTP")]
+    http: SocketAddr,
+    /// Envoy RLS v3 gRPC.
+    #[arg(long, default_value = "127.0.0.1:8081", env = "FLOODGATE_GRPC")]
+    grpc: SocketAddr,
+    /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP.
+    #[arg(long, short, env = "FLOODGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Use Redis at this URL instead of memory.
+    #[arg(long, conflicts_with = "redis_cluster")]
+    redis: Option<String>,
+    /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
+    #[arg(long, value_delimiter = ',')]
+    redis_cluster: Option<Vec<String>>,
+    /// Read the bearer token required by the mutating HTTP endpoints from this file (or set FLOODGATE_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Answer RLS requests for an unconfigured domain NOT_FOUND instead of OK.
+    #[arg(long)]
+    strict_domains: bool,
+    /// In-memory store: bound the number of keys (default: unbounded).
+    #[arg(long)]
+    max_keys: Option<usize>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve(args) => {
+            init_tracing();
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads.filter(|n| *n > 0) {
+                rt.worker_threads(n);
+            }
+            let rt = match rt.enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("floodgate: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("floodgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(cfg) => {
+            let domains = cfg.domains();
+            let rules: usize = domains.iter().map(|d| count_rules(&d.root)).sum();
+            println!(
+                "{}: ok ({} domain(s), {} rule(s), {} polic{})",
+                path.display(),
+                domains.len(),
+                rules,
+                cfg.policies().count(),
+                if cfg.policies().count() == 1 { "y" } else { "ies" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn count_rules(level: &floodgate_server::config::Level) -> usize {
+    level.rules().iter().map(|r| 1 + count_rules(&r.children)).sum()
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    if args.redis.is_some() || args.redis_cluster.is_some() {
+        return Err("--redis / --redis-cluster are not available in this build: the floodgate-redis store is not \
+                    part of it yet; run without them for the in-memory store"
+            .into());
+    }
+    let token = match (&args.token_file, std::env::var("FLOODGATE_TOKEN").ok()) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("--token-file {}: {e}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, env) => env.map(|t| t.trim().to_owned()),
+    }
+    .filter(|t| !t.is_empty());
+    let source = match &args.config {
+        Some(p) => ConfigSource::Path(p.clone()),
+        None => ConfigSource::Builtin,
+    };
+    let store = MemoryStore::builder().max_keys(args.max_keys).build();
+    let state = AppState::new(source.clone(), Backend::Memory(store), token, args.strict_domains)?;
+    {
+        let cfg = state.config();
+        tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
+    }
+    if state.token.is_none() {
+        tracing::info!(
+            "no bearer token set: the mutating HTTP endpoints are open (set FLOODGATE_TOKEN or --token-file)"
+        );
+    }
+    let server = Server::start(Arc::new(state), args.http, args.grpc).await?;
+    let stop = server.shutdown_token();
+    let state = server.state.clone();
+    tokio::spawn(signals(state, stop));
+    server.wait().await?;
+    tracing::info!("floodgate stopped");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers; stop with Ctrl-C");
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("Ctrl-C: shutting down"); break; }
+            _ = hup.recv() => match state.reload().await {
+                Ok(cfg) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
+                Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
+            },
+            _ = stop.cancelled() => return,
+        }
+    }
+    stop.cancel();
+    // A second signal during a slow drain stops at once.
+    tokio::select! {
+        _ = term.recv() => std::process::exit(1),
+        _ = tokio::signal::ctrl_c() => std::process::exit(1),
+        _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn signals(_state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
+    let _ = tokio::signal::ctrl_c().await;
+    stop.cancel();
+}

@@ -1,0 +1,253 @@
+//! Envoy's rate limit service, v3: `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`.
+//!
+//! For each descriptor of a request, the domain's rules are matched (see [`crate::config`]) and the matched
+//! rule's policy decides a hit of `hits_addend` units (the descriptor's own `hits_addend` if set, else the
+//! request's, else 1) on the counter *domain + every entry's key and value*. The answer has one status per
+//! descriptor, in order, and is `OVER_LIMIT` if any descriptor is over its limit (and not in shadow mode).
+//!
+//! | case | status |
+//! |---|---|
+//! | no rule matches | `OK`, no `current_limit`, `limit_remaining` 0 |
+//! | `unlimited: true` | `OK`, `limit_remaining` = `u32::MAX` |
+//! | `requests_per_unit: 0` | `OVER_LIMIT` |
+//! | a limit | `OK` or `OVER_LIMIT`, `current_limit`, `limit_remaining`, `duration_until_reset` |
+//! | over, in `shadow_mode` | `OK` (counted in `floodgate_decisions_total{decision="shadow_denied"}`) |
+//!
+//! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit.
+//! An empty domain, an empty descriptor list, a descriptor without entries or a request past the bounds
+//! below is answered `INVALID_ARGUMENT`. A domain that is not configured is answered `OK` for every
+//! descriptor (as Envoy's reference service does), or `NOT_FOUND` with `--strict-domains`.
+//! A store failure is answered `UNAVAILABLE`, so Envoy applies its own `failure_mode_deny`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{self, Code, DescriptorStatus, rate_limit};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf;
+use tonic::{Request, Response, Status};
+
+use crate::config::{LimitKind, RateLimit, Unit};
+use crate::state::AppState;
+
+/// The most descriptors one request may carry.
+pub const MAX_DESCRIPTORS: usize = 256;
+/// The most entries one descriptor may carry.
+pub const MAX_ENTRIES: usize = 64;
+/// The most bytes of keys and values one descriptor may carry.
+pub const MAX_DESCRIPTOR_BYTES: usize = 16 * 1024;
+/// The largest request message accepted.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// The gRPC service.
+#[derive(Clone, Debug)]
+pub struct Rls {
+    state: Arc<AppState>,
+}
+
+impl Rls {
+    /// The service over `state`.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Rls { state }
+    }
+
+    /// The tonic server for this service, with its message size bound.
+    pub fn into_server(self) -> RateLimitServiceServer<Rls> {
+        RateLimitServiceServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Answers one request (what the gRPC method does, callable without gRPC).
+    pub async fn decide(&self, req: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
+        let state = &*self.state;
+        if let Err(msg) = validate(req) {
+            state.metrics.invalid_requests.fetch_add(1, Relaxed);
+            return Err(Status::invalid_argument(msg));
+        }
+        let config = state.config();
+        let Some(domain) = config.domain(&req.domain) else {
+            state.metrics.unknown_domain.fetch_add(1, Relaxed);
+            tracing::debug!(domain = %clip(&req.domain), "RLS request for an unknown domain");
+            if state.strict_domains {
+                return Err(Status::not_found(format!("unknown domain {:?}", clip(&req.domain))));
+            }
+            let ok = DescriptorStatus { code: Code::Ok as i32, ..Default::default() };
+            return Ok(RateLimitResponse {
+                overall_code: Code::Ok as i32,
+                statuses: vec![ok; req.descriptors.len()],
+                ..Default::default()
+            });
+        };
+        let request_addend = if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) };
+        let mut statuses = Vec::with_capacity(req.descriptors.len());
+        let mut over = false;
+        for desc in &req.descriptors {
+            let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
+            let Some((rule, limit)) = domain.find(entries).and_then(|r| Some((r, r.rate_limit.as_ref()?))) else {
+                statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+                continue;
+            };
+            let denied_code = if rule.shadow_mode { Code::Ok } else { Code::OverLimit };
+            let status = match &limit.kind {
+                LimitKind::Unlimited => {
+                    DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() }
+                }
+                LimitKind::DenyAll => {
+                    let window = limit.unit.map_or(Duration::from_secs(1), Unit::window);
+                    count_denied(domain, rule.shadow_mode);
+                    DescriptorStatus {
+                        code: denied_code as i32,
+                        current_limit: Some(current_limit(limit)),
+                        limit_remaining: 0,
+                        duration_until_reset: Some(proto_duration(until_window_end(window))),
+                        quota: None,
+                    }
+                }
+                LimitKind::Limited(policy) => {
+                    let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
+                    let cost = if desc.is_negative_hits { 0 } else { cost };
+                    let id = counter_id(&req.domain, desc);
+                    let d = state.hit(&id, policy, cost).await.map_err(|e| {
+                        tracing::warn!(error = %e, domain = %clip(&req.domain), rule = %rule.path, "store failed");
+                        Status::unavailable(format!("store failed: {e}"))
+                    })?;
+                    if d.allowed {
+                        domain.counters.allowed.fetch_add(1, Relaxed);
+                    } else {
+                        count_denied(domain, rule.shadow_mode);
+                    }
+                    DescriptorStatus {
+                        code: if d.allowed { Code::Ok } else { denied_code } as i32,
+                        current_limit: Some(current_limit(limit)),
+                        limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
+                        duration_until_reset: Some(proto_duration(d.reset_after)),
+                        quota: None,
+                    }
+                }
+            };
+            over |= status.code == Code::OverLimit as i32;
+            statuses.push(status);
+        }
+        if over { &domain.counters.requests_over } else { &domain.counters.requests_ok }.fetch_add(1, Relaxed);
+        Ok(RateLimitResponse {
+            overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+            statuses,
+            ..Default::default()
+        })
+    }
+}
+
+fn count_denied(domain: &crate::config::Domain, shadow: bool) {
+    if shadow { &domain.counters.shadow_denied } else { &domain.counters.denied }.fetch_add(1, Relaxed);
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Rls {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.decide(request.get_ref()).await.map(Response::new)
+    }
+}
+
+fn validate(req: &RateLimitRequest) -> Result<(), String> {
+    if req.domain.is_empty() {
+        return Err("domain must not be empty".into());
+    }
+    if req.domain.len() > 1024 {
+        return Err("domain is longer than 1024 bytes".into());
+    }
+    if req.descriptors.is_empty() {
+        return Err("descriptors must not be empty".into());
+    }
+    if req.descriptors.len() > MAX_DESCRIPTORS {
+        return Err(format!("more than {MAX_DESCRIPTORS} descriptors"));
+    }
+    for (i, d) in req.descriptors.iter().enumerate() {
+        if d.entries.is_empty() {
+            return Err(format!("descriptors[{i}] has no entries"));
+        }
+        if d.entries.len() > MAX_ENTRIES {
+            return Err(format!("descriptors[{i}] has more than {MAX_ENTRIES} entries"));
+        }
+        let bytes: usize = d.entries.iter().map(|e| e.key.len() + e.value.len()).sum();
+        if bytes > MAX_DESCRIPTOR_BYTES {
+            return Err(format!("descriptors[{i}] holds more than {MAX_DESCRIPTOR_BYTES} bytes of keys and values"));
+        }
+    }
+    Ok(())
+}
+
+/// The counter id of a descriptor: the domain, then each entry's key and value, each prefixed by its length
+/// (u32, big-endian), so no two different descriptors share a counter.
+///
+/// ```
+/// use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry};
+/// use floodgate_server::rls::counter_id;
+/// let d = |k: &str, v: &str| RateLimitDescriptor {
+///     entries: vec![Entry { key: k.into(), value: v.into() }],
+///     ..Default::default()
+/// };
+/// assert_ne!(counter_id("a", &d("b", "c")), counter_id("ab", &d("", "c")));
+/// ```
+pub fn counter_id(domain: &str, desc: &RateLimitDescriptor) -> Vec<u8> {
+    let len: usize = desc.entries.iter().map(|e| e.key.len() + e.value.len() + 8).sum::<usize>() + domain.len() + 4;
+    let mut id = Vec::with_capacity(len);
+    let mut put = |s: &str| {
+        // Lengths are bounded by validate(), far below u32::MAX.
+        id.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
+        id.extend_from_slice(s.as_bytes());
+    };
+    put(domain);
+    for e in &desc.entries {
+        put(&e.key);
+        put(&e.value);
+    }
+    id
+}
+
+fn current_limit(limit: &RateLimit) -> rate_limit_response::RateLimit {
+    rate_limit_response::RateLimit {
+        name: limit.name.to_string(),
+        requests_per_unit: limit.requests_per_unit,
+        unit: limit.unit.map_or(rate_limit::Unit::Unknown, proto_unit) as i32,
+    }
+}
+
+fn proto_unit(unit: Unit) -> rate_limit::Unit {
+    match unit {
+        Unit::Second => rate_limit::Unit::Second,
+        Unit::Minute => rate_limit::Unit::Minute,
+        Unit::Hour => rate_limit::Unit::Hour,
+        Unit::Day => rate_limit::Unit::Day,
+        Unit::Week => rate_limit::Unit::Week,
+        Unit::Month => rate_limit::Unit::Month,
+        Unit::Year => rate_limit::Unit::Year,
+    }
+}
+
+fn proto_duration(d: Duration) -> protobuf::Duration {
+    protobuf::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn until_window_end(window: Duration) -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+    let w = window.as_micros().max(1);
+    Duration::from_micros(u64::try_from(w - now % w).unwrap_or(0))
+}
+
+/// At most 64 characters of a client-supplied string, for logs and error messages.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

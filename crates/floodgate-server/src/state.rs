@@ -1,0 +1,171 @@
+//! What the HTTP and gRPC front ends share: the store, the live config, the metrics.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use floodgate::{BoxStore, BucketInfo, Decision, MemoryStore, Policy, Store, StoreResult};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+
+/// The store the server decides with. The in-memory store is called directly (no boxed future per call);
+/// any other store goes through [`BoxStore`].
+#[derive(Clone)]
+pub enum Backend {
+    /// The default in-memory store.
+    Memory(MemoryStore),
+    /// A store chosen at run time (Redis, ...).
+    Dyn(BoxStore),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Backend {
+    /// A short name for logs: `memory` or `dyn`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "memory",
+            Backend::Dyn(_) => "dyn",
+        }
+    }
+}
+
+/// Where the config comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// The built-in default ([`crate::config::BUILTIN_YAML`]).
+    Builtin,
+    /// A file or directory, re-read on reload.
+    Path(PathBuf),
+}
+
+impl ConfigSource {
+    /// Loads the config.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::Builtin => Config::builtin(),
+            ConfigSource::Path(p) => Config::load(p),
+        }
+    }
+}
+
+/// The server's shared state.
+pub struct AppState {
+    config: ArcSwap<Config>,
+    source: ConfigSource,
+    backend: Backend,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The bearer token the mutating HTTP endpoints require, if any.
+    pub token: Option<String>,
+    /// Answer an RLS request for an unconfigured domain with NOT_FOUND instead of OK.
+    pub strict_domains: bool,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("source", &self.source).field("backend", &self.backend).finish()
+    }
+}
+
+impl AppState {
+    /// Loads the config from `source` and builds the state.
+    pub fn new(
+        source: ConfigSource,
+        backend: Backend,
+        token: Option<String>,
+        strict_domains: bool,
+    ) -> Result<Self, ConfigError> {
+        let metrics = Arc::new(Metrics::new());
+        let mut config = source.load()?;
+        config.attach_metrics(&metrics);
+        Ok(AppState {
+            config: ArcSwap::from_pointee(config),
+            source,
+            backend,
+            metrics,
+            token,
+            strict_domains,
+            reload_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The live config (cheap: no lock, no copy).
+    #[inline]
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The config's source.
+    pub fn source(&self) -> &ConfigSource {
+        &self.source
+    }
+
+    /// Re-reads the config. On error the old config stays in force and the error is returned (and counted).
+    pub async fn reload(&self) -> Result<Arc<Config>, ConfigError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load()).await.unwrap_or_else(|e| {
+            Err(ConfigError::Io { path: "<reload>".into(), source: std::io::Error::other(e.to_string()) })
+        });
+        match loaded {
+            Ok(mut config) => {
+                config.attach_metrics(&self.metrics);
+                let config = Arc::new(config);
+                self.config.store(config.clone());
+                self.metrics.observe_reload(true);
+                Ok(config)
+            }
+            Err(e) => {
+                self.metrics.observe_reload(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// The store's name.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// [`Store::hit`], timed into the store latency histogram.
+    #[inline]
+    pub async fn hit(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        let start = Instant::now();
+        let r = match &self.backend {
+            Backend::Memory(m) => m.hit(id, policy, cost).await,
+            Backend::Dyn(d) => d.hit(id, policy, cost).await,
+        };
+        self.metrics.observe_store(start.elapsed(), r.is_err());
+        r
+    }
+
+    /// [`Store::inspect`], timed.
+    pub async fn inspect(&self, id: &[u8], policy: &Policy) -> StoreResult<Option<BucketInfo>> {
+        let start = Instant::now();
+        let r = match &self.backend {
+            Backend::Memory(m) => m.inspect(id, policy).await,
+            Backend::Dyn(d) => d.inspect(id, policy).await,
+        };
+        self.metrics.observe_store(start.elapsed(), r.is_err());
+        r
+    }
+
+    /// [`Store::delete_buckets`], timed.
+    pub async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
+        let start = Instant::now();
+        let r = match &self.backend {
+            Backend::Memory(m) => m.delete_buckets(id).await,
+            Backend::Dyn(d) => d.delete_buckets(id).await,
+        };
+        self.metrics.observe_store(start.elapsed(), r.is_err());
+        r
+    }
+}
