@@ -36,13 +36,16 @@
 //! | algorithm | worst case over any span of one window |
 //! |---|---|
 //! | fixed window | `2 × limit` (a burst at the end of one window and the start of the next) |
-//! | sliding window | an estimate; measured worst case `2 × limit − 1` when hits bunch at a window's end (see below) |
+//! | sliding window | `limit` for steady traffic; `2 × limit − 1` at worst, when a burst sits at a window's very end |
 //! | token / leaky bucket, GCRA | `burst + limit` (a full bucket, then a window of refill) |
 //!
 //! The sliding window weights the previous window's count by how much of it still overlaps the sliding span,
 //! as if its hits had been spread evenly. Hits bunched at the very end of the previous window are therefore
-//! under-counted as the span slides past them. `tests/sliding_window_error.rs` measures the worst case by brute
-//! force over every alignment; with uniformly spread traffic the estimate is within a few percent.
+//! under-counted as the span slides past them. `tests/sliding_window_error.rs` measures it by brute force over
+//! every span: a client that hits whenever it may gets exactly `limit` per span; one that waits for the last
+//! microsecond of a window, bursts, then keeps hitting, gets `2 × limit − 1` (19 at a limit of 10, 199 at 100) in
+//! the worst span. For an exact bound on every span, use a meter (token bucket, leaky bucket, GCRA: `burst` plus
+//! the refill) or a fixed window with the burst in mind.
 
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]

@@ -1,0 +1,61 @@
+//! Resident memory per key at one million keys: floodgate's in-memory store and governor's keyed limiter.
+//!
+//! Run: `cargo bench -p floodgate --bench bytes_per_key`. Each store is filled in a fresh child process (so one
+//! store's freed memory cannot hide the next one's), and the growth of its resident set is divided by the keys.
+
+use std::num::NonZeroU32;
+use std::process::Command;
+use std::time::Duration;
+
+use floodgate::{MemoryStore, Policy};
+use governor::{Quota, RateLimiter};
+
+const KEYS: usize = 1_000_000;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn measure(which: &str) -> f64 {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
+    let before = rss_bytes();
+    match which {
+        "floodgate" => {
+            let store = MemoryStore::builder().cleanup_interval(None).build();
+            let p = Policy::gcra(100, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+            for k in &keys {
+                store.hit_sync(k.as_bytes(), &p, 1);
+            }
+            let grown = rss_bytes() - before;
+            assert_eq!(store.stats().keys, KEYS);
+            grown as f64 / KEYS as f64
+        }
+        "governor" => {
+            let lim = RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN)));
+            for k in &keys {
+                let _ = lim.check_key(k);
+            }
+            let grown = rss_bytes() - before;
+            assert_eq!(lim.len(), KEYS);
+            grown as f64 / KEYS as f64
+        }
+        other => panic!("unknown store {other}"),
+    }
+}
+
+fn main() {
+    if let Some(which) = std::env::args().skip_while(|a| a != "--child").nth(1) {
+        println!("{}", measure(&which));
+        return;
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    for which in ["floodgate", "governor"] {
+        let out = Command::new(&exe).args(["--child", which]).output().unwrap_or_else(|e| panic!("{e}"));
+        let per_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        println!(
+            "{which}: {per_key} bytes of resident memory per key at {KEYS} keys (gcra, one policy, 'user:<i>' keys)"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! The in-memory store side by side with `governor`'s keyed limiter, on the same quota, in one run.
+//!
+//! Run: `cargo bench -p floodgate --bench memory` (about 2 minutes). Figures and ratios: `BENCHMARKS.md`.
+//!
+//! - `hot/*`: one key, one thread: the per-check floor.
+//! - `1M/*`: one million distinct string keys (`user:<i>`), one thread, visited in a shuffled order: one
+//!   cache miss or more per check, which is what a busy server sees.
+//! - `2t/*`: the same two workloads on two threads (aggregate time per check: lower is better).
+//!
+//! Both sides have the same quota, a million per hour per key, and read their clock on every check.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use floodgate::{Algorithm, MemoryStore, Policy};
+use governor::{Quota, RateLimiter};
+
+const KEYS: usize = 1_000_000;
+
+fn keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
+    // A fixed shuffle (xorshift), so consecutive checks touch unrelated memory.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    keys
+}
+
+/// A million per hour per key: the million-key runs never deny and state never expires during a run; the hot
+/// key is denied after its first million, on both sides alike.
+fn quota() -> Quota {
+    Quota::per_hour(NonZeroU32::new(1_000_000).unwrap_or(NonZeroU32::MIN))
+}
+
+fn policy(a: Algorithm) -> Policy {
+    Policy::new(a, 1_000_000, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `f(i)` for `iters` iterations split over `threads` threads; returns the aggregate time per iteration
+/// times `iters` (what criterion's `iter_custom` wants).
+fn threaded(iters: u64, threads: u64, f: impl Fn(u64) + Sync) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let f = &f;
+            s.spawn(move || {
+                let per = iters / threads;
+                for i in t * per..(t + 1) * per {
+                    f(i);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion) {
+    let keys = keys();
+    let mut g = c.benchmark_group("clock");
+    let clock = floodgate::SystemClock::new();
+    g.bench_function("floodgate-SystemClock", |b| b.iter(|| black_box(floodgate::Clock::now(&clock))));
+    let q = governor::clock::QuantaClock::default();
+    g.bench_function("governor-QuantaClock", |b| b.iter(|| black_box(governor::clock::Clock::now(&q))));
+    g.finish();
+
+    let mut g = c.benchmark_group("memory");
+    g.throughput(Throughput::Elements(1)).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+
+    // (a) one hot key, one thread.
+    let gov = RateLimiter::keyed(quota());
+    let hot = "user:42".to_owned();
+    g.bench_function("hot/governor", |b| b.iter(|| black_box(gov.check_key(black_box(&hot)).is_ok())));
+    for a in Algorithm::ALL {
+        let store = MemoryStore::new();
+        let p = policy(a);
+        g.bench_function(format!("hot/floodgate-{a}"), |b| {
+            b.iter(|| black_box(store.hit_sync(black_box(hot.as_bytes()), &p, 1).allowed))
+        });
+    }
+
+    // (b) one million keys, one thread.
+    let gov = RateLimiter::keyed(quota());
+    let gov_fast = RateLimiter::dashmap_with_hasher(quota(), foldhash::fast::RandomState::default());
+    let store = MemoryStore::new();
+    let gcra = policy(Algorithm::Gcra);
+    let fixed = policy(Algorithm::FixedWindow);
+    let store_fixed = MemoryStore::new();
+    let mut i = 0usize;
+    let mut next = || {
+        i = (i + 1) % KEYS;
+        &keys[i]
+    };
+    g.bench_function("1M/governor", |b| b.iter(|| black_box(gov.check_key(next()).is_ok())));
+    g.bench_function("1M/governor-foldhash", |b| b.iter(|| black_box(gov_fast.check_key(next()).is_ok())));
+    g.bench_function("1M/floodgate-gcra", |b| {
+        b.iter(|| black_box(store.hit_sync(next().as_bytes(), &gcra, 1).allowed))
+    });
+    g.bench_function("1M/floodgate-fixed_window", |b| {
+        b.iter(|| black_box(store_fixed.hit_sync(next().as_bytes(), &fixed, 1).allowed))
+    });
+
+    // (c) two threads: the hot key, then the million keys.
+    g.bench_function("2t-hot/governor", |b| {
+        b.iter_custom(|n| threaded(n, 2, |_| drop(black_box(gov.check_key(&hot).is_ok()))))
+    });
+    g.bench_function("2t-hot/floodgate-gcra", |b| {
+        b.iter_custom(|n| threaded(n, 2, |_| drop(black_box(store.hit_sync(hot.as_bytes(), &gcra, 1).allowed))))
+    });
+    g.bench_function("2t-1M/governor", |b| {
+        b.iter_custom(|n| threaded(n, 2, |i| drop(black_box(gov.check_key(&keys[i as usize % KEYS]).is_ok()))))
+    });
+    g.bench_function("2t-1M/floodgate-gcra", |b| {
+        b.iter_custom(|n| {
+            threaded(n, 2, |i| drop(black_box(store.hit_sync(keys[i as usize % KEYS].as_bytes(), &gcra, 1).allowed)))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
