@@ -1,0 +1,119 @@
+//! The built `floodgate` binary: `check`, and `serve` with SIGHUP reload and SIGTERM shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+#[test]
+fn check_accepts_the_examples_and_names_the_line_of_an_error() {
+    for file in ["examples/default.yaml", "examples/config.yaml", "bench/bench.yaml"] {
+        let out = Command::new(BIN).args(["check", file]).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    }
+    let bad = common::write_config(
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      requests_per_unit: ten\n  - kee: x\n",
+    );
+    let out = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("{}:6:26: descriptors[0].rate_limit.requests_per_unit: expected a whole number", bad.display());
+    assert!(err.contains(&want), "{err}");
+    assert!(err.contains(":7:5: descriptors[1].kee: unknown field"), "{err}");
+    let out = Command::new(BIN).args(["check", "/nonexistent/floodgate.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_healthy(base: &str) {
+    let start = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    while start.elapsed() < Duration::from_secs(20) {
+        if rt.block_on(reqwest::get(format!("{base}/healthz"))).is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server did not come up");
+}
+
+fn get_json(base: &str, path: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap() })
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn serve_reloads_on_sighup_and_stops_on_sigterm() {
+    let config = common::write_config("policies:\n  first: {limit: 1, window: 1s}\n");
+    let (http, grpc) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}"), "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    wait_healthy(&base);
+    assert_eq!(get_json(&base, "/v1/limits")["policies"][0]["name"], "first");
+
+    // A bad file is refused: the old config stays.
+    std::fs::write(&config, "policies:\n  second: {limit: 0, window: 1s}\n").unwrap();
+    signal(child.id(), "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get_json(&base, "/v1/limits")["policies"][0]["name"], "first");
+
+    std::fs::write(&config, "policies:\n  second: {limit: 2, window: 1s}\n").unwrap();
+    signal(child.id(), "-HUP");
+    let start = Instant::now();
+    while get_json(&base, "/v1/limits")["policies"][0]["name"] != "second" {
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    signal(child.id(), "-TERM");
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_with_no_config_uses_the_builtin_limits() {
+    let (http, grpc) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .env_remove("FLOODGATE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    wait_healthy(&base);
+    let limits = get_json(&base, "/v1/limits");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(limits["domains"][0]["domain"], "default");
+    assert!(limits["policies"].as_array().unwrap().iter().any(|p| p["name"] == "default"));
+
+    let out = Command::new(BIN).args(["serve", "--redis", "redis://127.0.0.1:1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
+}

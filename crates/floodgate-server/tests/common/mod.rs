@@ -1,0 +1,71 @@
+//! Starts a server in-process on loopback ports chosen by the OS.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use floodgate::MemoryStore;
+use floodgate_server::server::Server;
+use floodgate_server::state::{AppState, Backend, ConfigSource};
+use tonic::transport::Channel;
+
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub grpc: SocketAddr,
+    pub config: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh config file holding `yaml`.
+pub fn write_config(yaml: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("floodgate-server-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+pub async fn start(yaml: &str) -> TestServer {
+    start_with(yaml, None, false).await
+}
+
+pub async fn start_with(yaml: &str, token: Option<&str>, strict: bool) -> TestServer {
+    let config = write_config(yaml);
+    let state = AppState::new(
+        ConfigSource::Path(config.clone()),
+        Backend::Memory(MemoryStore::new()),
+        token.map(str::to_owned),
+        strict,
+    )
+    .unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::start(Arc::new(state), any, any).await.unwrap();
+    TestServer { base: format!("http://{}", server.http_addr), grpc: server.grpc_addr, server, config }
+}
+
+impl TestServer {
+    pub async fn client(&self) -> RateLimitServiceClient<Channel> {
+        RateLimitServiceClient::connect(format!("http://{}", self.grpc)).await.unwrap()
+    }
+}
+
+/// A descriptor of `(key, value)` entries.
+pub fn desc(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries.iter().map(|(k, v)| Entry { key: (*k).into(), value: (*v).into() }).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
+    RateLimitRequest { domain: domain.into(), descriptors, hits_addend: 0 }
+}

@@ -1,0 +1,200 @@
+//! The HTTP JSON API, driven by reqwest over loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{start, start_with};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CONFIG: &str = "
+domain: t
+descriptors:
+  - key: k
+    rate_limit: {unit: hour, requests_per_unit: 3}
+policies:
+  two_per_hour: {limit: 2, window: 1h}
+  bucket: {limit: 10, window: 1s, algorithm: token_bucket, burst: 5}
+";
+
+async fn post(url: String, body: Value) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let res = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    (status, headers, res.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_named_and_inline_policies() {
+    let s = start(CONFIG).await;
+    let url = format!("{}/v1/hit", s.base);
+    let (st, _, d) = post(url.clone(), json!({"id": "user:1", "policy": "two_per_hour"})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!((d["allowed"].as_bool(), d["limit"].as_u64(), d["remaining"].as_u64()), (Some(true), Some(2), Some(1)));
+    assert!(d["retry_after_ms"].is_null());
+    let (_, _, d) = post(url.clone(), json!({"id": "user:1", "policy": "two_per_hour"})).await;
+    assert_eq!(d["remaining"], 0);
+    let (st, headers, d) = post(url.clone(), json!({"id": "user:1", "policy": "two_per_hour"})).await;
+    assert_eq!((st, d["allowed"].as_bool()), (StatusCode::OK, Some(false)));
+    assert!(d["retry_after_ms"].as_u64().unwrap() > 0);
+    assert!(headers.get("retry-after").is_some());
+    // Cost, and a meter's burst.
+    let (_, _, d) = post(url.clone(), json!({"id": "u", "policy": "bucket", "cost": 4})).await;
+    assert_eq!((d["limit"].as_u64(), d["remaining"].as_u64()), (Some(5), Some(1)));
+    let (_, _, d) = post(url.clone(), json!({"id": "u", "policy": "bucket", "cost": 6})).await;
+    assert_eq!((d["allowed"].as_bool(), d["retry_after_ms"].is_null()), (Some(false), true));
+    // Inline.
+    let inline = json!({"limit": 1, "window": "10m", "algorithm": "sliding_window"});
+    let (st, _, d) = post(url.clone(), json!({"id": "i", "policy": inline})).await;
+    assert_eq!((st, d["allowed"].as_bool()), (StatusCode::OK, Some(true)));
+    let (_, _, d) = post(url, json!({"id": "i", "policy": inline})).await;
+    assert_eq!(d["allowed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_and_reset() {
+    let s = start(CONFIG).await;
+    let (_, _, d) = post(format!("{}/v1/inspect", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;
+    assert!(d["bucket"].is_null(), "{d}");
+    post(format!("{}/v1/hit", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;
+    post(format!("{}/v1/hit", s.base), json!({"id": "x", "policy": "bucket"})).await;
+    let (st, _, d) = post(format!("{}/v1/inspect", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!((d["bucket"]["used"].as_u64(), d["bucket"]["remaining"].as_u64()), (Some(1), Some(1)), "{d}");
+    let (st, _, d) = post(format!("{}/v1/reset", s.base), json!({"id": "x"})).await;
+    assert_eq!((st, d["deleted"].as_u64()), (StatusCode::OK, Some(2)));
+    let (_, _, d) = post(format!("{}/v1/inspect", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;
+    assert!(d["bucket"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_with_the_right_status() {
+    let s = start(CONFIG).await;
+    let client = reqwest::Client::new();
+    let hit = format!("{}/v1/hit", s.base);
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        (client.post(&hit).json(&json!({"id": "a", "policy": "nope"})), StatusCode::NOT_FOUND, "no policy named"),
+        (client.post(&hit).json(&json!({"id": "", "policy": "bucket"})), StatusCode::UNPROCESSABLE_ENTITY, "id"),
+        (
+            client.post(&hit).json(&json!({"id": "a".repeat(2000), "policy": "bucket"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1024",
+        ),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": "bucket", "colour": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "colour",
+        ),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": "bucket", "cost": -1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cost",
+        ),
+        (client.post(&hit).json(&json!({"id": "a", "policy": 7})), StatusCode::UNPROCESSABLE_ENTITY, "policy"),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": {"limit": 0, "window": "1s"}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit",
+        ),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": {"limit": 1, "window": "1y"}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "window",
+        ),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": {"limit": 1, "window": "1s", "algorithm": "magic"}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown algorithm",
+        ),
+        (
+            client.post(&hit).json(&json!({"id": "a", "policy": {"limit": 1, "window": "1s", "burst": 3}})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "burst",
+        ),
+        (client.post(&hit).header("content-type", "application/json").body("{not json"), StatusCode::BAD_REQUEST, ""),
+        (client.post(&hit).body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type"),
+        (
+            client.post(&hit).header("content-type", "application/json").body(vec![b' '; 100_000]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (client.get(&hit), StatusCode::METHOD_NOT_ALLOWED, "method"),
+        (client.get(format!("{}/nowhere", s.base)), StatusCode::NOT_FOUND, "no such route"),
+    ];
+    for (i, (req, status, needle)) in cases.into_iter().enumerate() {
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), status, "case {i}");
+        let body: Value = res.json().await.unwrap_or_else(|e| panic!("case {i}: not JSON: {e}"));
+        let msg = body["error"].as_str().unwrap_or_else(|| panic!("case {i}: no error field: {body}"));
+        assert!(msg.contains(needle), "case {i}: {msg:?} lacks {needle:?}");
+    }
+    // Still serving.
+    let res = client.get(format!("{}/healthz", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_guards_mutations_only() {
+    let s = start_with(CONFIG, Some("s3cret"), false).await;
+    let client = reqwest::Client::new();
+    let body = json!({"id": "a", "policy": "bucket"});
+    let res = client.post(format!("{}/v1/hit", s.base)).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers().get("www-authenticate").unwrap(), "Bearer");
+    let res = client.post(format!("{}/v1/hit", s.base)).bearer_auth("wrong").json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = client.post(format!("{}/v1/hit", s.base)).bearer_auth("s3cret").json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = client.post(format!("{}/v1/reset", s.base)).json(&json!({"id": "a"})).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = client.post(format!("{}/v1/reload", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = client.post(format!("{}/v1/inspect", s.base)).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = client.get(format!("{}/v1/limits", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_metrics_openapi_and_reload() {
+    let s = start(CONFIG).await;
+    let limits: Value = reqwest::get(format!("{}/v1/limits", s.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(limits["policies"][0]["name"], "bucket");
+    assert_eq!(limits["policies"][0]["algorithm"], "token_bucket");
+    assert_eq!(limits["domains"][0]["domain"], "t");
+    assert_eq!(limits["domains"][0]["rules"][0]["path"], "k");
+    assert_eq!(limits["domains"][0]["rules"][0]["rate_limit"]["requests_per_unit"], 3);
+
+    post(format!("{}/v1/hit", s.base), json!({"id": "m", "policy": "two_per_hour"})).await;
+    let res = reqwest::get(format!("{}/metrics", s.base)).await.unwrap();
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("floodgate_decisions_total{source=\"http\",domain=\"http\",decision=\"allowed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("floodgate_store_latency_seconds_count"));
+
+    let api: Value = reqwest::get(format!("{}/openapi.json", s.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(api["openapi"], "3.0.3");
+    assert!(api["paths"]["/v1/hit"]["post"].is_object());
+    let health = reqwest::get(format!("{}/healthz", s.base)).await.unwrap().text().await.unwrap();
+    assert_eq!(health.trim(), "ok");
+
+    // Reload over HTTP: a bad config is refused with why, the old one stays.
+    std::fs::write(
+        &s.config,
+        "domain: t\ndescriptors:\n  - key: k\n    rate_limit: {unit: fortnight, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let (st, _, d) = post(format!("{}/v1/reload", s.base), json!({})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let msg = d["error"].as_str().unwrap();
+    assert!(msg.contains(":4:") && msg.contains("fortnight"), "{msg}");
+    let limits: Value = reqwest::get(format!("{}/v1/limits", s.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(limits["policies"].as_array().unwrap().len(), 2);
+    std::fs::write(&s.config, "policies:\n  only: {limit: 1, window: 1s}\n").unwrap();
+    let (st, _, d) = post(format!("{}/v1/reload", s.base), json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(d["policies"][0]["name"], "only");
+}

@@ -1,0 +1,221 @@
+//! The RLS v3 gRPC API, driven by a tonic client over loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{desc, request, start, start_with};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, rate_limit};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use tonic::Code as GrpcCode;
+
+const CONFIG: &str = "
+domain: t
+descriptors:
+  - key: k
+    rate_limit: {unit: hour, requests_per_unit: 3}
+  - key: big
+    rate_limit: {unit: hour, requests_per_unit: 5, name: big_one}
+  - key: open
+    rate_limit: {unlimited: true}
+  - key: shadow
+    shadow_mode: true
+    rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: never
+    rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: tenant
+    value: vip
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 1}
+    descriptors:
+      - key: path
+        value: /login
+        rate_limit: {unit: hour, requests_per_unit: 2, algorithm: sliding_window}
+      - key: path
+        rate_limit: {unit: hour, requests_per_unit: 4, algorithm: gcra, burst: 4}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_down_then_over_limit() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    for expected in [2u32, 1, 0] {
+        let r = c.should_rate_limit(request("t", vec![desc(&[("k", "a")])])).await.unwrap().into_inner();
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        let st = &r.statuses[0];
+        assert_eq!(st.code, Code::Ok as i32);
+        assert_eq!(st.limit_remaining, expected);
+        let limit = st.current_limit.as_ref().unwrap();
+        assert_eq!((limit.requests_per_unit, limit.unit), (3, rate_limit::Unit::Hour as i32));
+        let reset = st.duration_until_reset.unwrap();
+        assert!(reset.seconds <= 3600 && (reset.seconds > 0 || reset.nanos > 0), "{reset:?}");
+    }
+    let r = c.should_rate_limit(request("t", vec![desc(&[("k", "a")])])).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].limit_remaining, 0);
+    // Another value has its own counter.
+    let r = c.should_rate_limit(request("t", vec![desc(&[("k", "b")])])).await.unwrap().into_inner();
+    assert_eq!((r.overall_code, r.statuses[0].limit_remaining), (Code::Ok as i32, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_per_descriptor_and_over_if_any() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let descs =
+        || vec![desc(&[("big", "x")]), desc(&[("shadow", "x")]), desc(&[("nomatch", "x")]), desc(&[("open", "x")])];
+    let r = c.should_rate_limit(request("t", descs())).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses.len(), 4);
+    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "big_one");
+    assert_eq!(r.statuses[0].limit_remaining, 4);
+    assert!(r.statuses[2].current_limit.is_none());
+    assert_eq!(r.statuses[3].limit_remaining, u32::MAX);
+    // The shadow rule is over now, but answers OK.
+    let r = c.should_rate_limit(request("t", descs())).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(r.statuses[1].code, Code::Ok as i32);
+    assert_eq!(r.statuses[1].limit_remaining, 0);
+    // One real denial makes the whole answer OVER_LIMIT.
+    let r = c
+        .should_rate_limit(request("t", vec![desc(&[("big", "y")]), desc(&[("never", "z")])]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::Ok as i32);
+    assert_eq!(r.statuses[1].code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[1].current_limit.as_ref().unwrap().requests_per_unit, 0);
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("floodgate_decisions_total{source=\"rls\",domain=\"t\",decision=\"shadow_denied\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("floodgate_rls_requests_total{domain=\"t\",code=\"over_limit\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_addend_request_and_descriptor() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let mut req = request("t", vec![desc(&[("big", "a")])]);
+    req.hits_addend = 2;
+    let r = c.should_rate_limit(req.clone()).await.unwrap().into_inner();
+    assert_eq!(r.statuses[0].limit_remaining, 3);
+    req.descriptors[0].hits_addend = Some(UInt64Value { value: 3 });
+    let r = c.should_rate_limit(req.clone()).await.unwrap().into_inner();
+    assert_eq!((r.statuses[0].code, r.statuses[0].limit_remaining), (Code::Ok as i32, 0));
+    // A cost that does not fit is denied and consumes nothing; a zero addend is a pure check.
+    req.descriptors[0].hits_addend = Some(UInt64Value { value: 0 });
+    let r = c.should_rate_limit(req).await.unwrap().into_inner();
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_rules_and_exempt_values() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let mut ask = async |entries: &[(&str, &str)]| {
+        let r = c.should_rate_limit(request("t", vec![desc(entries)])).await.unwrap().into_inner();
+        (r.statuses[0].code, r.statuses[0].current_limit.as_ref().map(|l| l.requests_per_unit))
+    };
+    let ok = Code::Ok as i32;
+    let over = Code::OverLimit as i32;
+    assert_eq!(ask(&[("tenant", "vip")]).await, (ok, None), "an exact value with no limit is exempt");
+    assert_eq!(ask(&[("tenant", "vip")]).await, (ok, None));
+    assert_eq!(ask(&[("tenant", "acme")]).await, (ok, Some(1)));
+    assert_eq!(ask(&[("tenant", "acme")]).await, (over, Some(1)));
+    assert_eq!(ask(&[("tenant", "acme"), ("path", "/login")]).await, (ok, Some(2)));
+    assert_eq!(ask(&[("tenant", "acme"), ("path", "/login")]).await, (ok, Some(2)));
+    assert_eq!(ask(&[("tenant", "acme"), ("path", "/login")]).await, (over, Some(2)));
+    assert_eq!(ask(&[("tenant", "acme"), ("path", "/x")]).await, (ok, Some(4)));
+    assert_eq!(ask(&[("tenant", "acme"), ("path", "/x"), ("deeper", "1")]).await, (ok, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_argument() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let e = c.should_rate_limit(request("", vec![desc(&[("k", "a")])])).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::InvalidArgument);
+    assert!(e.message().contains("domain"), "{}", e.message());
+    let e = c.should_rate_limit(request("t", vec![])).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::InvalidArgument);
+    let e = c.should_rate_limit(request("t", vec![desc(&[])])).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::InvalidArgument);
+    let many = vec![desc(&[("k", "a")]); 1000];
+    let e = c.should_rate_limit(request("t", many)).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::InvalidArgument);
+    let huge = "x".repeat(2 << 20);
+    let e = c.should_rate_limit(request("t", vec![desc(&[("k", &huge)])])).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::OutOfRange, "{e:?}");
+    // The server still answers.
+    let r = c.should_rate_limit(request("t", vec![desc(&[("k", "z")])])).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_domain_ok_or_not_found() {
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let r = c.should_rate_limit(request("nope", vec![desc(&[("k", "a")]), desc(&[("k", "b")])])).await.unwrap();
+    let r = r.into_inner();
+    assert_eq!((r.overall_code, r.statuses.len()), (Code::Ok as i32, 2));
+    let strict = start_with(CONFIG, None, true).await;
+    let mut c = strict.client().await;
+    let e = c.should_rate_limit(request("nope", vec![desc(&[("k", "a")])])).await.unwrap_err();
+    assert_eq!(e.code(), GrpcCode::NotFound);
+    assert!(e.message().contains("nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_hits_admit_exactly_the_limit() {
+    let s = start("domain: c\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 50}\n").await;
+    let c = s.client().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.should_rate_limit(request("c", vec![desc(&[("k", "hot")])])).await.unwrap().into_inner().overall_code
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap() == Code::Ok as i32);
+    }
+    assert_eq!(ok, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_state_and_refuses_bad_configs() {
+    let s = start("domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\n").await;
+    let mut c = s.client().await;
+    let mut code =
+        async || c.should_rate_limit(request("r", vec![desc(&[("k", "a")])])).await.unwrap().into_inner().overall_code;
+    assert_eq!(code().await, Code::Ok as i32);
+    assert_eq!(code().await, Code::Ok as i32);
+    assert_eq!(code().await, Code::OverLimit as i32);
+    // A bad file is refused and the old config stays.
+    std::fs::write(
+        &s.config,
+        "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: -1}\n",
+    )
+    .unwrap();
+    let err = s.server.state.reload().await.unwrap_err().to_string();
+    assert!(err.contains(":4:") && err.contains("requests_per_unit"), "{err}");
+    assert_eq!(code().await, Code::OverLimit as i32);
+    // A bigger limit keeps the count (the policy is named after the rule): one more passes.
+    std::fs::write(
+        &s.config,
+        "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 3}\n",
+    )
+    .unwrap();
+    s.server.state.reload().await.unwrap();
+    assert_eq!(code().await, Code::Ok as i32);
+    assert_eq!(code().await, Code::OverLimit as i32);
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("floodgate_config_reloads_total{result=\"success\"} 1"), "{metrics}");
+    assert!(metrics.contains("floodgate_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
+}
