@@ -1,0 +1,718 @@
+//! # floodgate-redis
+//!
+//! A [`floodgate::Store`] on Redis or Redis Cluster: every algorithm of the core, decided inside Redis by one Lua
+//! script per algorithm, in one round trip per call, bit for bit as the in-memory store decides.
+//!
+//! - **Scripts.** `fixed_window`, `sliding_window` and `meter` (token bucket, leaky bucket, GCRA), plus one that
+//!   deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
+//!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
+//! - **Keys.** `<prefix>:{<id>}:<policy key>` holds one bucket (a hash); `<prefix>:{<id>}` is the id's index
+//!   (the set of its bucket keys), so [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script,
+//!   on a cluster too. The id is percent-encoded inside the hash tag (any bytes are an id; none can break the tag
+//!   or collide with another id). Every key has a millisecond TTL that covers its state, so Redis memory is
+//!   bounded with no sweeper.
+//! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
+//!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
+//! - **Connections.** One multiplexed, auto-pipelined connection (redis-rs `ConnectionManager`, or the cluster
+//!   client), shared by every caller and reconnected by itself; the cluster client follows `MOVED`/`ASK`.
+//! - **Failure policy.** [`FailurePolicy::FailOpen`], [`FailurePolicy::FailClosed`] or [`FailurePolicy::Error`],
+//!   with a per-call timeout: no caller waits past it, whatever Redis does.
+//!
+//! ```no_run
+//! use floodgate::{Policy, Store};
+//! use floodgate_redis::{FailurePolicy, RedisStore};
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = RedisStore::builder()
+//!     .url("redis://127.0.0.1:6379/")
+//!     .prefix("myapp")
+//!     .timeout(Duration::from_millis(50))
+//!     .failure_policy(FailurePolicy::FailOpen)
+//!     .build()
+//!     .await?;
+//! let policy = Policy::gcra(100, Duration::from_secs(60))?;
+//! let decision = store.hit(b"user:42", &policy, 1).await?;
+//! println!("allowed: {}, remaining: {}", decision.allowed, decision.remaining);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Limits of exactness
+//!
+//! Lua numbers are doubles, so the scripts keep every number an integer below 2^53 (products that would exceed
+//! it are computed by exact long multiplication). Counts and meter levels pushed past 2^53 by
+//! [`inc`](floodgate::Store::inc) or [`set`](floodgate::Store::set) saturate there, where the in-memory store
+//! saturates at 2^64; below that the two stores answer identically.
+//!
+//! With an injected clock, Redis still expires keys by its own clock: the injected clock must not run slower
+//! than real time, or a key may expire before its state would have (tests that freeze the clock for a few
+//! seconds are fine: TTLs are at least the policy's window).
+
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod key;
+mod scripts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodgate::algorithm::Op;
+use floodgate::{Algorithm, BucketInfo, Clock, Decision, Policy, Store, StoreError, StoreResult, Timestamp};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
+
+pub use redis;
+pub use scripts::ScriptSource;
+
+/// What a decision call answers when Redis cannot (refused, reset, timed out, or an error reply).
+///
+/// Inspection and deletion ([`Store::inspect`], [`Store::delete_buckets`]) always return the error.
+///
+/// ```
+/// use floodgate_redis::FailurePolicy;
+/// assert_eq!(FailurePolicy::default(), FailurePolicy::Error);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// Allow the hit (a cost above the policy's capacity is still denied), and count it in
+    /// [`RedisStats::failed_open`]. Availability over strictness.
+    FailOpen,
+    /// Deny the hit with `retry_after` set to the store's retry hint ([`RedisStoreBuilder::retry_hint`]), and
+    /// count it in [`RedisStats::failed_closed`].
+    FailClosed,
+    /// Return the error ([`StoreError::Timeout`], [`StoreError::Unavailable`] or [`StoreError::Backend`]).
+    #[default]
+    Error,
+}
+
+/// Why the store could not be built or could not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// The Redis client failed (connection, protocol, or an error reply).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A script answered something this store cannot read (a version mismatch, or a bug).
+    #[error("unexpected reply from the floodgate script: {0}")]
+    Reply(String),
+    /// The builder was given no Redis to talk to, or an invalid option.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The id is longer than the store's maximum.
+    #[error("id of {len} bytes is longer than the maximum of {max}")]
+    IdTooLong {
+        /// The id's length.
+        len: usize,
+        /// The store's maximum.
+        max: usize,
+    },
+}
+
+impl From<RedisStoreError> for StoreError {
+    fn from(e: RedisStoreError) -> Self {
+        match e {
+            RedisStoreError::Redis(r)
+                if r.is_io_error()
+                    || r.is_connection_dropped()
+                    || r.is_connection_refusal()
+                    || matches!(r.kind(), ErrorKind::ClusterConnectionNotFound)
+                    || matches!(
+                        r.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+                        )
+                    ) =>
+            {
+                StoreError::Unavailable(r.to_string())
+            }
+            RedisStoreError::Redis(r) if r.is_timeout() => StoreError::Unavailable(r.to_string()),
+            e @ RedisStoreError::IdTooLong { .. } => StoreError::InvalidId(e.to_string()),
+            e => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// Counters of the faults a store has met, by how it answered them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Decisions allowed because Redis could not answer ([`FailurePolicy::FailOpen`]).
+    pub failed_open: u64,
+    /// Decisions denied because Redis could not answer ([`FailurePolicy::FailClosed`]).
+    pub failed_closed: u64,
+    /// Calls that returned an error (any call under [`FailurePolicy::Error`]; inspections and deletions always).
+    pub errors: u64,
+    /// Of all the faults above, those that were the per-call timeout.
+    pub timeouts: u64,
+    /// Scripts reloaded after a `NOSCRIPT` reply.
+    pub script_reloads: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    failed_open: AtomicU64,
+    failed_closed: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    script_reloads: AtomicU64,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Single(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
+            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
+        }
+    }
+}
+
+enum Target {
+    None,
+    Single(redis::Client),
+    Cluster(ClusterClientBuilder),
+    Error(String),
+}
+
+/// Builds a [`RedisStore`]: which Redis, key prefix, time source, timeout and failure policy.
+///
+/// ```no_run
+/// use floodgate_redis::{FailurePolicy, RedisStore};
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+/// let cluster = RedisStore::builder()
+///     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"])
+///     .prefix("rl")
+///     .timeout(Duration::from_millis(20))
+///     .failure_policy(FailurePolicy::FailClosed)
+///     .build()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisStoreBuilder {
+    target: Target,
+    prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    failure: FailurePolicy,
+    retry_hint: Duration,
+    keep: Duration,
+    max_id_len: usize,
+}
+
+impl Default for RedisStoreBuilder {
+    fn default() -> Self {
+        RedisStoreBuilder {
+            target: Target::None,
+            prefix: "floodgate".to_owned(),
+            clock: None,
+            timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            failure: FailurePolicy::Error,
+            retry_hint: Duration::from_secs(1),
+            keep: Duration::ZERO,
+            max_id_len: 4096,
+        }
+    }
+}
+
+impl RedisStoreBuilder {
+    /// A single Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` with feature
+    /// `tls-rustls`).
+    pub fn url(mut self, url: &str) -> Self {
+        self.target = match redis::Client::open(url) {
+            Ok(c) => Target::Single(c),
+            Err(e) => Target::Error(format!("bad redis url: {e}")),
+        };
+        self
+    }
+
+    /// A single Redis through a ready [`redis::Client`] (any connection option redis-rs has).
+    pub fn client(mut self, client: redis::Client) -> Self {
+        self.target = Target::Single(client);
+        self
+    }
+
+    /// A Redis Cluster, discovered from these initial nodes (URLs as for [`url`](Self::url)).
+    pub fn cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|s| s.as_ref().to_owned()).collect();
+        self.target = Target::Cluster(ClusterClientBuilder::new(nodes));
+        self
+    }
+
+    /// A Redis Cluster through a [`ClusterClientBuilder`] (credentials, TLS, retries: any redis-rs option). The
+    /// store still sets the connection and response timeouts from [`timeout`](Self::timeout) and
+    /// [`connect_timeout`](Self::connect_timeout).
+    pub fn cluster_client(mut self, builder: ClusterClientBuilder) -> Self {
+        self.target = Target::Cluster(builder);
+        self
+    }
+
+    /// The first part of every key (default `floodgate`). It must not contain `{` or `}` (the hash tag is the
+    /// id's).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Decide by this clock instead of Redis `TIME` (for exact tests; see the crate docs for the caveat).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The most any call may take, connection and retries included (default 100 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The most one connection attempt may take (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// What decisions answer when Redis cannot (default [`FailurePolicy::Error`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+
+    /// The `retry_after` of a [`FailurePolicy::FailClosed`] denial (default 1 s).
+    pub fn retry_hint(mut self, hint: Duration) -> Self {
+        self.retry_hint = hint;
+        self
+    }
+
+    /// Keep a written bucket at least this long after its last write (Hammer's `expiry_ms`; default zero:
+    /// exactly until its state is empty). Live state is never dropped early, whatever this is.
+    pub fn keep(mut self, keep: Duration) -> Self {
+        self.keep = keep;
+        self
+    }
+
+    /// The longest id accepted, in bytes (default 4096); longer ids get [`StoreError::InvalidId`].
+    pub fn max_id_len(mut self, max: usize) -> Self {
+        self.max_id_len = max;
+        self
+    }
+
+    /// Connects and returns the store. Fails if Redis cannot be reached now (later outages are the failure
+    /// policy's business).
+    pub async fn build(self) -> Result<RedisStore, RedisStoreError> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(RedisStoreError::Config(format!("prefix {:?} must not contain '{{' or '}}'", self.prefix)));
+        }
+        if self.timeout.is_zero() {
+            return Err(RedisStoreError::Config("timeout must be above zero".to_owned()));
+        }
+        let conn = match self.target {
+            Target::None => {
+                return Err(RedisStoreError::Config("no redis given: call url(), client() or cluster()".to_owned()));
+            }
+            Target::Error(e) => return Err(RedisStoreError::Config(e)),
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout.min(self.timeout.max(Duration::from_millis(1)))))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(5))
+                    .set_max_delay(Duration::from_millis(200));
+                let fut = ConnectionManager::new_with_config(client, config);
+                let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                    RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
+                })??;
+                Conn::Single(conn)
+            }
+            Target::Cluster(builder) => {
+                let client = builder
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.timeout)
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(200)
+                    .build()?;
+                let fut = client.get_async_connection();
+                let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                    RedisStoreError::Config(format!("redis cluster did not answer in {:?}", self.connect_timeout))
+                })??;
+                Conn::Cluster(conn)
+            }
+        };
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                prefix: self.prefix,
+                clock: self.clock,
+                timeout: self.timeout,
+                failure: self.failure,
+                retry_hint: self.retry_hint,
+                keep_us: u64::try_from(self.keep.as_micros()).unwrap_or(u64::MAX),
+                max_id_len: self.max_id_len,
+                stats: Counters::default(),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    conn: Conn,
+    prefix: String,
+    clock: Option<Arc<dyn Clock>>,
+    timeout: Duration,
+    failure: FailurePolicy,
+    retry_hint: Duration,
+    keep_us: u64,
+    max_id_len: usize,
+    stats: Counters,
+}
+
+/// The Redis and Redis Cluster [`Store`]. Clones share one connection.
+///
+/// ```no_run
+/// use floodgate::{Policy, Store};
+/// use floodgate_redis::RedisStore;
+/// use std::time::Duration;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = RedisStore::connect("redis://127.0.0.1:6379/").await?;
+/// let policy = Policy::sliding_window(10, Duration::from_secs(1))?;
+/// assert!(store.hit(b"ip:192.0.2.1", &policy, 1).await?.allowed);
+/// assert_eq!(store.delete_buckets(b"ip:192.0.2.1").await?, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let topology = match self.inner.conn {
+            Conn::Single(_) => "single",
+            Conn::Cluster(_) => "cluster",
+        };
+        f.debug_struct("RedisStore")
+            .field("topology", &topology)
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .field("failure", &self.inner.failure)
+            .field("redis_time", &self.inner.clock.is_none())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// A builder (see [`RedisStoreBuilder`]).
+    ///
+    /// ```
+    /// let builder = floodgate_redis::RedisStore::builder().prefix("myapp");
+    /// # drop(builder);
+    /// ```
+    pub fn builder() -> RedisStoreBuilder {
+        RedisStoreBuilder::default()
+    }
+
+    /// A store on the single Redis at `url`, with the default options.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+    /// let store = floodgate_redis::RedisStore::connect("redis://127.0.0.1:6379/").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<RedisStore, RedisStoreError> {
+        Self::builder().url(url).build().await
+    }
+
+    /// The faults met so far.
+    ///
+    /// ```no_run
+    /// # async fn run(store: floodgate_redis::RedisStore) {
+    /// let stats = store.stats();
+    /// println!("{} hits allowed while redis was away", stats.failed_open);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> RedisStats {
+        let s = &self.inner.stats;
+        RedisStats {
+            failed_open: s.failed_open.load(Ordering::Relaxed),
+            failed_closed: s.failed_closed.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            timeouts: s.timeouts.load(Ordering::Relaxed),
+            script_reloads: s.script_reloads.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The Redis key that holds `id`'s state under `policy` (for operators and tests).
+    ///
+    /// ```
+    /// # async fn keys() {}
+    /// // Shown without a store: the layout is `<prefix>:{<id>}:<policy key>`.
+    /// ```
+    pub fn bucket_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
+        key::bucket_key(&key::index_key(&self.inner.prefix, id), policy.key())
+    }
+
+    /// The Redis key of `id`'s index: the set of its bucket keys.
+    pub fn index_key(&self, id: &[u8]) -> Vec<u8> {
+        key::index_key(&self.inner.prefix, id)
+    }
+
+    fn now_arg(&self) -> i64 {
+        match &self.inner.clock {
+            Some(c) => i64::try_from(c.now().as_micros()).unwrap_or(i64::MAX),
+            None => -1,
+        }
+    }
+
+    fn check_id(&self, id: &[u8]) -> Result<(), RedisStoreError> {
+        if id.len() > self.inner.max_id_len {
+            return Err(RedisStoreError::IdTooLong { len: id.len(), max: self.inner.max_id_len });
+        }
+        Ok(())
+    }
+
+    /// Runs `script` by EVALSHA; on NOSCRIPT, once more by EVAL (which loads it again).
+    async fn eval(&self, script: &ScriptSource, keys: &[&[u8]], args: impl Fn(&mut Cmd)) -> redis::RedisResult<Value> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.sha()).arg(keys.len()).arg(keys);
+        args(&mut cmd);
+        match self.inner.conn.query(&cmd).await {
+            Err(e) if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::NoScript)) => {
+                self.inner.stats.script_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(script = script.name(), "floodgate-redis: NOSCRIPT, loading the script again");
+                let mut cmd = redis::cmd("EVAL");
+                cmd.arg(script.source()).arg(keys.len()).arg(keys);
+                args(&mut cmd);
+                self.inner.conn.query(&cmd).await
+            }
+            r => r,
+        }
+    }
+
+    async fn decide_raw(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> Result<Decision, RedisStoreError> {
+        self.check_id(id)?;
+        let index = key::index_key(&self.inner.prefix, id);
+        let bucket = key::bucket_key(&index, policy.key());
+        let op = match op {
+            Op::Hit => "h",
+            Op::Force => "f",
+            Op::Set => "s",
+        };
+        let v = self.run_policy_script(&bucket, &index, policy, op, cost).await?;
+        parse_decision(v)
+    }
+
+    async fn run_policy_script(
+        &self,
+        bucket: &[u8],
+        index: &[u8],
+        policy: &Policy,
+        op: &'static str,
+        cost: u64,
+    ) -> Result<Value, RedisStoreError> {
+        let now = self.now_arg();
+        let keep = self.inner.keep_us;
+        let script = scripts::for_algorithm(policy.algorithm());
+        let v = match policy.algorithm() {
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                self.eval(script, &[bucket, index], |c| {
+                    c.arg(op).arg(cost).arg(now).arg(keep).arg(policy.limit()).arg(policy.window_micros());
+                })
+                .await?
+            }
+            _ => {
+                self.eval(script, &[bucket, index], |c| {
+                    c.arg(op)
+                        .arg(cost)
+                        .arg(now)
+                        .arg(keep)
+                        .arg(policy.meter_unit())
+                        .arg(policy.meter_drain())
+                        .arg(policy.capacity());
+                })
+                .await?
+            }
+        };
+        Ok(v)
+    }
+
+    async fn inspect_raw(&self, id: &[u8], policy: &Policy) -> Result<Option<BucketInfo>, RedisStoreError> {
+        self.check_id(id)?;
+        let index = key::index_key(&self.inner.prefix, id);
+        let bucket = key::bucket_key(&index, policy.key());
+        let v = self.run_policy_script(&bucket, &index, policy, "i", 0).await?;
+        parse_info(v)
+    }
+
+    async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
+        self.check_id(id)?;
+        let index = key::index_key(&self.inner.prefix, id);
+        let now = self.now_arg();
+        let v = self
+            .eval(scripts::delete(), &[&index], |c| {
+                c.arg(now);
+            })
+            .await?;
+        match v {
+            Value::Int(n) => u64::try_from(n).map_err(|_| RedisStoreError::Reply(format!("negative count {n}"))),
+            other => Err(RedisStoreError::Reply(format!("{other:?}"))),
+        }
+    }
+
+    /// Runs one call under the timeout; returns the reply, or the fault as a [`StoreError`] (counted).
+    async fn guarded<T>(&self, fut: impl Future<Output = Result<T, RedisStoreError>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e @ RedisStoreError::IdTooLong { .. })) => Err(e.into()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => {
+                self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Timeout(self.inner.timeout))
+            }
+        }
+    }
+
+    async fn decide(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> StoreResult<Decision> {
+        let result = self.guarded(self.decide_raw(id, policy, op, cost)).await;
+        match result {
+            Ok(d) => Ok(d),
+            Err(e @ StoreError::InvalidId(_)) => Err(e),
+            Err(e) => self.on_fault(e, policy, op, cost),
+        }
+    }
+
+    fn on_fault(&self, e: StoreError, policy: &Policy, op: Op, cost: u64) -> StoreResult<Decision> {
+        let stats = &self.inner.stats;
+        let capacity = policy.capacity();
+        match self.inner.failure {
+            FailurePolicy::Error => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "floodgate-redis: call failed");
+                Err(e)
+            }
+            FailurePolicy::FailOpen => {
+                stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "floodgate-redis: redis unavailable, failing open");
+                let never = op == Op::Hit && cost > capacity;
+                Ok(Decision {
+                    allowed: !never,
+                    limit: capacity,
+                    remaining: capacity.saturating_sub(cost),
+                    reset_after: Duration::ZERO,
+                    retry_after: None,
+                })
+            }
+            FailurePolicy::FailClosed => {
+                stats.failed_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "floodgate-redis: redis unavailable, failing closed");
+                Ok(Decision {
+                    allowed: false,
+                    limit: capacity,
+                    remaining: 0,
+                    reset_after: Duration::ZERO,
+                    retry_after: Some(self.inner.retry_hint),
+                })
+            }
+        }
+    }
+
+    fn count_error<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
+        if let Err(e) = &r {
+            self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "floodgate-redis: call failed");
+        }
+        r
+    }
+}
+
+fn int(v: &Value) -> Result<i64, RedisStoreError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => Err(RedisStoreError::Reply(format!("expected an integer, got {other:?}"))),
+    }
+}
+
+fn micros(v: &Value) -> Result<u64, RedisStoreError> {
+    let n = int(v)?;
+    u64::try_from(n).map_err(|_| RedisStoreError::Reply(format!("negative number {n}")))
+}
+
+fn parse_decision(v: Value) -> Result<Decision, RedisStoreError> {
+    match v {
+        Value::Array(items) if items.len() == 5 => {
+            let retry = int(&items[4])?;
+            Ok(Decision {
+                allowed: int(&items[0])? == 1,
+                limit: micros(&items[1])?,
+                remaining: micros(&items[2])?,
+                reset_after: Duration::from_micros(micros(&items[3])?),
+                retry_after: (retry >= 0).then(|| Duration::from_micros(retry.unsigned_abs())),
+            })
+        }
+        other => Err(RedisStoreError::Reply(format!("expected a decision, got {other:?}"))),
+    }
+}
+
+fn parse_info(v: Value) -> Result<Option<BucketInfo>, RedisStoreError> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::Array(items) if items.len() == 6 => Ok(Some(BucketInfo {
+            used: micros(&items[0])?,
+            remaining: micros(&items[1])?,
+            reset_after: Duration::from_micros(micros(&items[2])?),
+            next_window_after: Duration::from_micros(micros(&items[3])?),
+            created: Timestamp::from_micros(micros(&items[4])?),
+            updated: Timestamp::from_micros(micros(&items[5])?),
+        })),
+        other => Err(RedisStoreError::Reply(format!("expected bucket info, got {other:?}"))),
+    }
+}
+
+impl Store for RedisStore {
+    async fn hit(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        self.decide(id, policy, Op::Hit, cost).await
+    }
+
+    async fn inc(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        self.decide(id, policy, Op::Force, cost).await
+    }
+
+    async fn set(&self, id: &[u8], policy: &Policy, used: u64) -> StoreResult<Decision> {
+        self.decide(id, policy, Op::Set, used).await
+    }
+
+    async fn inspect(&self, id: &[u8], policy: &Policy) -> StoreResult<Option<BucketInfo>> {
+        let r = self.guarded(self.inspect_raw(id, policy)).await;
+        self.count_error(r)
+    }
+
+    async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
+        let r = self.guarded(self.delete_raw(id)).await;
+        self.count_error(r)
+    }
+}

@@ -1,0 +1,97 @@
+-- floodgate: shared prelude of the algorithm scripts.
+-- KEYS[1] = the bucket (a hash), KEYS[2] = the id's index (a set of its bucket keys, same hash tag).
+-- ARGV[1] = op: 'h' hit, 'f' force (inc), 's' set, 'i' inspect
+-- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
+-- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least), ARGV[5..] = policy
+-- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter), a b c = state, cr = created, up = updated,
+-- e = when the state is empty again (the logical expiry, in the decision clock's microseconds).
+-- Every number stays an integer below 2^53, so doubles compute exactly what the Rust core computes in u64.
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local MAX = 9007199254740992 -- 2^53
+local floor = math.floor
+local function fmt(x) return string.format('%.0f', x) end
+
+-- floor(a * b / c) and the remainder, exactly, for integers a, b >= 0, 0 < c <= 2^53, result < 2^53.
+local function muldiv(a, b, c)
+  local p = a * b
+  if p < MAX then
+    local q = floor(p / c)
+    local r = p - q * c
+    while r < 0 do q = q - 1; r = r + c end
+    while r >= c do q = q + 1; r = r - c end
+    return q, r
+  end
+  -- Slow path, exact: long multiplication over the bits of b, every intermediate below 2^53.
+  local qa = floor(a / c)
+  local ra = a - qa * c
+  while ra < 0 do qa = qa - 1; ra = ra + c end
+  while ra >= c do qa = qa + 1; ra = ra - c end
+  local bits, x = {}, b
+  while x > 0 do
+    local bit = x % 2
+    bits[#bits + 1] = bit
+    x = (x - bit) / 2
+  end
+  local q, r = 0, 0
+  for i = #bits, 1, -1 do
+    q = q * 2
+    if r >= c - r then r = r - (c - r); q = q + 1 else r = r + r end
+    if bits[i] == 1 then
+      q = q + qa
+      if r >= c - ra then r = r - (c - ra); q = q + 1 else r = r + ra end
+    end
+  end
+  return q, r
+end
+
+local function muldiv_ceil(a, b, c)
+  local q, r = muldiv(a, b, c)
+  if r > 0 then q = q + 1 end
+  return q
+end
+
+local key, idx = KEYS[1], KEYS[2]
+local op = ARGV[1]
+local cost = tonumber(ARGV[2])
+local t = tonumber(ARGV[3])
+if t < 0 then
+  local tm = redis.call('TIME')
+  t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+end
+local keep = tonumber(ARGV[4])
+local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e')
+local live = h[7] and tonumber(h[7]) > t
+local created, updated = t, t
+local sa, sb, sc = 0, 0, 0
+local same = false
+if live then
+  created, updated = tonumber(h[5]), tonumber(h[6])
+  if h[1] == KIND then
+    same = true
+    sa, sb, sc = tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+  end
+end
+
+-- Writes the state (a, b, c) that empties at `reset`, or drops the bucket when it is already empty.
+local function save(a, b, c, reset)
+  if same and a == sa and b == sb and c == sc then return end
+  if reset <= t then
+    if h[7] then
+      redis.call('DEL', key)
+      redis.call('SREM', idx, key)
+    end
+    return
+  end
+  local exp = reset
+  if t + keep > exp then exp = t + keep end
+  local ttl = muldiv_ceil(exp - t, 1, 1000) + 1
+  redis.call('HSET', key, 'k', KIND, 'a', fmt(a), 'b', fmt(b), 'c', fmt(c), 'cr', fmt(created), 'up', fmt(t),
+    'e', fmt(exp))
+  redis.call('PEXPIRE', key, ttl)
+  if not h[7] then redis.call('SADD', idx, key) end
+  if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
+end
+
+local function inspected(used, remaining, reset_after, next_window_after)
+  return {used, remaining, reset_after, next_window_after, created, updated}
+end

@@ -1,0 +1,1 @@
+//! Fault tests: Redis killed under load, restarted on the same port; a cluster master killed under load.

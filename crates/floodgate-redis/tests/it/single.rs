@@ -1,0 +1,252 @@
+//! The conformance suite, a differential test against the in-memory store, TTLs, Redis TIME and scripts on a
+//! single Redis.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floodgate::{Algorithm, Clock, ManualClock, MemoryStore, Policy, Store, StoreError, Timestamp};
+use floodgate_redis::RedisStore;
+
+use crate::{fresh_prefix, make_single_store, shared_single};
+
+mod conformance {
+    use crate::make_single_store;
+    floodgate::conformance_tests!(make_single_store);
+}
+
+async fn redis_time_store(prefix: &str) -> RedisStore {
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    RedisStore::builder().url(&url).prefix(prefix).timeout(Duration::from_secs(5)).build().await.expect("connect")
+}
+
+/// xorshift64*: a small deterministic generator, so a failure replays.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+fn policies() -> Vec<Policy> {
+    let s = Duration::from_secs;
+    let ten_years = Policy::MAX_WINDOW;
+    let p = |r: Result<Policy, floodgate::PolicyError>| r.expect("policy");
+    vec![
+        p(Policy::fixed_window(5, s(10))),
+        p(Policy::sliding_window(7, s(3))),
+        p(Policy::token_bucket(3, s(1)).and_then(|p| p.with_burst(5))),
+        p(Policy::leaky_bucket(10, s(7))),
+        p(Policy::gcra(1000, s(3600)).and_then(|p| p.with_burst(10))),
+        // Numbers whose products pass 2^53: the scripts' exact slow path.
+        p(Policy::sliding_window(Policy::MAX_LIMIT, ten_years)),
+        p(Policy::sliding_window(999_983, ten_years)),
+        p(Policy::fixed_window(Policy::MAX_LIMIT, ten_years)),
+        p(Policy::gcra(3, ten_years).and_then(|p| p.with_burst(80))),
+        p(Policy::token_bucket(7, Duration::from_micros(1_000_003)).and_then(|p| p.with_burst(1 << 20))),
+        // Named policies whose numbers (and algorithm) change under live state.
+        p(Policy::fixed_window(5, s(10)).and_then(|p| p.named("plan"))),
+        p(Policy::fixed_window(9, s(10)).and_then(|p| p.named("plan"))),
+        p(Policy::sliding_window(4, s(10)).and_then(|p| p.named("plan"))),
+        p(Policy::gcra(5, s(10)).and_then(|p| p.named("meter"))),
+        p(Policy::gcra(7, s(3)).and_then(|p| p.with_burst(9)).and_then(|p| p.named("meter"))),
+        p(Policy::leaky_bucket(3, s(10)).and_then(|p| p.named("plan"))),
+    ]
+}
+
+/// Thousands of random operations on the Redis store and on the in-memory store, driven by one manual clock:
+/// every decision, inspection and deletion count must be identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_decides_exactly_as_memory() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(123_457));
+    let redis = make_single_store(clock.clone()).await;
+    let memory = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+    let ps = policies();
+    let ids: [&[u8]; 3] = [b"a", b"b}{", b"\xff\x00"];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for step in 0..4_000 {
+        let p = &ps[rng.below(ps.len() as u64) as usize];
+        let id = ids[rng.below(ids.len() as u64) as usize];
+        let cap = p.capacity();
+        let huge = cap > 1_000_000;
+        let what = rng.below(100);
+        let ctx = || format!("step {step}: policy {} id {id:?} at {:?}", p.key(), clock.now());
+        match what {
+            0..=49 => {
+                let cost = match rng.below(10) {
+                    0 => 0,
+                    1 => cap + 1 + rng.below(3),
+                    _ if huge => rng.below(cap / 3 + 1),
+                    _ => 1 + rng.below(cap.min(4)),
+                };
+                let r = redis.hit(id, p, cost).await.expect("redis hit");
+                let m = memory.hit(id, p, cost).await.expect("memory hit");
+                assert_eq!(r, m, "hit cost {cost}: {}", ctx());
+            }
+            50..=59 => {
+                let cost = rng.below(4);
+                let r = redis.inc(id, p, cost).await.expect("redis inc");
+                let m = memory.inc(id, p, cost).await.expect("memory inc");
+                assert_eq!(r, m, "inc cost {cost}: {}", ctx());
+            }
+            60..=64 => {
+                let used = rng.below(cap.min(1 << 40) + 2);
+                let r = redis.set(id, p, used).await.expect("redis set");
+                let m = memory.set(id, p, used).await.expect("memory set");
+                assert_eq!(r, m, "set {used}: {}", ctx());
+            }
+            65..=74 => {
+                let r = redis.inspect(id, p).await.expect("redis inspect");
+                let m = memory.inspect(id, p).await.expect("memory inspect");
+                assert_eq!(r, m, "inspect: {}", ctx());
+            }
+            75..=76 => {
+                let r = redis.delete_buckets(id).await.expect("redis delete");
+                let m = memory.delete_buckets(id).await.expect("memory delete");
+                assert_eq!(r, m, "delete_buckets: {}", ctx());
+            }
+            77..=78 => {
+                // The clock steps back a little (both stores must stand still).
+                let now = clock.now().as_micros();
+                clock.set(Timestamp::from_micros(now - rng.below(2_000_000)));
+            }
+            79..=81 => clock.advance(Duration::from_micros(rng.below(30_000_000))),
+            82 => clock.advance(Duration::from_secs(rng.below(400_000_000))),
+            _ => clock.advance(Duration::from_micros(rng.below(700_000))),
+        }
+    }
+}
+
+/// Every key the store writes has a TTL (read back with PTTL), under every algorithm and operation, with
+/// Redis TIME and with an injected clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_has_a_millisecond_ttl() {
+    let prefix = fresh_prefix();
+    let timed = redis_time_store(&prefix).await;
+    let clock = ManualClock::new(Timestamp::now_system());
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let clocked = RedisStore::builder().url(&url).prefix(&prefix).clock(clock.clone()).build().await.expect("connect");
+    let ps: Vec<Policy> =
+        Algorithm::ALL.into_iter().map(|a| Policy::new(a, 5, Duration::from_secs(30)).expect("policy")).collect();
+    for (i, p) in ps.iter().enumerate() {
+        for id in [&b"ttl:a"[..], b"ttl:{b}", b""] {
+            timed.hit(id, p, 2).await.expect("hit");
+            timed.inc(id, p, 9).await.expect("inc");
+            clocked.hit(&[id, b"c"].concat(), p, 1).await.expect("hit");
+            clocked.set(&[id, b"d"].concat(), p, 3).await.expect("set");
+        }
+        timed.set(b"ttl:set", p, 1 + i as u64).await.expect("set");
+    }
+    timed.delete_buckets(b"ttl:a").await.expect("delete");
+
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+    let keys: Vec<Vec<u8>> =
+        redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut con).await.expect("KEYS");
+    // 5 policies × (ttl:{b}, "", and 6 clocked ids, ttl:set) buckets + their indexes; ttl:a was deleted.
+    assert_eq!(keys.len(), 5 * 9 + 9, "keys: {:?}", keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>());
+    for k in &keys {
+        let pttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.expect("PTTL");
+        let name = String::from_utf8_lossy(k);
+        assert!(pttl > 0, "key {name} has no TTL (PTTL {pttl})");
+        // No state outlives two windows (plus the millisecond of rounding).
+        assert!(pttl <= 60_002, "key {name} lives too long: PTTL {pttl}");
+    }
+    assert!(!keys.iter().any(|k| k.starts_with(format!("{prefix}:{{ttl:a}}").as_bytes())), "deleted id left keys");
+}
+
+/// With Redis TIME (the default), decisions work and windows follow Redis's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_time_decides() {
+    let store = redis_time_store(&fresh_prefix()).await;
+    for a in Algorithm::ALL {
+        let p = Policy::new(a, 4, Duration::from_secs(60)).expect("policy");
+        for i in 0..4 {
+            let d = store.hit(b"k", &p, 1).await.expect("hit");
+            assert!(d.allowed, "{a}: hit {i}: {d:?}");
+        }
+        let d = store.hit(b"k", &p, 1).await.expect("hit");
+        assert!(!d.allowed && d.retry_after.is_some_and(|r| r <= Duration::from_secs(60)), "{a}: {d:?}");
+        let info = store.inspect(b"k", &p).await.expect("inspect").expect("state");
+        assert_eq!(info.used, 4, "{a}");
+        let age = Timestamp::now_system().saturating_duration_since(info.created);
+        assert!(age < Duration::from_secs(5), "{a}: created {:?} is not Redis's now", info.created);
+    }
+}
+
+/// Racing tasks on one key over Redis TIME admit exactly the limit, for every algorithm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_hits_admit_exactly_the_limit() {
+    let store = Arc::new(redis_time_store(&fresh_prefix()).await);
+    for a in Algorithm::ALL {
+        let p = Policy::new(a, 137, Duration::from_secs(3600)).expect("policy");
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, p) = (store.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..10 {
+                        admitted += u64::from(store.hit(b"hot", &p, 1).await.expect("hit").allowed);
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        assert_eq!(total, 137, "{a}: 50 tasks × 10 hits admitted {total}");
+    }
+}
+
+/// After SCRIPT FLUSH (what a restart or failover does to the script cache) the store reloads its scripts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_are_reloaded_after_noscript() {
+    let store = redis_time_store(&fresh_prefix()).await;
+    let p = Policy::gcra(10, Duration::from_secs(10)).expect("policy");
+    assert!(store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    let server = tokio::task::block_in_place(shared_single);
+    assert!(tokio::task::block_in_place(|| server.cli(&["SCRIPT", "FLUSH"])).contains("OK"));
+    let d = store.hit(b"k", &p, 1).await.expect("hit after flush");
+    assert_eq!(d.remaining, 8);
+    assert!(store.stats().script_reloads >= 1);
+    assert_eq!(store.delete_buckets(b"k").await.expect("delete"), 1);
+}
+
+/// An id over the maximum length is refused as an invalid id, whatever the failure policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_ids_are_invalid() {
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let store = RedisStore::builder()
+        .url(&url)
+        .prefix(fresh_prefix())
+        .max_id_len(16)
+        .failure_policy(floodgate_redis::FailurePolicy::FailOpen)
+        .build()
+        .await
+        .expect("connect");
+    let p = Policy::fixed_window(1, Duration::from_secs(1)).expect("policy");
+    assert!(matches!(store.hit(&[b'x'; 17], &p, 1).await, Err(StoreError::InvalidId(_))));
+    assert!(store.hit(&[b'x'; 16], &p, 1).await.expect("hit").allowed);
+}
+
+/// The builder refuses a prefix that would break the hash tag, and an unreachable Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_rejects_bad_config() {
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    assert!(RedisStore::builder().url(&url).prefix("a{b}").build().await.is_err());
+    assert!(RedisStore::builder().build().await.is_err());
+    let port = crate::support::free_port();
+    let down = RedisStore::builder()
+        .url(&format!("redis://127.0.0.1:{port}/"))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .await;
+    assert!(down.is_err());
+}
