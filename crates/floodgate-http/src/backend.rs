@@ -14,6 +14,17 @@ use floodgate::{Decision, MemoryStore, Policy, Store, StoreError, StoreResult};
 use http::HeaderValue;
 
 /// A backend's answer to one hit: at once (in-memory), or a future (a remote store).
+///
+/// ```
+/// use floodgate::{MemoryStore, Policy};
+/// use floodgate_http::{Backend, Hit, MemoryBackend, StoreBackend};
+/// use std::time::Duration;
+///
+/// let policy = Policy::gcra(5, Duration::from_secs(1))?;
+/// assert!(matches!(MemoryBackend::new(MemoryStore::new()).hit("k", &policy, 1), Hit::Ready(Ok(_))));
+/// assert!(matches!(StoreBackend::new(MemoryStore::new()).hit("k", &policy, 1), Hit::Pending(_)));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Debug)]
 pub enum Hit<F> {
     /// The decision, made synchronously: the request goes on with no future and no allocation.
@@ -77,11 +88,27 @@ pub struct MemoryBackend<K> {
 
 impl<K> MemoryBackend<K> {
     /// Counts in `store` (a clone of a store shares its state).
+    ///
+    /// ```
+    /// use floodgate::MemoryStore;
+    /// use floodgate_http::MemoryBackend;
+    /// let backend = MemoryBackend::new(MemoryStore::builder().key_type::<u64>().build());
+    /// ```
     pub fn new(store: MemoryStore<K>) -> Self {
         MemoryBackend { store }
     }
 
-    /// The store.
+    /// The store, to inspect or reset keys.
+    ///
+    /// ```
+    /// use floodgate::{MemoryStore, Policy};
+    /// use floodgate_http::{Backend, MemoryBackend};
+    /// use std::time::Duration;
+    /// let backend = MemoryBackend::new(MemoryStore::builder().key_type::<u64>().build());
+    /// let _ = backend.hit(7u64, &Policy::gcra(5, Duration::from_secs(1))?, 1);
+    /// assert_eq!(backend.store().stats().keys, 1);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
     pub fn store(&self) -> &MemoryStore<K> {
         &self.store
     }
@@ -235,6 +262,15 @@ impl<S> StoreBackend<S> {
     }
 
     /// Counts in a shared `store`.
+    ///
+    /// ```
+    /// use floodgate::{BoxStore, MemoryStore};
+    /// use floodgate_http::StoreBackend;
+    /// use std::sync::Arc;
+    /// // A store picked at run time.
+    /// let store: BoxStore = Arc::new(MemoryStore::new());
+    /// let backend = StoreBackend::from_arc(Arc::new(store));
+    /// ```
     pub fn from_arc(store: Arc<S>) -> Self {
         StoreBackend { store, prefix: Bytes::new(), timeout: None }
     }
@@ -259,6 +295,15 @@ impl<S> StoreBackend<S> {
 }
 
 /// The future of a [`StoreBackend`] decision.
+///
+/// ```
+/// use floodgate::{MemoryStore, Policy};
+/// use floodgate_http::{Backend, Hit, StoreBackend, StoreFuture};
+/// use std::time::Duration;
+/// let policy = Policy::gcra(5, Duration::from_secs(1))?;
+/// let hit: Hit<StoreFuture> = StoreBackend::new(MemoryStore::new()).hit("k", &policy, 1);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 pub type StoreFuture = Pin<Box<dyn Future<Output = StoreResult<Decision>> + Send>>;
 
 impl<S, K> Backend<K> for StoreBackend<S>

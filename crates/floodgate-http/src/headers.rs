@@ -40,6 +40,13 @@ use floodgate::{Decision, Policy};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 /// `RateLimit-Policy`.
+///
+/// ```
+/// use floodgate_http::headers::{RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_RESET};
+/// assert_eq!(RATELIMIT_POLICY, "ratelimit-policy");
+/// assert_eq!(RATELIMIT, "ratelimit");
+/// assert_eq!(X_RATELIMIT_RESET, "x-ratelimit-reset");
+/// ```
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -134,10 +141,36 @@ fn quoted_policy_field(mut out: String, limit: u64, window: Duration) -> String 
 /// assert_eq!(ratelimit_field("\"api\"", &d), "\"api\";r=7;t=2");
 /// ```
 pub fn ratelimit_field(quoted_name: &str, decision: &Decision) -> String {
-    let mut out = String::with_capacity(quoted_name.len() + 48);
+    // Built in a buffer of the exact size, so the header value takes it over without copying it again.
+    let (r, t) = (decision.remaining, ceil_secs(decision.reset_after));
+    let mut out = String::with_capacity(quoted_name.len() + 6 + digits(r) + digits(t));
     out.push_str(quoted_name);
-    let _ = write!(out, ";r={};t={}", decision.remaining, ceil_secs(decision.reset_after));
+    out.push_str(";r=");
+    push_u64(&mut out, r);
+    out.push_str(";t=");
+    push_u64(&mut out, t);
     out
+}
+
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
 }
 
 /// How one limit's headers are written: the policy's name and fields, computed once, and whether to add the
@@ -283,6 +316,16 @@ impl HeaderSet {
     }
 
     /// The `Retry-After` value, on a denial that waiting can cure.
+    ///
+    /// ```
+    /// use floodgate::{Decision, Policy};
+    /// use floodgate_http::headers::RateLimitHeaders;
+    /// use std::time::Duration;
+    /// let h = RateLimitHeaders::new(&Policy::gcra(1, Duration::from_secs(1))?);
+    /// let d = Decision { allowed: false, limit: 1, remaining: 0, reset_after: Duration::from_millis(300), retry_after: Some(Duration::from_millis(300)) };
+    /// assert_eq!(h.for_decision(&d).retry_after().map(|v| v.as_bytes()), Some(&b"1"[..]));
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
     pub fn retry_after(&self) -> Option<&HeaderValue> {
         self.retry_after.as_ref()
     }
@@ -307,6 +350,20 @@ mod tests {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn numbers_format_exactly() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 10, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+            assert_eq!(digits(n), s.len());
+        }
+        let d = decision(true, u64::MAX, 0, None);
+        let field = ratelimit_field("\"n\"", &d);
+        assert_eq!(field, format!("\"n\";r={};t=0", u64::MAX));
+        assert_eq!(field.capacity(), field.len());
     }
 
     #[test]

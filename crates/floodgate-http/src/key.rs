@@ -281,6 +281,12 @@ impl HeaderKey {
     }
 
     /// The header's name.
+    ///
+    /// ```
+    /// use floodgate_http::HeaderKey;
+    /// assert_eq!(HeaderKey::new("X-Api-Key")?.name(), "x-api-key");
+    /// # Ok::<(), http::Error>(())
+    /// ```
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
@@ -296,6 +302,12 @@ impl<B> KeyExtractor<B> for HeaderKey {
 }
 
 /// A closure as a [`KeyExtractor`]; see [`key_fn`].
+///
+/// ```
+/// use floodgate_http::{KeyExtractor, KeyFn};
+/// let by_path = KeyFn(|req: &http::Request<()>| Some(req.uri().path().to_owned()));
+/// assert_eq!(by_path.extract(&http::Request::new(())).as_deref(), Some("/"));
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct KeyFn<F>(pub F);
 

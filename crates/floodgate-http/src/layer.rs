@@ -218,17 +218,50 @@ impl<E, Bk> RateLimitLayer<E, Bk> {
     }
 
     /// The policy.
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use floodgate_http::RateLimitLayer;
+    /// use std::time::Duration;
+    /// let layer = RateLimitLayer::per_ip(Policy::gcra(3, Duration::from_secs(1))?);
+    /// assert_eq!(layer.policy().limit(), 3);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
     pub fn policy(&self) -> &Policy {
         &self.shared.policy
     }
 
     /// The backend (to inspect or reset its store).
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use floodgate_http::RateLimitLayer;
+    /// use std::time::Duration;
+    /// let layer = RateLimitLayer::per_ip(Policy::gcra(3, Duration::from_secs(1))?);
+    /// assert_eq!(layer.backend().store().stats().keys, 0);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
     pub fn backend(&self) -> &Bk {
         &self.shared.backend
     }
 }
 
 /// Builds a [`RateLimitLayer`]; see [`RateLimitLayer::builder`].
+///
+/// ```
+/// use floodgate::{MemoryStore, Policy};
+/// use floodgate_http::{ClientIp, MemoryBackend, RateLimitBuilder, RateLimitLayer};
+/// use std::net::IpAddr;
+/// use std::time::Duration;
+///
+/// let builder: RateLimitBuilder<ClientIp, MemoryBackend<IpAddr>> = RateLimitLayer::builder(
+///     ClientIp::peer(),
+///     MemoryBackend::new(MemoryStore::builder().key_type::<IpAddr>().build()),
+///     Policy::fixed_window(10, Duration::from_secs(1))?,
+/// );
+/// let layer = builder.cost(2).build();
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Debug)]
 pub struct RateLimitBuilder<E, Bk> {
     extractor: E,
@@ -341,6 +374,16 @@ impl<S: Clone, E, Bk> Clone for RateLimit<S, E, Bk> {
 
 impl<S, E, Bk> RateLimit<S, E, Bk> {
     /// The inner service.
+    ///
+    /// ```
+    /// use floodgate::Policy;
+    /// use floodgate_http::RateLimitLayer;
+    /// use std::time::Duration;
+    /// use tower::Layer;
+    /// let svc = RateLimitLayer::per_ip(Policy::gcra(3, Duration::from_secs(1))?).layer("inner");
+    /// assert_eq!(*svc.get_ref(), "inner");
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
@@ -412,7 +455,8 @@ impl<S, E, Bk> RateLimit<S, E, Bk> {
 }
 
 pin_project! {
-    /// The future of a [`RateLimit`] response.
+    /// The future of a [`RateLimit`] response: the inner service's response with the rate-limit headers added,
+    /// or the layer's own `429` / `503` / rejection. See [`RateLimit`] for an example.
     pub struct ResponseFuture<S, ReqBody, F>
     where
         S: Service<Request<ReqBody>>,
