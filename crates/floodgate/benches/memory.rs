@@ -107,17 +107,17 @@ fn bench(c: &mut Criterion) {
 
     // (c) two threads: the hot key, then the million keys.
     g.bench_function("2t-hot/governor", |b| {
-        b.iter_custom(|n| threaded(n, 2, |_| drop(black_box(gov.check_key(&hot).is_ok()))))
+        b.iter_custom(|n| threaded(n, 2, |_| _ = black_box(gov.check_key(&hot).is_ok())))
     });
     g.bench_function("2t-hot/floodgate-gcra", |b| {
-        b.iter_custom(|n| threaded(n, 2, |_| drop(black_box(store.hit_sync(hot.as_bytes(), &gcra, 1).allowed))))
+        b.iter_custom(|n| threaded(n, 2, |_| _ = black_box(store.hit_sync(hot.as_bytes(), &gcra, 1).allowed)))
     });
     g.bench_function("2t-1M/governor", |b| {
-        b.iter_custom(|n| threaded(n, 2, |i| drop(black_box(gov.check_key(&keys[i as usize % KEYS]).is_ok()))))
+        b.iter_custom(|n| threaded(n, 2, |i| _ = black_box(gov.check_key(&keys[i as usize % KEYS]).is_ok())))
     });
     g.bench_function("2t-1M/floodgate-gcra", |b| {
         b.iter_custom(|n| {
-            threaded(n, 2, |i| drop(black_box(store.hit_sync(keys[i as usize % KEYS].as_bytes(), &gcra, 1).allowed)))
+            threaded(n, 2, |i| _ = black_box(store.hit_sync(keys[i as usize % KEYS].as_bytes(), &gcra, 1).allowed))
         })
     });
     g.finish();
