@@ -21,6 +21,7 @@ if op == 'h' then
   if cost > limit then
     local reset = 0
     if count > 0 then reset = until_next end
+    if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
     return {0, limit, math.max(limit - count, 0), reset, -1}
   end
   if fits and cost > 0 then count = count + cost end

@@ -31,6 +31,7 @@ end
 local n = math.max(t, sb)
 local level = level_at(n)
 if op == 'h' and cost > burst then
+  if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
   return {0, burst, remaining(level), drain_time(level), -1}
 end
 local need = math.max(cost, 1) * unit

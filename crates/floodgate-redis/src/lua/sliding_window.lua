@@ -40,6 +40,7 @@ local e = n % window
 local start = n - e
 local cur, prev = counts(start)
 if op == 'h' and cost > limit then
+  if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
   return {0, limit, room(cur, prev, e), reset_after(cur, prev, e), -1}
 end
 local check = math.max(cost, 1)
