@@ -12,7 +12,9 @@
 //! A denial adds `Retry-After` in whole seconds, rounded up so a client that waits exactly that long gets through
 //! (left out when waiting cannot help: the cost is above the policy's capacity). Optionally the older
 //! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds from now, as the draft's
-//! earlier `RateLimit-Reset` did, not a Unix time) are added too.
+//! earlier `RateLimit-Reset` did, not a Unix time) are added too. `X-RateLimit-Limit` is the decision's
+//! `limit`, the policy's capacity: for a meter with a `burst` that is the burst, while `q` stays the policy's
+//! limit per window.
 //!
 //! ```
 //! use floodgate::algorithm::Op;
