@@ -124,7 +124,11 @@ impl From<RedisStoreError> for StoreError {
                     || matches!(
                         r.kind(),
                         ErrorKind::Server(
-                            ServerErrorKind::ClusterDown | ServerErrorKind::TryAgain | ServerErrorKind::MasterDown
+                            ServerErrorKind::ClusterDown
+                                | ServerErrorKind::TryAgain
+                                | ServerErrorKind::MasterDown
+                                | ServerErrorKind::Moved
+                                | ServerErrorKind::Ask
                         )
                     ) =>
             {
@@ -345,9 +349,9 @@ impl RedisStoreBuilder {
                 let client = builder
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.timeout)
-                    .retries(3)
+                    .retries(8)
                     .min_retry_wait(10)
-                    .max_retry_wait(200)
+                    .max_retry_wait(100)
                     .build()?;
                 let fut = client.get_async_connection();
                 let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {

@@ -1,1 +1,232 @@
-//! Fault tests: Redis killed under load, restarted on the same port; a cluster master killed under load.
+//! Fault tests: Redis killed under load and restarted on the same port; a cluster master killed under load.
+//! Every load loop is bounded in count and in time, and talks to loopback only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use floodgate::{Policy, Store, StoreError};
+use floodgate_redis::{FailurePolicy, RedisStore};
+
+use crate::support::{RedisCluster, RedisServer};
+
+/// What one call of the load saw.
+#[derive(Debug)]
+struct Call {
+    at: Duration,
+    took: Duration,
+    outcome: Result<bool, String>,
+}
+
+/// Runs `tasks` tasks of calls on `ids` until `stop` (at most `max_calls` each, at most `max_time`).
+fn load(
+    store: &Arc<RedisStore>,
+    policy: &Policy,
+    ids: usize,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+    start: Instant,
+) -> Vec<tokio::task::JoinHandle<Vec<Call>>> {
+    const MAX_CALLS: usize = 200_000;
+    const MAX_TIME: Duration = Duration::from_secs(60);
+    (0..tasks)
+        .map(|t| {
+            let (store, policy, stop) = (store.clone(), policy.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut calls = Vec::new();
+                for i in 0..MAX_CALLS {
+                    if stop.load(Ordering::Relaxed) || start.elapsed() > MAX_TIME {
+                        break;
+                    }
+                    let id = format!("user:{}", (t * 7919 + i) % ids);
+                    let begin = Instant::now();
+                    let r = store.hit(id.as_bytes(), &policy, 1).await;
+                    calls.push(Call {
+                        at: begin.duration_since(start),
+                        took: begin.elapsed(),
+                        outcome: r.map(|d| d.allowed).map_err(|e| e.to_string()),
+                    });
+                    if calls.last().is_some_and(|c| c.outcome.is_err()) {
+                        // Do not spin on a dead connection: a failing call is retried after a short pause.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                calls
+            })
+        })
+        .collect()
+}
+
+async fn collect(handles: Vec<tokio::task::JoinHandle<Vec<Call>>>) -> Vec<Call> {
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("load task"));
+    }
+    all.sort_by_key(|c| c.at);
+    all
+}
+
+/// (a) Redis is killed under load: every call answers by its store's failure policy within the timeout; Redis
+/// comes back on the same port and every store recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_answers_by_policy_and_recovers() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let url = server.url();
+    let timeout = Duration::from_millis(200);
+    let policy = Policy::fixed_window(1_000_000_000, Duration::from_secs(3600)).expect("policy");
+    let mut stores = Vec::new();
+    for failure in [FailurePolicy::FailOpen, FailurePolicy::FailClosed, FailurePolicy::Error] {
+        let store = RedisStore::builder()
+            .url(&url)
+            .timeout(timeout)
+            .failure_policy(failure)
+            .retry_hint(Duration::from_millis(750))
+            .build()
+            .await
+            .expect("connect");
+        stores.push((failure, Arc::new(store)));
+    }
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = stores.iter().map(|(_, s)| load(s, &policy, 100, 4, &stop, start)).collect();
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = start.elapsed();
+    tokio::task::block_in_place(|| server.kill());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let restarted_at = start.elapsed();
+    tokio::task::block_in_place(|| server.restart());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    for ((failure, store), h) in stores.iter().zip(handles) {
+        let calls = collect(h).await;
+        let stats = store.stats();
+        let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+        // No caller waits past the timeout (plus scheduling slack on a shared 2-core machine).
+        assert!(slowest <= timeout + Duration::from_millis(100), "{failure:?}: a call took {slowest:?}");
+        let before: Vec<_> = calls.iter().filter(|c| c.at + c.took < killed_at).collect();
+        assert!(!before.is_empty() && before.iter().all(|c| c.outcome == Ok(true)), "{failure:?}: before the kill");
+        let during: Vec<_> = calls.iter().filter(|c| c.at > killed_at + timeout && c.at < restarted_at).collect();
+        assert!(during.len() >= 4, "{failure:?}: only {} calls while redis was down", during.len());
+        for c in &during {
+            match failure {
+                FailurePolicy::FailOpen => assert_eq!(c.outcome, Ok(true), "{failure:?}: {c:?}"),
+                FailurePolicy::FailClosed => assert_eq!(c.outcome, Ok(false), "{failure:?}: {c:?}"),
+                FailurePolicy::Error => assert!(c.outcome.is_err(), "{failure:?}: {c:?}"),
+            }
+        }
+        match failure {
+            FailurePolicy::FailOpen => assert!(stats.failed_open >= during.len() as u64),
+            FailurePolicy::FailClosed => assert!(stats.failed_closed >= during.len() as u64),
+            FailurePolicy::Error => assert!(stats.errors >= during.len() as u64),
+        }
+        // Recovered by itself: the last 500 ms of the load all reached Redis (the fault counters stood still).
+        let end = calls.last().map(|c| c.at).unwrap_or_default();
+        let tail: Vec<_> = calls.iter().filter(|c| c.at + Duration::from_millis(500) > end).collect();
+        assert!(tail.len() >= 4 && tail.iter().all(|c| c.outcome == Ok(true)), "{failure:?}: not recovered");
+        // (For FailOpen an allowed call does not show whether Redis answered; for the others it does.)
+        let recovered = calls.iter().find(|c| c.at > restarted_at && c.outcome == Ok(true)).map(|c| c.at);
+        let after = store.stats();
+        let p = Policy::fixed_window(1, Duration::from_secs(60)).expect("policy");
+        let id = format!("after:{failure:?}");
+        assert!(store.hit(id.as_bytes(), &p, 1).await.expect("hit after restart").allowed);
+        assert!(!store.hit(id.as_bytes(), &p, 1).await.expect("hit after restart").allowed, "a real decision");
+        assert_eq!((after.failed_open, after.failed_closed, after.errors), {
+            let s = store.stats();
+            (s.failed_open, s.failed_closed, s.errors)
+        });
+        eprintln!(
+            "{failure:?}: {} calls, {} while down, slowest {slowest:?}, first success {:?} after the restart; {stats:?}",
+            calls.len(),
+            during.len(),
+            recovered.map(|r| r.saturating_sub(restarted_at))
+        );
+    }
+}
+
+/// Calls with FailurePolicy::Error answer within the timeout with Unavailable or Timeout when nothing listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_policy_reports_unavailable_within_the_timeout() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let timeout = Duration::from_millis(150);
+    let store = RedisStore::builder().url(&server.url()).timeout(timeout).build().await.expect("connect");
+    tokio::task::block_in_place(|| server.kill());
+    let p = Policy::gcra(5, Duration::from_secs(1)).expect("policy");
+    for _ in 0..10 {
+        let begin = Instant::now();
+        let r = store.hit(b"k", &p, 1).await;
+        assert!(begin.elapsed() <= timeout + Duration::from_millis(100), "took {:?}", begin.elapsed());
+        assert!(matches!(r, Err(StoreError::Unavailable(_) | StoreError::Timeout(_))), "{r:?}");
+        let r = store.inspect(b"k", &p).await;
+        assert!(r.is_err(), "{r:?}");
+    }
+}
+
+/// (b) A cluster master is killed under load: its replica takes over, calls succeed again by themselves, no
+/// panic; errors happen only inside the failover window, which this test measures and prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_killed_under_load_fails_over() {
+    let mut cluster = tokio::task::block_in_place(RedisCluster::start);
+    let timeout = Duration::from_millis(500);
+    let store = Arc::new(
+        RedisStore::builder()
+            .cluster(cluster.urls())
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("connect to cluster"),
+    );
+    let policy = Policy::gcra(1_000_000_000, Duration::from_secs(3600)).expect("policy");
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = load(&store, &policy, 60, 8, &stop, start);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = tokio::task::block_in_place(|| cluster.master_of(&store.index_key(b"user:0")));
+    let killed_at = start.elapsed();
+    tokio::task::block_in_place(|| cluster.nodes[victim].kill());
+    tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(30)));
+    let healthy_at = start.elapsed();
+    // Load goes on until 2 s without an error (at most 30 s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let calls = collect(handles).await;
+    assert!(Instant::now() < deadline);
+
+    let errors: Vec<_> = calls.iter().filter(|c| c.outcome.is_err()).collect();
+    let before = calls.iter().filter(|c| c.at + c.took < killed_at).count();
+    assert!(before > 0 && calls.iter().filter(|c| c.at + c.took < killed_at).all(|c| c.outcome.is_ok()));
+    let first_error = errors.first().map(|c| c.at);
+    let last_error = errors.last().map(|c| c.at + c.took);
+    let slowest = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    assert!(slowest <= timeout + Duration::from_millis(150), "a call took {slowest:?}");
+    if let Some(last) = last_error {
+        assert!(errors.iter().all(|c| c.at + c.took >= killed_at), "an error before the kill");
+        let end = calls.last().map(|c| c.at).unwrap_or_default();
+        assert!(end > last + Duration::from_secs(1), "errors went on until the end: not recovered");
+    }
+    let after_last = calls.iter().filter(|c| last_error.is_none_or(|l| c.at > l)).count();
+    assert!(after_last > 100, "only {after_last} calls after the failover");
+    let kinds: std::collections::BTreeSet<String> = errors
+        .iter()
+        .filter_map(|c| c.outcome.as_ref().err())
+        .map(|e| e.chars().take(90).collect::<String>())
+        .collect();
+    eprintln!(
+        "FAILOVER: master {victim} killed at {killed_at:?}; cluster healthy again {:?} after the kill; \
+         {} calls, {} errors, first error {:?} after the kill, failover window (kill to last error) {:?}; \
+         error kinds {kinds:?}; slowest call {slowest:?}",
+        healthy_at - killed_at,
+        calls.len(),
+        errors.len(),
+        first_error.map(|f| f.saturating_sub(killed_at)),
+        last_error.map(|l| l.saturating_sub(killed_at)),
+    );
+    // The window is the cluster's failover (node timeout 2 s + election), not a client that never recovers.
+    if let Some(last) = last_error {
+        assert!(last.saturating_sub(killed_at) < Duration::from_secs(15), "failover window too long");
+    }
+}
