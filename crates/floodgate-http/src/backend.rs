@@ -156,6 +156,8 @@ macro_rules! byte_memory_key {
 }
 
 byte_memory_key!(HeaderValue, Bytes, String, Vec<u8>, Box<[u8]>, &'static str, &'static [u8]);
+#[cfg(feature = "axum")]
+byte_memory_key!(crate::key::RoutePath);
 
 impl<K, X> Backend<X> for MemoryBackend<K>
 where
@@ -207,6 +209,30 @@ macro_rules! byte_store_key {
 }
 
 byte_store_key!(HeaderValue, Bytes, String, Vec<u8>, Box<[u8]>, &'static str, &'static [u8]);
+#[cfg(feature = "axum")]
+byte_store_key!(crate::key::RoutePath);
+
+/// A pair of keys: the first one's length in decimal, `:`, its bytes, then the second one's bytes, so that no two
+/// different pairs share an id.
+///
+/// ```
+/// use floodgate_http::StoreKey;
+/// use std::net::IpAddr;
+///
+/// let mut id = Vec::new();
+/// ("/search", IpAddr::from([192, 0, 2, 1])).write_id(&mut id);
+/// assert_eq!(id, b"7:/search192.0.2.1");
+/// ```
+impl<A: StoreKey, B: StoreKey> StoreKey for (A, B) {
+    fn write_id(&self, id: &mut Vec<u8>) {
+        let mut first = Vec::new();
+        self.0.write_id(&mut first);
+        use std::io::Write as _;
+        let _ = write!(id, "{}:", first.len());
+        id.extend_from_slice(&first);
+        self.1.write_id(id);
+    }
+}
 
 macro_rules! int_store_key {
     ($($t:ty),*) => {$(

@@ -344,6 +344,126 @@ where
     }
 }
 
+/// Keys requests by the route they matched (axum's [`MatchedPath`](axum::extract::MatchedPath), such as
+/// `/users/{id}`), so each route gets its own budget. Combine it with another key in a tuple to limit each
+/// client per route: `(RouteKey, ClientIp::peer())` keys by `(RoutePath, IpAddr)`.
+///
+/// The key is a [`RoutePath`], which shares the router's string (taking it allocates nothing). A request that
+/// matched no route (a 404 fallback) has no key. The extension is there for layers added with `Router::layer`
+/// and `route_layer`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use floodgate::{MemoryStore, Policy};
+/// use floodgate_http::{ClientIp, MemoryBackend, RateLimitLayer, RouteKey, RoutePath};
+/// use std::net::IpAddr;
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::builder().key_type::<(RoutePath, IpAddr)>().build();
+/// let per_route_and_ip = RateLimitLayer::new(
+///     (RouteKey, ClientIp::peer()),
+///     MemoryBackend::new(store),
+///     Policy::gcra(20, Duration::from_secs(1))?,
+/// );
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "user" }))
+///     .route("/search", get(|| async { "results" }))
+///     .layer(per_route_and_ip);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[cfg(feature = "axum")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteKey;
+
+#[cfg(feature = "axum")]
+impl<B> KeyExtractor<B> for RouteKey {
+    type Key = RoutePath;
+
+    #[inline]
+    fn extract(&self, req: &Request<B>) -> Option<RoutePath> {
+        req.extensions().get::<axum::extract::MatchedPath>().cloned().map(RoutePath)
+    }
+}
+
+/// The route a request matched, as [`RouteKey`] gives it: a cheap clone of axum's
+/// [`MatchedPath`](axum::extract::MatchedPath), compared and hashed by its text.
+///
+/// ```
+/// use floodgate_http::{KeyExtractor, RouteKey};
+/// use axum::{Router, routing::get};
+///
+/// // Routers insert the matched path; a request built by hand has none.
+/// assert_eq!(RouteKey.extract(&http::Request::new(())), None);
+/// ```
+#[cfg(feature = "axum")]
+#[derive(Clone, Debug)]
+pub struct RoutePath(pub axum::extract::MatchedPath);
+
+#[cfg(feature = "axum")]
+impl RoutePath {
+    /// The route's pattern, such as `/users/{id}`.
+    ///
+    /// ```
+    /// # fn show(route: floodgate_http::RoutePath) {
+    /// println!("{}", route.as_str());
+    /// # }
+    /// ```
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl PartialEq for RoutePath {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl Eq for RoutePath {}
+
+#[cfg(feature = "axum")]
+impl std::hash::Hash for RoutePath {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+#[cfg(feature = "axum")]
+impl AsRef<[u8]> for RoutePath {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+/// Two extractors together: the key is the pair of both keys, and a request lacking either has none.
+///
+/// ```
+/// use floodgate_http::{ClientIp, HeaderKey, KeyExtractor};
+/// use std::net::{IpAddr, SocketAddr};
+///
+/// let both = (HeaderKey::new("x-api-key")?, ClientIp::peer());
+/// let mut req = http::Request::get("/").header("x-api-key", "k").body(())?;
+/// assert_eq!(both.extract(&req), None);
+/// req.extensions_mut().insert(SocketAddr::from(([192, 0, 2, 1], 9)));
+/// let key = (http::HeaderValue::from_static("k"), IpAddr::from([192, 0, 2, 1]));
+/// assert_eq!(both.extract(&req), Some(key));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<B, X, Y> KeyExtractor<B> for (X, Y)
+where
+    X: KeyExtractor<B>,
+    Y: KeyExtractor<B>,
+{
+    type Key = (X::Key, Y::Key);
+
+    #[inline]
+    fn extract(&self, req: &Request<B>) -> Option<Self::Key> {
+        Some((self.0.extract(req)?, self.1.extract(req)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,9 @@
 //!
 //! - **Keys**: a [`KeyExtractor`] picks what a request is counted under: the client IP ([`ClientIp`]: the TCP
 //!   peer, or with explicit opt-in a header your proxy writes: `X-Forwarded-For`, `Forwarded`, `X-Real-IP`), a
-//!   header ([`HeaderKey`]), or any closure ([`key_fn`]). A request with no key is let through or rejected
-//!   ([`MissingKey`]).
+//!   header ([`HeaderKey`]), the matched axum route (`RouteKey`), any closure ([`key_fn`]), or a pair of
+//!   these (`(RouteKey, ClientIp::peer())`: each client per route). A request with no key is let through or
+//!   rejected ([`MissingKey`]).
 //! - **Backends**: [`MemoryBackend`] decides synchronously on a `floodgate::MemoryStore<K>` of any key type
 //!   (with `MemoryStore<IpAddr>`, keying by IP allocates nothing per request); [`StoreBackend`] uses any async
 //!   [`floodgate::Store`] (Redis and the rest), with an optional timeout. A failing store fails open or answers
@@ -63,4 +64,6 @@ mod layer;
 
 pub use backend::{Backend, Hit, MemoryBackend, MemoryKey, StoreBackend, StoreFuture, StoreKey};
 pub use key::{ClientIp, HeaderKey, KeyExtractor, KeyFn, key_fn};
+#[cfg(feature = "axum")]
+pub use key::{RouteKey, RoutePath};
 pub use layer::{MissingKey, OnStoreError, RateLimit, RateLimitBuilder, RateLimitLayer, ResponseFuture};

@@ -12,7 +12,8 @@ use axum::routing::get;
 use bytes::Bytes;
 use floodgate::{BucketInfo, Decision, ManualClock, MemoryStore, Policy, Store, StoreError, StoreResult, Timestamp};
 use floodgate_http::{
-    ClientIp, HeaderKey, MemoryBackend, MissingKey, OnStoreError, RateLimitLayer, StoreBackend, key_fn,
+    ClientIp, HeaderKey, MemoryBackend, MissingKey, OnStoreError, RateLimitLayer, RouteKey, RoutePath, StoreBackend,
+    key_fn,
 };
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::Empty;
@@ -241,6 +242,41 @@ async fn a_closure_can_key_requests() -> TestResult {
     }
     assert_eq!(server.get(&client, &[("x-tenant", "8")]).await?.0, StatusCode::OK);
     assert_eq!(server.get(&client, &[("x-tenant", "not-a-number")]).await?.0, StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
+#[tokio::test]
+async fn route_and_ip_pairs_are_independent() -> TestResult {
+    let clock = ManualClock::new(START);
+    let store =
+        MemoryStore::builder().key_type::<(RoutePath, IpAddr)>().clock(clock.clone()).cleanup_interval(None).build();
+    let layer = RateLimitLayer::new(
+        (RouteKey, ClientIp::peer()),
+        MemoryBackend::new(store.clone()),
+        Policy::fixed_window(1, Duration::from_secs(10))?,
+    );
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route("/search", get(|| async { "results" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
+    });
+    let status = |client: TestClient, path: &'static str| async move {
+        let resp = client.request(Request::get(format!("http://{addr}{path}")).body(Empty::new())?).await?;
+        Ok::<_, Error>(resp.status())
+    };
+    let (a, b) = (client_from([127, 0, 0, 1]), client_from([127, 0, 0, 2]));
+    assert_eq!(status(a.clone(), "/users/1").await?, StatusCode::OK);
+    // Same route pattern, another id: the same budget.
+    assert_eq!(status(a.clone(), "/users/2").await?, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(status(a.clone(), "/search").await?, StatusCode::OK);
+    assert_eq!(status(b.clone(), "/users/1").await?, StatusCode::OK);
+    // No route matched: no key, rejected (the fallback is layered too).
+    assert_eq!(status(b, "/nowhere").await?, StatusCode::BAD_REQUEST);
+    assert_eq!(store.stats().keys, 3);
     Ok(())
 }
 
