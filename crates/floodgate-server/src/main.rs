@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use floodgate::MemoryStore;
+use floodgate_redis::{FailurePolicy, RedisStore};
 use floodgate_server::config::Config;
 use floodgate_server::server::Server;
 use floodgate_server::state::{AppState, Backend, ConfigSource};
@@ -22,12 +23,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API and Envoy RLS gRPC (in-memory store unless told otherwise).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file or directory without serving; exit 1 and list every problem if invalid.
     Check {
         /// A YAML file, or a directory of them.
         config: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Failure {
+    Error,
+    FailOpen,
+    FailClosed,
 }
 
 #[derive(clap::Args)]
@@ -41,12 +49,22 @@ struct ServeArgs {
     /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP.
     #[arg(long, short, env = "FLOODGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// Use Redis at this URL instead of memory.
+    /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
     #[arg(long, conflicts_with = "redis_cluster")]
     redis: Option<String>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',')]
     redis_cluster: Option<Vec<String>>,
+    /// Redis key prefix.
+    #[arg(long, default_value = "floodgate")]
+    redis_prefix: String,
+    /// Redis: the most a call may take, in milliseconds, before the failure policy applies.
+    #[arg(long, default_value_t = 100)]
+    redis_timeout_ms: u64,
+    /// Redis: what a decision answers when Redis cannot: `error` (RLS UNAVAILABLE, HTTP 503, so Envoy's
+    /// failure_mode_deny decides), `fail-open` (allow), `fail-closed` (deny).
+    #[arg(long, value_enum, default_value = "error")]
+    failure_policy: Failure,
     /// Read the bearer token required by the mutating HTTP endpoints from this file (or set FLOODGATE_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -66,6 +84,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve(args) => {
+            let args = *args;
             init_tracing();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
@@ -124,11 +143,6 @@ fn count_rules(level: &floodgate_server::config::Level) -> usize {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    if args.redis.is_some() || args.redis_cluster.is_some() {
-        return Err("--redis / --redis-cluster are not available in this build: the floodgate-redis store is not \
-                    part of it yet; run without them for the in-memory store"
-            .into());
-    }
     let token = match (&args.token_file, std::env::var("FLOODGATE_TOKEN").ok()) {
         (Some(file), _) => Some(
             std::fs::read_to_string(file)
@@ -143,8 +157,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };
-    let store = MemoryStore::builder().max_keys(args.max_keys).build();
-    let state = AppState::new(source.clone(), Backend::Memory(store), token, args.strict_domains)?;
+    let backend = backend(&args).await?;
+    let state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
     {
         let cfg = state.config();
         tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
@@ -161,6 +175,28 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     server.wait().await?;
     tracing::info!("floodgate stopped");
     Ok(())
+}
+
+async fn backend(args: &ServeArgs) -> Result<Backend, Box<dyn std::error::Error>> {
+    let redis = match (&args.redis, &args.redis_cluster) {
+        (Some(url), _) => RedisStore::builder().url(url),
+        (None, Some(nodes)) => RedisStore::builder().cluster(nodes.iter().map(String::as_str)),
+        (None, None) => return Ok(Backend::Memory(MemoryStore::builder().max_keys(args.max_keys).build())),
+    };
+    let failure = match args.failure_policy {
+        Failure::Error => FailurePolicy::Error,
+        Failure::FailOpen => FailurePolicy::FailOpen,
+        Failure::FailClosed => FailurePolicy::FailClosed,
+    };
+    let store = redis
+        .prefix(args.redis_prefix.clone())
+        .timeout(Duration::from_millis(args.redis_timeout_ms.max(1)))
+        .failure_policy(failure)
+        .build()
+        .await
+        .map_err(|e| format!("cannot use Redis: {e}"))?;
+    tracing::info!(?store, "Redis store connected");
+    Ok(Backend::Dyn(Arc::new(store)))
 }
 
 #[cfg(unix)]

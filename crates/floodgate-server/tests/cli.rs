@@ -113,7 +113,86 @@ fn serve_with_no_config_uses_the_builtin_limits() {
     assert_eq!(limits["domains"][0]["domain"], "default");
     assert!(limits["policies"].as_array().unwrap().iter().any(|p| p["name"] == "default"));
 
-    let out = Command::new(BIN).args(["serve", "--redis", "redis://127.0.0.1:1"]).output().unwrap();
+    // Nothing listens on port 1: a clear error, no panic.
+    let (http, grpc) = (free_port(), free_port());
+    let out = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .args(["--redis", "redis://127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not available in this build"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use Redis"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `serve --redis` against a real redis-server on loopback (skipped when redis-server is not installed).
+#[test]
+fn serve_on_redis() {
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        eprintln!("redis-server not installed: skipping");
+        return;
+    }
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let config = common::write_config(
+        "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\npolicies:\n  p: {limit: 1, window: 1h}\n",
+    );
+    let (http, grpc) = (free_port(), free_port());
+    let start = Instant::now();
+    let mut child = loop {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--redis", &format!("redis://127.0.0.1:{port}/"), "--redis-prefix", "fgtest", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        match child.try_wait().unwrap() {
+            // Redis was not up yet: try again.
+            Some(_) if start.elapsed() < Duration::from_secs(10) => continue,
+            Some(status) => panic!("serve --redis exited: {status}"),
+            None => break child,
+        }
+    };
+    let base = format!("http://127.0.0.1:{http}");
+    wait_healthy(&base);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let codes = rt.block_on(async {
+        let mut c =
+            envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient::connect(
+                format!("http://127.0.0.1:{grpc}"),
+            )
+            .await
+            .unwrap();
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            let req = common::request("r", vec![common::desc(&[("k", "v")])]);
+            codes.push(c.should_rate_limit(req).await.unwrap().into_inner().overall_code);
+        }
+        let hit = |_| async {
+            let res = reqwest::Client::new()
+                .post(format!("{base}/v1/hit"))
+                .json(&serde_json::json!({"id": "a", "policy": "p"}))
+                .send()
+                .await
+                .unwrap();
+            res.json::<serde_json::Value>().await.unwrap()["allowed"].as_bool().unwrap()
+        };
+        codes.push(i32::from(hit(0).await));
+        codes.push(i32::from(hit(1).await));
+        codes
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    redis.kill().unwrap();
+    let _ = redis.wait();
+    // OK, OK, OVER_LIMIT; then HTTP allowed, denied.
+    assert_eq!(codes, vec![1, 1, 2, 1, 0]);
 }
