@@ -35,7 +35,12 @@ fn request(ip: IpAddr) -> Request<()> {
 }
 
 fn inner() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone {
-    tower::service_fn(|_req: Request<()>| std::future::ready(Ok::<_, Infallible>(Response::new(()))))
+    // A response with a header already, as real ones have (so its header map is allocated in the baseline).
+    tower::service_fn(|_req: Request<()>| {
+        let mut resp = Response::new(());
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        std::future::ready(Ok::<_, Infallible>(resp))
+    })
 }
 
 fn bench(c: &mut Criterion) {
@@ -53,6 +58,15 @@ fn bench(c: &mut Criterion) {
     let mut allowed = RateLimitLayer::new(ClientIp::peer(), MemoryBackend::new(store), roomy.clone()).layer(inner());
     g.bench_function("ip_allowed", |b| {
         b.iter_batched(|| request(ip), |req| black_box(now(allowed.call(req))), BatchSize::SmallInput)
+    });
+
+    let store = MemoryStore::builder().key_type::<IpAddr>().build();
+    let mut quiet = RateLimitLayer::builder(ClientIp::peer(), MemoryBackend::new(store), roomy.clone())
+        .headers_when_allowed(false)
+        .build()
+        .layer(inner());
+    g.bench_function("ip_allowed_no_headers", |b| {
+        b.iter_batched(|| request(ip), |req| black_box(now(quiet.call(req))), BatchSize::SmallInput)
     });
 
     let store = MemoryStore::builder().key_type::<IpAddr>().build();

@@ -143,35 +143,35 @@ fn quoted_policy_field(mut out: String, limit: u64, window: Duration) -> String 
 /// assert_eq!(ratelimit_field("\"api\"", &d), "\"api\";r=7;t=2");
 /// ```
 pub fn ratelimit_field(quoted_name: &str, decision: &Decision) -> String {
-    // Built in a buffer of the exact size, so the header value takes it over without copying it again.
+    // ASCII only, so this never falls back.
+    String::from_utf8(ratelimit_bytes(quoted_name, decision)).unwrap_or_default()
+}
+
+/// [`ratelimit_field`] as bytes, in a buffer of the exact size, so a header value takes it over as it is.
+fn ratelimit_bytes(quoted_name: &str, decision: &Decision) -> Vec<u8> {
     let (r, t) = (decision.remaining, ceil_secs(decision.reset_after));
-    let mut out = String::with_capacity(quoted_name.len() + 6 + digits(r) + digits(t));
-    out.push_str(quoted_name);
-    out.push_str(";r=");
-    push_u64(&mut out, r);
-    out.push_str(";t=");
-    push_u64(&mut out, t);
+    let mut r_buf = [0u8; 20];
+    let mut t_buf = [0u8; 20];
+    let (r, t) = (format_u64(r, &mut r_buf), format_u64(t, &mut t_buf));
+    let mut out = Vec::with_capacity(quoted_name.len() + 6 + r.len() + t.len());
+    out.extend_from_slice(quoted_name.as_bytes());
+    out.extend_from_slice(b";r=");
+    out.extend_from_slice(r);
+    out.extend_from_slice(b";t=");
+    out.extend_from_slice(t);
     out
 }
 
-fn digits(n: u64) -> usize {
-    n.checked_ilog10().map_or(1, |d| d as usize + 1)
-}
-
-fn push_u64(out: &mut String, n: u64) {
-    let mut buf = [0u8; 20];
+/// `n` in decimal, written at the end of `buf`.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
-    let mut n = n;
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            break;
+            return &buf[i..];
         }
-    }
-    for &b in &buf[i..] {
-        out.push(char::from(b));
     }
 }
 
@@ -254,7 +254,7 @@ impl RateLimitHeaders {
             if decision.allowed { None } else { decision.retry_after.map(|d| HeaderValue::from(ceil_secs(d))) };
         HeaderSet {
             policy: self.policy.clone(),
-            ratelimit: header_value(ratelimit_field(&self.quoted_name, decision)),
+            ratelimit: header_value(ratelimit_bytes(&self.quoted_name, decision)),
             legacy,
             retry_after,
         }
@@ -263,8 +263,8 @@ impl RateLimitHeaders {
 
 /// Every field we build is visible ASCII, so this never falls back; if it did, the field is left empty rather
 /// than failing a response.
-fn header_value(s: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static(""))
+fn header_value(s: impl Into<Vec<u8>>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(s.into())).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The header values for one response, ready to add.
@@ -357,15 +357,13 @@ mod tests {
     #[test]
     fn numbers_format_exactly() {
         for n in [0, 1, 9, 10, 99, 100, 12_345, u64::MAX / 10, u64::MAX] {
-            let mut s = String::new();
-            push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
-            assert_eq!(digits(n), s.len());
+            let mut buf = [0; 20];
+            assert_eq!(format_u64(n, &mut buf), n.to_string().as_bytes());
         }
         let d = decision(true, u64::MAX, 0, None);
-        let field = ratelimit_field("\"n\"", &d);
-        assert_eq!(field, format!("\"n\";r={};t=0", u64::MAX));
-        assert_eq!(field.capacity(), field.len());
+        assert_eq!(ratelimit_field("\"n\"", &d), format!("\"n\";r={};t=0", u64::MAX));
+        let bytes = ratelimit_bytes("\"n\"", &d);
+        assert_eq!(bytes.capacity(), bytes.len());
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl<B> KeyExtractor<B> for ClientIp {
 ///
 /// The key is the [`HeaderValue`] itself (cloning it does not copy the bytes). Limit by a header a client
 /// cannot choose freely (one your authentication checked or your gateway set), or each made-up value gets a
-/// fresh budget.
+/// fresh budget (and a key in the store: bound the store with `max_keys`).
 ///
 /// ```
 /// use floodgate_http::{HeaderKey, KeyExtractor};
@@ -349,8 +349,8 @@ where
 /// client per route: `(RouteKey, ClientIp::peer())` keys by `(RoutePath, IpAddr)`.
 ///
 /// The key is a [`RoutePath`], which shares the router's string (taking it allocates nothing). A request that
-/// matched no route (a 404 fallback) has no key. The extension is there for layers added with `Router::layer`
-/// and `route_layer`.
+/// matched no route (a 404 fallback) has no key: add the layer with `Router::route_layer` so that such requests
+/// keep their 404 instead of meeting [`MissingKey`](crate::MissingKey).
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -368,7 +368,7 @@ where
 /// let app: Router = Router::new()
 ///     .route("/users/{id}", get(|| async { "user" }))
 ///     .route("/search", get(|| async { "results" }))
-///     .layer(per_route_and_ip);
+///     .route_layer(per_route_and_ip);
 /// # Ok::<(), floodgate::PolicyError>(())
 /// ```
 #[cfg(feature = "axum")]

@@ -68,6 +68,7 @@ struct Shared<E, Bk> {
 #[derive(Debug)]
 struct Responder {
     headers: RateLimitHeaders,
+    headers_when_allowed: bool,
     on_store_error: OnStoreError,
 }
 
@@ -80,7 +81,7 @@ enum Verdict<B> {
 impl Responder {
     fn verdict<B: Default>(&self, decision: StoreResult<Decision>) -> Verdict<B> {
         match decision {
-            Ok(d) if d.allowed => Verdict::Pass(Some(self.headers.for_decision(&d))),
+            Ok(d) if d.allowed => Verdict::Pass(self.headers_when_allowed.then(|| self.headers.for_decision(&d))),
             Ok(d) => {
                 let mut resp = status_response(StatusCode::TOO_MANY_REQUESTS);
                 self.headers.for_decision(&d).apply(resp.headers_mut());
@@ -199,6 +200,7 @@ impl<E, Bk> RateLimitLayer<E, Bk> {
     /// )
     /// .name("per-ip")
     /// .cost(1)
+    /// .headers_when_allowed(true)
     /// .legacy_headers(true)
     /// .missing_key(MissingKey::Allow)
     /// .on_store_error(OnStoreError::Unavailable)
@@ -212,6 +214,7 @@ impl<E, Bk> RateLimitLayer<E, Bk> {
             backend,
             policy,
             cost: 1,
+            headers_when_allowed: true,
             missing_key: MissingKey::default(),
             on_store_error: OnStoreError::default(),
         }
@@ -269,6 +272,7 @@ pub struct RateLimitBuilder<E, Bk> {
     policy: Policy,
     headers: RateLimitHeaders,
     cost: u64,
+    headers_when_allowed: bool,
     missing_key: MissingKey,
     on_store_error: OnStoreError,
 }
@@ -284,6 +288,13 @@ impl<E, Bk> RateLimitBuilder<E, Bk> {
     /// `Retry-After`.
     pub fn cost(mut self, cost: u64) -> Self {
         self.cost = cost;
+        self
+    }
+
+    /// Whether allowed responses get the rate-limit headers (default: yes). With `false` only `429`s carry them,
+    /// which saves formatting and adding them on every response (see BENCHMARKS.md).
+    pub fn headers_when_allowed(mut self, on: bool) -> Self {
+        self.headers_when_allowed = on;
         self
     }
 
@@ -315,7 +326,11 @@ impl<E, Bk> RateLimitBuilder<E, Bk> {
                 cost: self.cost,
                 missing_key: self.missing_key,
                 warned_missing_key: AtomicBool::new(false),
-                responder: Arc::new(Responder { headers: self.headers, on_store_error: self.on_store_error }),
+                responder: Arc::new(Responder {
+                    headers: self.headers,
+                    headers_when_allowed: self.headers_when_allowed,
+                    on_store_error: self.on_store_error,
+                }),
             }),
         }
     }

@@ -129,6 +129,24 @@ async fn n_allowed_then_429_with_every_header() -> TestResult {
 }
 
 #[tokio::test]
+async fn headers_can_be_kept_for_denials_only() -> TestResult {
+    let clock = ManualClock::new(START);
+    let policy = Policy::fixed_window(1, Duration::from_secs(10))?;
+    let layer = RateLimitLayer::builder(ClientIp::peer(), MemoryBackend::new(ip_store(&clock)), policy)
+        .headers_when_allowed(false)
+        .build();
+    let server = Server::start(layer).await?;
+    let client = client();
+    let (status, h) = server.get(&client, &[]).await?;
+    assert_eq!((status, header(&h, "ratelimit"), header(&h, "ratelimit-policy")), (StatusCode::OK, None, None));
+    let (status, h) = server.get(&client, &[]).await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&h, "ratelimit"), Some("\"default\";r=0;t=10"));
+    assert_eq!(header(&h, "retry-after"), Some("10"));
+    Ok(())
+}
+
+#[tokio::test]
 async fn retry_after_is_exact_and_waiting_it_out_passes() -> TestResult {
     let clock = ManualClock::new(START);
     let policy = Policy::fixed_window(1, Duration::from_secs(10))?;
