@@ -1,1 +1,135 @@
-fn main() {}
+//! Store throughput against `redis-benchmark` running the same script on the same server.
+//!
+//! `cargo bench -p floodgate-redis --bench redis_store` starts its own `redis-server` on a free loopback port and
+//! measures, in one run and on one server:
+//!
+//! 1. one caller: the store's `hit` in a loop, vs `redis-benchmark -c 1` sending the store's exact `EVALSHA`;
+//! 2. fifty concurrent callers sharing the store's one multiplexed connection, vs `redis-benchmark -c 50 -P 16`.
+//!
+//! Each figure is the best of `ROUNDS` alternating rounds (the machine is shared). Bounded: a fixed number of
+//! calls per round. Prints a Markdown table for BENCHMARKS.md.
+
+#[path = "../tests/it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodgate::{Policy, Store};
+use floodgate_redis::{RedisStore, ScriptSource};
+
+const ROUNDS: usize = 3;
+const CALLS_1: u64 = 40_000;
+const CALLS_50: u64 = 200_000;
+const CALLERS: u64 = 50;
+
+fn main() {
+    let server = support::RedisServer::start();
+    let url = server.url();
+    // Every hit is admitted and writes (the common, heavier path): 10^9 per second, burst 10^9.
+    let policy = Policy::gcra(1_000_000_000, Duration::from_secs(1)).expect("policy");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let store = rt.block_on(async {
+        RedisStore::builder().url(&url).prefix("bench").timeout(Duration::from_secs(5)).build().await.expect("connect")
+    });
+    let store = Arc::new(store);
+    let id = b"user:42";
+    rt.block_on(store.hit(id, &policy, 1)).expect("warm-up hit (loads the script)");
+
+    let script = ScriptSource::for_algorithm(policy.algorithm());
+    let bucket = String::from_utf8(store.bucket_key(id, &policy)).expect("utf-8 key");
+    let index = String::from_utf8(store.index_key(id)).expect("utf-8 key");
+    let args: Vec<String> = [
+        "EVALSHA",
+        script.sha(),
+        "2",
+        &bucket,
+        &index,
+        "h",
+        "1",
+        "-1",
+        "0",
+        &policy.meter_unit().to_string(),
+        &policy.meter_drain().to_string(),
+        &policy.capacity().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+
+    let (mut store1, mut bench1, mut store50, mut bench50) = (0f64, 0f64, 0f64, 0f64);
+    for round in 0..ROUNDS {
+        let s1 = rt.block_on(one_caller(&store, &policy, id));
+        let b1 = redis_benchmark(server.port, &["-c", "1", "-n", &CALLS_1.to_string()], &args);
+        let s50 = rt.block_on(many_callers(&store, &policy, id));
+        let b50 = redis_benchmark(server.port, &["-c", "50", "-P", "16", "-n", &CALLS_50.to_string()], &args);
+        eprintln!("round {round}: store c=1 {s1:.0}/s, redis-benchmark c=1 {b1:.0}/s; store 50 callers {s50:.0}/s, redis-benchmark c=50 P=16 {b50:.0}/s");
+        store1 = store1.max(s1);
+        bench1 = bench1.max(b1);
+        store50 = store50.max(s50);
+        bench50 = bench50.max(b50);
+    }
+    let version = Command::new("redis-server").arg("--version").output().map(|o| o.stdout).unwrap_or_default();
+    let version = String::from_utf8_lossy(&version);
+    println!("| case | floodgate-redis store | redis-benchmark, same EVALSHA | ratio | bar |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| 1 caller (`-c 1`) | {store1:.0} hits/s | {bench1:.0} req/s | {:.2} | ≥ 0.90 |",
+        store1 / bench1
+    );
+    println!(
+        "| 50 callers, one connection (`-c 50 -P 16`) | {store50:.0} hits/s | {bench50:.0} req/s | {:.2} | ≥ 0.80 |",
+        store50 / bench50
+    );
+    println!();
+    println!("Script: `{}` (sha {}), GCRA, every hit admitted and written. {}", script.name(), script.sha(), version.trim());
+}
+
+async fn one_caller(store: &RedisStore, policy: &Policy, id: &[u8]) -> f64 {
+    let start = Instant::now();
+    for _ in 0..CALLS_1 {
+        let d = store.hit(id, policy, 1).await.expect("hit");
+        assert!(d.allowed);
+    }
+    CALLS_1 as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn many_callers(store: &Arc<RedisStore>, policy: &Policy, id: &[u8]) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (store, policy, id) = (store.clone(), policy.clone(), id.to_vec());
+            tokio::spawn(async move {
+                for _ in 0..CALLS_50 / CALLERS {
+                    let d = store.hit(&id, &policy, 1).await.expect("hit");
+                    assert!(d.allowed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    (CALLS_50 / CALLERS * CALLERS) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs redis-benchmark with `opts` and the command `args`; returns its requests per second.
+fn redis_benchmark(port: u16, opts: &[&str], args: &[String]) -> f64 {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+        .args(opts)
+        .args(args)
+        .output()
+        .expect("run redis-benchmark (apt-get install -y redis-tools)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `-q` prints "<command>: <n> requests per second, p50=..." (after \r-separated progress lines).
+    let line = text.rsplit('\r').next().unwrap_or_default();
+    let rps = line
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok());
+    rps.unwrap_or_else(|| panic!("could not read redis-benchmark's output: {text:?}"))
+}
