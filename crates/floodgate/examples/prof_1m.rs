@@ -2,7 +2,8 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_default();
-    let keys: Vec<String> = (0..1_000_000).map(|i| format!("user:{i}")).collect();
+    let nk: u64 = std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let keys: Vec<String> = (0..nk).map(|i| format!("user:{i}")).collect();
     let store = floodgate::MemoryStore::new();
     let p = floodgate::Policy::gcra(1_000_000, Duration::from_secs(3600)).unwrap();
     let gov = governor::RateLimiter::keyed(governor::Quota::per_hour(NonZeroU32::new(1_000_000).unwrap()));
@@ -18,7 +19,7 @@ fn main() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let k = &keys[(x % 1_000_000) as usize];
+        let k = &keys[(x % nk) as usize];
         ok +=
             if which == "gov" { gov.check_key(k).is_ok() } else { store.hit_sync(k.as_bytes(), &p, 1).allowed } as u64;
     }

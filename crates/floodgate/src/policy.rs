@@ -5,6 +5,8 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strength_reduce::StrengthReducedU64;
+
 use crate::time::duration_micros;
 
 /// How a [`Policy`] decides.
@@ -149,7 +151,7 @@ pub enum PolicyError {
 /// assert!(Policy::fixed_window(0, Duration::from_secs(1)).is_err());
 /// # Ok::<(), floodgate::PolicyError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Policy {
     algorithm: Algorithm,
     limit: u64,
@@ -162,7 +164,20 @@ pub struct Policy {
     key: Arc<str>,
     fingerprint: u64,
     named: bool,
+    /// Divisions by the window, the unit and the drain, precomputed: the hot path does no `div` instruction.
+    window_div: StrengthReducedU64,
+    unit_div: StrengthReducedU64,
+    drain_div: StrengthReducedU64,
 }
+
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        (self.algorithm, self.limit, self.window_us, self.burst, self.named, &self.key)
+            == (other.algorithm, other.limit, other.window_us, other.burst, other.named, &other.key)
+    }
+}
+
+impl Eq for Policy {}
 
 impl Policy {
     /// The largest accepted `limit` (and `burst`): 2^48.
@@ -328,7 +343,20 @@ impl Policy {
             None => format!("{algorithm}:{limit}/{window_us}us").into(),
         };
         let fingerprint = foldhash::fast::FixedState::with_seed(0x666c_6f6f_6467_6174).hash_one(&*key);
-        Ok(Policy { algorithm, limit, window_us, burst, unit, drain, key, fingerprint, named })
+        Ok(Policy {
+            algorithm,
+            limit,
+            window_us,
+            burst,
+            unit,
+            drain,
+            key,
+            fingerprint,
+            named,
+            window_div: StrengthReducedU64::new(window_us),
+            unit_div: StrengthReducedU64::new(unit),
+            drain_div: StrengthReducedU64::new(drain),
+        })
     }
 
     /// The algorithm.
@@ -381,6 +409,40 @@ impl Policy {
     /// Meter arithmetic: level drained per microsecond (`limit / gcd(window, limit)`).
     pub fn meter_drain(&self) -> u64 {
         self.drain
+    }
+}
+
+impl Policy {
+    /// The start of the window that contains `now` (µs).
+    #[inline]
+    pub(crate) fn window_start(&self, now: u64) -> u64 {
+        now - now % self.window_div
+    }
+
+    /// `now % window` (µs).
+    #[inline]
+    pub(crate) fn window_elapsed(&self, now: u64) -> u64 {
+        now % self.window_div
+    }
+
+    /// `ceil(x / window)`.
+    #[inline]
+    pub(crate) fn div_ceil_window(&self, x: u64) -> u64 {
+        let (q, r) = StrengthReducedU64::div_rem(x, self.window_div);
+        q + u64::from(r != 0)
+    }
+
+    /// Whole units in a meter level (`level / unit`).
+    #[inline]
+    pub(crate) fn meter_units(&self, level: u64) -> u64 {
+        level / self.unit_div
+    }
+
+    /// Microseconds for `excess` level to drain (`ceil(excess / drain)`).
+    #[inline]
+    pub(crate) fn meter_drain_time(&self, excess: u64) -> u64 {
+        let (q, r) = StrengthReducedU64::div_rem(excess, self.drain_div);
+        q + u64::from(r != 0)
     }
 }
 

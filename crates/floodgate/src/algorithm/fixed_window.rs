@@ -29,7 +29,7 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
     let limit = policy.limit();
     // A clock that went backwards stands still at the start of the latest window the state has seen.
     let now = now.max(s.start);
-    let start = now - now % window;
+    let start = policy.window_start(now);
     let until_next = start + window - now;
     let mut count = current(s, start);
     let check = cost.max(1);
@@ -65,7 +65,7 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
 /// Usage at `now`, or `None` when nothing is counted in the current window.
 pub fn inspect(s: &WindowState, policy: &Policy, now: u64) -> Option<Usage> {
     let window = policy.window_micros();
-    let start = now - now % window;
+    let start = policy.window_start(now);
     let count = current(s, start);
     if count == 0 {
         return None;

@@ -39,22 +39,16 @@ fn level_at(s: &MeterState, policy: &Policy, now: u64) -> u64 {
     level.saturating_sub(drained)
 }
 
-/// Microseconds until `excess` level units have drained.
-#[inline]
-fn drain_time(excess: u64, drain: u64) -> u64 {
-    excess.div_ceil(drain)
-}
-
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
     // A clock that went backwards stands still at the latest time the state has seen.
     let now = now.max(s.last);
-    let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
+    let (unit, burst) = (policy.meter_unit(), policy.capacity());
     let cap = burst * unit;
     let mut level = level_at(s, policy, now);
     if op == Op::Hit && cost > burst {
-        return over_capacity(policy, (cap - level.min(cap)) / unit, drain_time(level, drain));
+        return over_capacity(policy, policy.meter_units(cap - level.min(cap)), policy.meter_drain_time(level));
     }
     let need = cost.max(1).saturating_mul(unit);
     let fits = level.checked_add(need).is_some_and(|l| l <= cap);
@@ -77,20 +71,20 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
     let allowed = op == Op::Set || fits;
     let retry_after = (!allowed).then(|| {
         let need = need.min(cap);
-        Duration::from_micros(drain_time((level + need).saturating_sub(cap), drain))
+        Duration::from_micros(policy.meter_drain_time((level + need).saturating_sub(cap)))
     });
     Decision {
         allowed,
         limit: burst,
-        remaining: cap.saturating_sub(level) / unit,
-        reset_after: Duration::from_micros(drain_time(level, drain)),
+        remaining: policy.meter_units(cap.saturating_sub(level)),
+        reset_after: Duration::from_micros(policy.meter_drain_time(level)),
         retry_after,
     }
 }
 
 /// Usage at `now`, or `None` when the meter has drained.
 pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
-    let (unit, drain, burst) = (policy.meter_unit(), policy.meter_drain(), policy.capacity());
+    let (unit, burst) = (policy.meter_unit(), policy.capacity());
     let level = level_at(s, policy, now);
     if level == 0 {
         return None;
@@ -98,13 +92,13 @@ pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
     let cap = burst * unit;
     Some(Usage {
         used: level.div_ceil(unit),
-        remaining: cap.saturating_sub(level) / unit,
-        reset_after: Duration::from_micros(drain_time(level, drain)),
-        next_window_after: Duration::from_micros(drain_time((level + unit).saturating_sub(cap), drain)),
+        remaining: policy.meter_units(cap.saturating_sub(level)),
+        reset_after: Duration::from_micros(policy.meter_drain_time(level)),
+        next_window_after: Duration::from_micros(policy.meter_drain_time((level + unit).saturating_sub(cap))),
     })
 }
 
 /// When the meter has drained (µs).
 pub fn reset_at(s: &MeterState, policy: &Policy) -> u64 {
-    s.last.saturating_add(drain_time(level_at(s, policy, s.last), policy.meter_drain()))
+    s.last.saturating_add(policy.meter_drain_time(level_at(s, policy, s.last)))
 }

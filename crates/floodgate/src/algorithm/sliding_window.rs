@@ -35,10 +35,17 @@ fn counts(s: &SlidingState, start: u64, window: u64) -> (u64, u64) {
     }
 }
 
-/// `prev × (window − e) + cur × window`: the estimate scaled by `window`.
+/// What is left of the previous window's count after `elapsed`, rounded up: `ceil(prev × (window − e) / window)`.
+///
+/// The admission test `prev × (window − e) + (cur + cost) × window <= limit × window` holds exactly when
+/// `cur + cost + faded(prev) <= limit`, since the right side is a whole number.
 #[inline]
-fn weighted(cur: u64, prev: u64, window: u64, elapsed: u64) -> u128 {
-    prev as u128 * (window - elapsed) as u128 + cur as u128 * window as u128
+fn faded(prev: u64, policy: &Policy, elapsed: u64) -> u64 {
+    let window = policy.window_micros();
+    match prev.checked_mul(window - elapsed) {
+        Some(x) => policy.div_ceil_window(x),
+        None => u64::try_from((prev as u128 * (window - elapsed) as u128).div_ceil(window as u128)).unwrap_or(u64::MAX),
+    }
 }
 
 /// The earliest wait (µs from now) after which `cost` fits, given `cost <= limit`.
@@ -78,18 +85,19 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
     let limit = policy.limit();
     // A clock that went backwards stands still at the start of the latest window the state has seen.
     let now = now.max(s.start);
-    let elapsed = now % window;
+    let elapsed = policy.window_elapsed(now);
     let start = now - elapsed;
     let (mut cur, mut prev) = counts(s, start, window);
-    let scaled_limit = limit as u128 * window as u128;
-    let used = weighted(cur, prev, window, elapsed);
-    let room =
-        |used: u128| -> u64 { u64::try_from(scaled_limit.saturating_sub(used) / window as u128).unwrap_or(u64::MAX) };
+    let old = faded(prev, policy, elapsed);
     if op == Op::Hit && cost > limit {
-        return over_capacity(policy, room(used), reset_after(cur, prev, window, elapsed));
+        return over_capacity(
+            policy,
+            limit.saturating_sub(cur).saturating_sub(old),
+            reset_after(cur, prev, window, elapsed),
+        );
     }
     let check = cost.max(1);
-    let fits = used + check as u128 * window as u128 <= scaled_limit;
+    let fits = cur.saturating_add(check).saturating_add(old) <= limit;
     let before = (cur, prev);
     match op {
         Op::Hit => {
@@ -114,7 +122,7 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
     Decision {
         allowed,
         limit,
-        remaining: room(weighted(cur, prev, window, elapsed)),
+        remaining: limit.saturating_sub(cur).saturating_sub(faded(prev, policy, elapsed)),
         reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
         retry_after,
     }
@@ -123,17 +131,15 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
 /// Usage at `now` (the estimate, rounded up), or `None` when both windows are empty.
 pub fn inspect(s: &SlidingState, policy: &Policy, now: u64) -> Option<Usage> {
     let window = policy.window_micros();
-    let elapsed = now % window;
+    let elapsed = policy.window_elapsed(now);
     let (cur, prev) = counts(s, now - elapsed, window);
     if cur == 0 && prev == 0 {
         return None;
     }
-    let used = weighted(cur, prev, window, elapsed);
-    let scaled_limit = policy.limit() as u128 * window as u128;
-    let w = window as u128;
+    let old = faded(prev, policy, elapsed);
     Some(Usage {
-        used: u64::try_from(used.div_ceil(w)).unwrap_or(u64::MAX),
-        remaining: u64::try_from(scaled_limit.saturating_sub(used) / w).unwrap_or(u64::MAX),
+        used: cur.saturating_add(old),
+        remaining: policy.limit().saturating_sub(cur).saturating_sub(old),
         reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
         next_window_after: Duration::from_micros(window - elapsed),
     })

@@ -321,25 +321,25 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
                 let d = algorithm::apply(&mut b.state, policy, op, cost, now);
                 if b.state != before {
                     b.updated = t;
-                    b.expires = inner.expires(&b.state, policy, t);
+                    b.expires = inner.expires(&d, t);
                 }
                 return d;
             }
             let mut state = State::Empty;
             let d = algorithm::apply(&mut state, policy, op, cost, now);
-            if algorithm::reset_at(&state, policy).as_micros() > t {
-                entry.buckets.push(inner.new_bucket(state, policy, t));
+            if !d.reset_after.is_zero() {
+                entry.buckets.push(inner.new_bucket(state, policy, &d, t));
             }
             return d;
         }
         // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
         let mut state = State::Empty;
         let d = algorithm::apply(&mut state, policy, op, cost, now);
-        if algorithm::reset_at(&state, policy).as_micros() > t {
+        if !d.reset_after.is_zero() {
             if table.len() >= inner.max_per_shard {
                 inner.make_room(&mut table, t);
             }
-            let bucket = inner.new_bucket(state, policy, t);
+            let bucket = inner.new_bucket(state, policy, &d, t);
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| inner.hasher.hash_one(&e.key));
@@ -454,20 +454,16 @@ impl<K: Hash + Eq> Inner<K> {
         &self.shards[((hash >> 32) & self.shard_mask) as usize]
     }
 
+    /// When a bucket written at `now` with decision `d` may be forgotten: once its state is empty (the
+    /// decision's `reset_after`) and `expiry` has passed.
     #[inline]
-    fn expires(&self, state: &State, policy: &Policy, now: u64) -> u64 {
-        algorithm::reset_at(state, policy).as_micros().max(now.saturating_add(self.expiry_us))
+    fn expires(&self, d: &Decision, now: u64) -> u64 {
+        now.saturating_add(duration_micros(d.reset_after).max(self.expiry_us))
     }
 
     #[inline]
-    fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
-        Bucket {
-            policy: policy.fingerprint(),
-            state,
-            created: now,
-            updated: now,
-            expires: self.expires(&state, policy, now),
-        }
+    fn new_bucket(&self, state: State, policy: &Policy, d: &Decision, now: u64) -> Bucket {
+        Bucket { policy: policy.fingerprint(), state, created: now, updated: now, expires: self.expires(d, now) }
     }
 
     fn sweep(&self, now: u64) -> u64 {
