@@ -11,6 +11,15 @@ use crate::store::{BucketInfo, Store, StoreError};
 use crate::{Decision, MemoryStore, Policy};
 
 /// Why a [`Limiter`] call failed.
+///
+/// ```
+/// use floodgate::{Limiter, LimiterError};
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let err = Limiter::in_memory().hit_named("k", "no-such-policy", 1).await.unwrap_err();
+/// assert!(matches!(err, LimiterError::UnknownPolicy(_)));
+/// # });
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LimiterError {

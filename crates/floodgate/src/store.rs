@@ -8,6 +8,13 @@ use std::time::Duration;
 use crate::{Decision, Policy, Timestamp};
 
 /// Why a store could not answer.
+///
+/// ```
+/// use floodgate::StoreError;
+/// use std::time::Duration;
+/// let e = StoreError::Timeout(Duration::from_millis(50));
+/// assert_eq!(e.to_string(), "the store did not answer within 50ms");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -26,6 +33,21 @@ pub enum StoreError {
 }
 
 /// What [`Store::inspect`] reports of one id's state under one policy (Hammer's `inspect_bucket`).
+///
+/// ```
+/// use floodgate::algorithm::Op;
+/// use floodgate::{MemoryStore, Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let store = MemoryStore::new();
+/// let policy = Policy::fixed_window(10, Duration::from_secs(60))?;
+/// store.apply_at(&b"k"[..], &policy, Op::Hit, 4, Timestamp::from_secs(120));
+/// let info = store.inspect_at(&b"k"[..], &policy, Timestamp::from_secs(150)).unwrap();
+/// assert_eq!((info.used, info.remaining), (4, 6));
+/// assert_eq!(info.next_window_after, Duration::from_secs(30));
+/// assert_eq!((info.created, info.updated), (Timestamp::from_secs(120), Timestamp::from_secs(120)));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BucketInfo {
     /// Units counted now (a meter's level rounded up to whole units).
@@ -43,6 +65,12 @@ pub struct BucketInfo {
 }
 
 /// The result of a store call.
+///
+/// ```
+/// use floodgate::{StoreError, StoreResult};
+/// let r: StoreResult<u64> = Err(StoreError::Unavailable("connection refused".into()));
+/// assert!(r.is_err());
+/// ```
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Where rate-limit state lives. Every implementation passes the public conformance suite
@@ -97,6 +125,12 @@ pub trait Store: Send + Sync {
 }
 
 /// A boxed future, as [`DynStore`] returns.
+///
+/// ```
+/// use floodgate::BoxFuture;
+/// let f: BoxFuture<'static, u8> = Box::pin(async { 7 });
+/// # drop(f);
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe form of [`Store`], implemented for every store. Pick a backend at run time with
@@ -144,7 +178,7 @@ impl<S: Store> DynStore for S {
     }
 }
 
-/// A store chosen at run time.
+/// A store chosen at run time (see [`DynStore`] for an example).
 pub type BoxStore = Arc<dyn DynStore>;
 
 impl Store for BoxStore {

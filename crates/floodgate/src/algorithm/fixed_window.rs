@@ -2,6 +2,18 @@
 //!
 //! Admits when `count + cost <= limit`. A denied hit is not counted, so a client that keeps retrying gets
 //! through as soon as the next window starts (Hammer's ETS backend counts denied hits, and never lets it).
+//!
+//! ```
+//! use floodgate::algorithm::{fixed_window::{apply, WindowState}, Op};
+//! use floodgate::Policy;
+//! use std::time::Duration;
+//!
+//! let p = Policy::fixed_window(2, Duration::from_secs(10))?;
+//! let mut s = WindowState::default();
+//! assert!(apply(&mut s, &p, Op::Hit, 2, 15_000_000).allowed);
+//! assert_eq!(s, WindowState { start: 10_000_000, count: 2 });
+//! # Ok::<(), floodgate::PolicyError>(())
+//! ```
 
 use std::time::Duration;
 

@@ -6,6 +6,21 @@
 //! and the level drains by `drain` every microsecond. A hit of `cost` passes when
 //! `level + cost × unit <= burst × unit`. Nothing is rounded, so nothing drifts, and the same integers fit a
 //! Lua number exactly (the policy bounds them by 2^53).
+//!
+//! ```
+//! use floodgate::algorithm::{meter::{apply, MeterState}, Op};
+//! use floodgate::Policy;
+//! use std::time::Duration;
+//!
+//! // 3 per second: one unit is 1/3 s = unit / drain = 1_000_000 / 3 µs, exactly.
+//! let p = Policy::gcra(3, Duration::from_secs(1))?;
+//! assert_eq!((p.meter_unit(), p.meter_drain()), (1_000_000, 3));
+//! let mut s = MeterState::default();
+//! apply(&mut s, &p, Op::Hit, 3, 0);
+//! let d = apply(&mut s, &p, Op::Hit, 1, 0);
+//! assert_eq!(d.retry_after, Some(Duration::from_micros(333_334)));
+//! # Ok::<(), floodgate::PolicyError>(())
+//! ```
 
 use std::time::Duration;
 

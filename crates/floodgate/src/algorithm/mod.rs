@@ -17,6 +17,19 @@ use std::time::Duration;
 use crate::{Algorithm, Decision, Policy, Timestamp};
 
 /// What to do to the state.
+///
+/// ```
+/// use floodgate::algorithm::{apply, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let p = Policy::fixed_window(3, Duration::from_secs(1))?;
+/// let (mut s, now) = (State::Empty, Timestamp::from_secs(9));
+/// assert!(!apply(&mut s, &p, Op::Force, 4, now).allowed); // counted anyway
+/// assert_eq!(apply(&mut s, &p, Op::Set, 1, now).remaining, 2);
+/// assert!(apply(&mut s, &p, Op::Hit, 2, now).allowed);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Admit if it fits; deny and consume nothing otherwise. Cost 0 checks without consuming.
@@ -28,6 +41,17 @@ pub enum Op {
 }
 
 /// The state one (id, policy) pair keeps. `Empty` is what a never-seen or expired key has.
+///
+/// ```
+/// use floodgate::algorithm::{apply, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let mut s = State::default();
+/// apply(&mut s, &Policy::gcra(2, Duration::from_secs(1))?, Op::Hit, 1, Timestamp::from_secs(1));
+/// assert!(matches!(s, State::Meter(m) if m.level > 0));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum State {
     /// Nothing counted.
@@ -41,7 +65,8 @@ pub enum State {
     Meter(meter::MeterState),
 }
 
-/// What [`inspect`] reports of a state (Hammer's `inspect_bucket`, without the store's timestamps).
+/// What [`inspect`] reports of a state (Hammer's `inspect_bucket`, without the store's timestamps); see
+/// [`inspect`] for an example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
     /// Units counted now (a meter's level, rounded up to whole units).

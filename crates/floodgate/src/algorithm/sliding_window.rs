@@ -6,6 +6,19 @@
 //!
 //! The estimate assumes the previous window's hits were spread evenly. When they were bunched at its end,
 //! it under-counts; the crate docs give the measured worst case over any window of the same length.
+//!
+//! ```
+//! use floodgate::algorithm::{sliding_window::{apply, SlidingState}, Op};
+//! use floodgate::Policy;
+//! use std::time::Duration;
+//!
+//! let p = Policy::sliding_window(10, Duration::from_secs(10))?;
+//! // 10 counted in the previous window; 3 s into this one, 70 % of them still weigh: 7, so 3 fit.
+//! let mut s = SlidingState { start: 0, cur: 10, prev: 0 };
+//! let d = apply(&mut s, &p, Op::Hit, 3, 13_000_000);
+//! assert!(d.allowed && d.remaining == 0);
+//! # Ok::<(), floodgate::PolicyError>(())
+//! ```
 
 use std::time::Duration;
 

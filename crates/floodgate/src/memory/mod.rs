@@ -79,6 +79,20 @@ struct Counters {
 }
 
 /// Counters of what the store has dropped, and how big it is.
+///
+/// ```
+/// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(Timestamp::from_secs(100));
+/// let store = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+/// store.hit_sync(&b"k"[..], &Policy::gcra(1, Duration::from_secs(1))?, 1);
+/// clock.advance(Duration::from_secs(1));
+/// store.sweep();
+/// let stats = store.stats();
+/// assert_eq!((stats.keys, stats.swept, stats.evicted_live), (0, 1, 0));
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
     /// Keys held now (live or not yet swept).
