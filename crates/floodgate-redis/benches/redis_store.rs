@@ -10,7 +10,6 @@
 //! calls per round. Prints a Markdown table for BENCHMARKS.md.
 
 #[path = "../tests/it/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::process::Command;
@@ -65,7 +64,9 @@ fn main() {
         let b1 = redis_benchmark(server.port, &["-c", "1", "-n", &CALLS_1.to_string()], &args);
         let s50 = rt.block_on(many_callers(&store, &policy, id));
         let b50 = redis_benchmark(server.port, &["-c", "50", "-P", "16", "-n", &CALLS_50.to_string()], &args);
-        eprintln!("round {round}: store c=1 {s1:.0}/s, redis-benchmark c=1 {b1:.0}/s; store 50 callers {s50:.0}/s, redis-benchmark c=50 P=16 {b50:.0}/s");
+        eprintln!(
+            "round {round}: store c=1 {s1:.0}/s, redis-benchmark c=1 {b1:.0}/s; store 50 callers {s50:.0}/s, redis-benchmark c=50 P=16 {b50:.0}/s"
+        );
         store1 = store1.max(s1);
         bench1 = bench1.max(b1);
         store50 = store50.max(s50);
@@ -75,16 +76,18 @@ fn main() {
     let version = String::from_utf8_lossy(&version);
     println!("| case | floodgate-redis store | redis-benchmark, same EVALSHA | ratio | bar |");
     println!("|---|---|---|---|---|");
-    println!(
-        "| 1 caller (`-c 1`) | {store1:.0} hits/s | {bench1:.0} req/s | {:.2} | ≥ 0.90 |",
-        store1 / bench1
-    );
+    println!("| 1 caller (`-c 1`) | {store1:.0} hits/s | {bench1:.0} req/s | {:.2} | ≥ 0.90 |", store1 / bench1);
     println!(
         "| 50 callers, one connection (`-c 50 -P 16`) | {store50:.0} hits/s | {bench50:.0} req/s | {:.2} | ≥ 0.80 |",
         store50 / bench50
     );
     println!();
-    println!("Script: `{}` (sha {}), GCRA, every hit admitted and written. {}", script.name(), script.sha(), version.trim());
+    println!(
+        "Script: `{}` (sha {}), GCRA, every hit admitted and written. {}",
+        script.name(),
+        script.sha(),
+        version.trim()
+    );
 }
 
 async fn one_caller(store: &RedisStore, policy: &Policy, id: &[u8]) -> f64 {
@@ -126,10 +129,6 @@ fn redis_benchmark(port: u16, opts: &[&str], args: &[String]) -> f64 {
     let text = String::from_utf8_lossy(&out.stdout);
     // `-q` prints "<command>: <n> requests per second, p50=..." (after \r-separated progress lines).
     let line = text.rsplit('\r').next().unwrap_or_default();
-    let rps = line
-        .split(": ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok());
+    let rps = line.split(": ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok());
     rps.unwrap_or_else(|| panic!("could not read redis-benchmark's output: {text:?}"))
 }

@@ -183,7 +183,7 @@ impl Conn {
 enum Target {
     None,
     Single(redis::Client),
-    Cluster(ClusterClientBuilder),
+    Cluster(Box<ClusterClientBuilder>),
     Error(String),
 }
 
@@ -256,7 +256,7 @@ impl RedisStoreBuilder {
         S: AsRef<str>,
     {
         let nodes: Vec<String> = nodes.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self.target = Target::Cluster(ClusterClientBuilder::new(nodes));
+        self.target = Target::Cluster(Box::new(ClusterClientBuilder::new(nodes)));
         self
     }
 
@@ -264,7 +264,7 @@ impl RedisStoreBuilder {
     /// store still sets the connection and response timeouts from [`timeout`](Self::timeout) and
     /// [`connect_timeout`](Self::connect_timeout).
     pub fn cluster_client(mut self, builder: ClusterClientBuilder) -> Self {
-        self.target = Target::Cluster(builder);
+        self.target = Target::Cluster(Box::new(builder));
         self
     }
 
@@ -346,7 +346,7 @@ impl RedisStoreBuilder {
                 Conn::Single(conn)
             }
             Target::Cluster(builder) => {
-                let client = builder
+                let client = (*builder)
                     .connection_timeout(self.connect_timeout)
                     .response_timeout(self.timeout)
                     .retries(8)

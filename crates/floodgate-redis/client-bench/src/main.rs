@@ -2,7 +2,6 @@
 //! the same redis-server. Best of 3 alternating rounds; bounded call counts. Needs `redis-server` on PATH.
 
 #[path = "../../tests/it/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
