@@ -1,8 +1,8 @@
 //! Rate-limit response headers: pure formatting from a [`Policy`] and a [`Decision`], free of I/O.
 //!
 //! The fields follow the IETF draft *RateLimit header fields for HTTP*, `draft-ietf-httpapi-ratelimit-headers-10`
-//! (September 2025; `-11` of May 2026 keeps the same syntax). Both fields are Structured Field Lists of Items
-//! whose value is the quoted policy name:
+//! (September 2025; a `-11` of May 2026 is the newest revision, and the summaries of it we could read describe
+//! the same fields). Both fields are Structured Field Lists of Items whose value is the quoted policy name:
 //!
 //! - `RateLimit-Policy: "name";q=LIMIT;w=WINDOW` — the quota `q` per window `w` in seconds. `w` is left out when
 //!   the window is not a whole number of seconds (the draft's `w` is an integer and is optional).
