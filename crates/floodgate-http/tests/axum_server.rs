@@ -146,6 +146,35 @@ async fn headers_can_be_kept_for_denials_only() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_pass_more_than_the_limit() -> TestResult {
+    let clock = ManualClock::new(START);
+    let policy = Policy::gcra(50, Duration::from_secs(60))?;
+    let server =
+        Server::start(RateLimitLayer::new(ClientIp::peer(), MemoryBackend::new(ip_store(&clock)), policy)).await?;
+    let client = client();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("http://{}/", server.addr));
+            tokio::spawn(async move {
+                let resp = client.request(Request::get(url).body(Empty::new())?).await?;
+                Ok::<_, Error>(resp.status())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        match task.await?? {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => return Err(format!("unexpected status {other}").into()),
+        }
+    }
+    assert_eq!(ok, 50, "the clock stands still, so exactly the burst passes");
+    assert_eq!(server.calls(), 50);
+    Ok(())
+}
+
 #[tokio::test]
 async fn retry_after_is_exact_and_waiting_it_out_passes() -> TestResult {
     let clock = ManualClock::new(START);
