@@ -233,8 +233,8 @@ impl Default for RedisStoreBuilder {
 }
 
 impl RedisStoreBuilder {
-    /// A single Redis at `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` with feature
-    /// `tls-rustls`).
+    /// A single Redis at `url` (`redis://[user:password@]host:port[/db]`; for `rediss://`, enable a TLS feature
+    /// of the re-exported [`redis`] crate in your own Cargo.toml, e.g. `tokio-rustls-comp`).
     pub fn url(mut self, url: &str) -> Self {
         self.target = match redis::Client::open(url) {
             Ok(c) => Target::Single(c),

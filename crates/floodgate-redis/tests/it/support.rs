@@ -66,37 +66,49 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// A server with extra arguments.
+    /// A server with extra arguments, on a free port (another one if a concurrent process took it first).
     pub fn start_with(extra: &[&str]) -> RedisServer {
         require_redis();
-        let port = free_port();
-        let dir = temp_dir(&port.to_string());
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--repl-diskless-sync-delay",
-            "0",
-            "--loglevel",
-            "warning",
-            "--logfile",
-            "redis.log",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = RedisServer { port, dir, args, watchdog: None, pid: None };
-        server.spawn();
-        server
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = temp_dir(&port.to_string());
+            let mut args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--repl-diskless-sync-delay",
+                "0",
+                "--loglevel",
+                "warning",
+                "--logfile",
+                "redis.log",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut server = RedisServer { port, dir, args, watchdog: None, pid: None };
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start redis-server: {last}");
     }
 
     fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let pidfile = self.dir.join("pid");
         let _ = std::fs::remove_file(&pidfile);
         let script = r#"redis-server "$@" & r=$!; echo $r > "$FG_PIDFILE"
@@ -114,30 +126,33 @@ kill -9 $r 2>/dev/null"#;
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn sh for redis-server");
+            .map_err(|e| format!("spawn sh for redis-server: {e}"))?;
         self.watchdog = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         let pid = loop {
             if let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()) {
                 break pid;
             }
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".to_owned());
+            }
             std::thread::sleep(Duration::from_millis(5));
         };
         self.pid = Some(pid);
-        self.wait_ready();
-    }
-
-    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if ping(self.port) {
-                return;
+                return Ok(());
+            }
+            // Exited already (the port was taken by someone else, say)?
+            if !Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success()) {
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-        panic!("redis-server on port {} not ready in 10 s; log:\n{log}", self.port);
+        self.kill();
+        Err(format!("redis-server on port {} not ready; log:\n{log}", self.port))
     }
 
     /// `redis://127.0.0.1:<port>/`.
