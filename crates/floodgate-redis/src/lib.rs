@@ -213,6 +213,7 @@ pub struct RedisStoreBuilder {
     failure: FailurePolicy,
     retry_hint: Duration,
     keep: Duration,
+    ttl_slack: Option<Duration>,
     max_id_len: usize,
 }
 
@@ -227,6 +228,7 @@ impl Default for RedisStoreBuilder {
             failure: FailurePolicy::Error,
             retry_hint: Duration::from_secs(1),
             keep: Duration::ZERO,
+            ttl_slack: None,
             max_id_len: 4096,
         }
     }
@@ -312,6 +314,15 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Added to every key's TTL. The default is 1 ms with Redis `TIME` (the rounding of microseconds up to
+    /// milliseconds) and 60 s with an injected clock, where the TTL is counted by Redis's clock but the state's
+    /// life by the injected one: a test that holds its clock still while real time passes keeps its keys.
+    /// Correctness never depends on the TTL (every bucket also records when its state is empty).
+    pub fn ttl_slack(mut self, slack: Duration) -> Self {
+        self.ttl_slack = Some(slack);
+        self
+    }
+
     /// The longest id accepted, in bytes (default 4096); longer ids get [`StoreError::InvalidId`].
     pub fn max_id_len(mut self, max: usize) -> Self {
         self.max_id_len = max;
@@ -360,8 +371,13 @@ impl RedisStoreBuilder {
                 Conn::Cluster(conn)
             }
         };
+        let slack = self.ttl_slack.unwrap_or(match self.clock {
+            Some(_) => Duration::from_secs(60),
+            None => Duration::from_millis(1),
+        });
         Ok(RedisStore {
             inner: Arc::new(Inner {
+                ttl_slack_ms: u64::try_from(slack.as_millis()).unwrap_or(u64::MAX).max(1),
                 conn,
                 prefix: self.prefix,
                 clock: self.clock,
@@ -384,6 +400,7 @@ struct Inner {
     failure: FailurePolicy,
     retry_hint: Duration,
     keep_us: u64,
+    ttl_slack_ms: u64,
     max_id_len: usize,
     stats: Counters,
 }
@@ -540,12 +557,12 @@ impl RedisStore {
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
         let now = self.now_arg();
-        let keep = self.inner.keep_us;
+        let (keep, slack) = (self.inner.keep_us, self.inner.ttl_slack_ms);
         let script = scripts::for_algorithm(policy.algorithm());
         let v = match policy.algorithm() {
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
                 self.eval(script, &[bucket, index], |c| {
-                    c.arg(op).arg(cost).arg(now).arg(keep).arg(policy.limit()).arg(policy.window_micros());
+                    c.arg(op).arg(cost).arg(now).arg(keep).arg(slack).arg(policy.limit()).arg(policy.window_micros());
                 })
                 .await?
             }
@@ -555,6 +572,7 @@ impl RedisStore {
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
+                        .arg(slack)
                         .arg(policy.meter_unit())
                         .arg(policy.meter_drain())
                         .arg(policy.capacity());

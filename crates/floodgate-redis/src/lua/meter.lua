@@ -1,6 +1,6 @@
 -- Token bucket, leaky bucket and GCRA: one meter (crates/floodgate/src/algorithm/meter.rs).
--- ARGV[5] = unit, ARGV[6] = drain, ARGV[7] = burst. State: a = level, b = last, c = the unit it was written in.
-local unit, drain, burst = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+-- ARGV[6] = unit, ARGV[7] = drain, ARGV[8] = burst. State: a = level, b = last, c = the unit it was written in.
+local unit, drain, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local cap = burst * unit
 
 local function level_at(at)

@@ -2,7 +2,9 @@
 -- KEYS[1] = the bucket (a hash), KEYS[2] = the id's index (a set of its bucket keys, same hash tag).
 -- ARGV[1] = op: 'h' hit, 'f' force (inc), 's' set, 'i' inspect
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
--- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least), ARGV[5..] = policy
+-- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
+-- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
+-- ARGV[6..] = the policy
 -- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter), a b c = state, cr = created, up = updated,
 -- e = when the state is empty again (the logical expiry, in the decision clock's microseconds).
 -- Every number stays an integer below 2^53, so doubles compute exactly what the Rust core computes in u64.
@@ -59,6 +61,7 @@ if t < 0 then
   t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 end
 local keep = tonumber(ARGV[4])
+local slack = tonumber(ARGV[5])
 local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e')
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
@@ -84,7 +87,7 @@ local function save(a, b, c, reset)
   end
   local exp = reset
   if t + keep > exp then exp = t + keep end
-  local ttl = muldiv_ceil(exp - t, 1, 1000) + 1
+  local ttl = muldiv_ceil(exp - t, 1, 1000) + slack
   redis.call('HSET', key, 'k', KIND, 'a', fmt(a), 'b', fmt(b), 'c', fmt(c), 'cr', fmt(created), 'up', fmt(t),
     'e', fmt(exp))
   redis.call('PEXPIRE', key, ttl)

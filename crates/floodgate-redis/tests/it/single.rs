@@ -129,7 +129,14 @@ async fn every_key_has_a_millisecond_ttl() {
     let timed = redis_time_store(&prefix).await;
     let clock = ManualClock::new(Timestamp::now_system());
     let url = tokio::task::block_in_place(|| shared_single().url());
-    let clocked = RedisStore::builder().url(&url).prefix(&prefix).clock(clock.clone()).build().await.expect("connect");
+    let clocked = RedisStore::builder()
+        .url(&url)
+        .prefix(&prefix)
+        .clock(clock.clone())
+        .ttl_slack(Duration::from_millis(1))
+        .build()
+        .await
+        .expect("connect");
     let ps: Vec<Policy> =
         Algorithm::ALL.into_iter().map(|a| Policy::new(a, 5, Duration::from_secs(30)).expect("policy")).collect();
     for (i, p) in ps.iter().enumerate() {
