@@ -32,3 +32,77 @@ async fn every_algorithm_on_every_master() {
     }
     assert_eq!(masters.len(), 3, "the ids should spread over the 3 masters");
 }
+
+async fn redis_time_cluster_store(prefix: &str) -> floodgate_redis::RedisStore {
+    let urls = tokio::task::block_in_place(|| shared_cluster().urls());
+    floodgate_redis::RedisStore::builder()
+        .cluster(urls)
+        .prefix(prefix)
+        .timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("connect to the test cluster")
+}
+
+/// (c) on the cluster, with Redis TIME: 50 racing tasks on one key admit exactly the limit, every algorithm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_hits_admit_exactly_the_limit_with_redis_time() {
+    let store = std::sync::Arc::new(redis_time_cluster_store(&crate::fresh_prefix()).await);
+    for a in Algorithm::ALL {
+        let p = Policy::new(a, 137, Duration::from_secs(3600)).expect("policy");
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, p) = (store.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..10 {
+                        admitted += u64::from(store.hit(b"hot", &p, 1).await.expect("hit").allowed);
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        assert_eq!(total, 137, "{a}: 50 tasks × 10 hits admitted {total}");
+    }
+}
+
+/// Every key written on the cluster has a TTL: read back with PTTL on every master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_key_has_a_ttl_on_every_master() {
+    let prefix = crate::fresh_prefix();
+    let store = redis_time_cluster_store(&prefix).await;
+    for a in Algorithm::ALL {
+        let p = Policy::new(a, 5, Duration::from_secs(30)).expect("policy");
+        for i in 0..12 {
+            let id = format!("ttl:{i}");
+            store.hit(id.as_bytes(), &p, 2).await.expect("hit");
+            store.inc(id.as_bytes(), &p, 1).await.expect("inc");
+        }
+    }
+    let cluster = tokio::task::block_in_place(shared_cluster);
+    let mut total = 0;
+    let mut masters_with_keys = 0;
+    for node in &cluster.nodes {
+        let (role, keys) = tokio::task::block_in_place(|| {
+            (node.cli(&["INFO", "replication"]), node.cli(&["--raw", "KEYS", &format!("{prefix}:*")]))
+        });
+        if !role.contains("role:master") {
+            continue;
+        }
+        let keys: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+        masters_with_keys += usize::from(!keys.is_empty());
+        for k in &keys {
+            let pttl: i64 = tokio::task::block_in_place(|| node.cli(&["PTTL", k])).trim().parse().expect("PTTL");
+            assert!(pttl > 0 && pttl <= 60_002, "key {k} on {}: PTTL {pttl}", node.addr());
+        }
+        total += keys.len();
+    }
+    // 12 ids × (5 buckets + 1 index).
+    assert_eq!(total, 12 * 6);
+    assert!(masters_with_keys >= 2, "12 ids should spread over the masters");
+}
