@@ -484,21 +484,46 @@ impl RedisStore {
     }
 
     /// The key prefix.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+    /// let store = floodgate_redis::RedisStore::connect("redis://127.0.0.1/").await?;
+    /// assert_eq!(store.prefix(), "floodgate");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
     }
 
-    /// The Redis key that holds `id`'s state under `policy` (for operators and tests).
+    /// The Redis key that holds `id`'s state under `policy`: `<prefix>:{<encoded id>}:<policy key>` (for
+    /// operators and tests).
     ///
-    /// ```
-    /// # async fn keys() {}
-    /// // Shown without a store: the layout is `<prefix>:{<id>}:<policy key>`.
+    /// ```no_run
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
+    /// let policy = Policy::fixed_window(10, Duration::from_secs(1))?;
+    /// assert_eq!(store.bucket_key(b"user:1", &policy), b"rl:{user:1}:fixed_window:10/1000000us");
+    /// assert_eq!(store.bucket_key(b"a}b", &policy), b"rl:{a%7Db}:fixed_window:10/1000000us");
+    /// # Ok(())
+    /// # }
     /// ```
     pub fn bucket_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
         key::bucket_key(&key::index_key(&self.inner.prefix, id), policy.key())
     }
 
-    /// The Redis key of `id`'s index: the set of its bucket keys.
+    /// The Redis key of `id`'s index, the set of its bucket keys: `<prefix>:{<encoded id>}`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
+    /// assert_eq!(store.index_key(b"user:1"), b"rl:{user:1}");
+    /// assert_eq!(store.index_key(b""), b"rl:{%}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn index_key(&self, id: &[u8]) -> Vec<u8> {
         key::index_key(&self.inner.prefix, id)
     }
