@@ -135,7 +135,8 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
     Decision {
         allowed,
         limit,
-        remaining: limit.saturating_sub(cur).saturating_sub(faded(prev, policy, elapsed)),
+        // Only `Set` changes `prev` (to zero); otherwise its faded weight is the one computed above.
+        remaining: limit.saturating_sub(cur).saturating_sub(if prev == 0 { 0 } else { old }),
         reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
         retry_after,
     }
