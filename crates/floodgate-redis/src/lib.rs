@@ -134,7 +134,6 @@ impl From<RedisStoreError> for StoreError {
             {
                 StoreError::Unavailable(r.to_string())
             }
-            RedisStoreError::Redis(r) if r.is_timeout() => StoreError::Unavailable(r.to_string()),
             e @ RedisStoreError::IdTooLong { .. } => StoreError::InvalidId(e.to_string()),
             e => StoreError::Backend(e.to_string()),
         }
@@ -635,7 +634,11 @@ impl RedisStore {
     async fn guarded<T>(&self, fut: impl Future<Output = Result<T, RedisStoreError>>) -> StoreResult<T> {
         match tokio::time::timeout(self.inner.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e @ RedisStoreError::IdTooLong { .. })) => Err(e.into()),
+            // The client's own response timeout (set to the same duration) may fire first.
+            Ok(Err(RedisStoreError::Redis(e))) if e.is_timeout() => {
+                self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Timeout(self.inner.timeout))
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => {
                 self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -230,3 +230,58 @@ async fn cluster_master_killed_under_load_fails_over() {
         assert!(last.saturating_sub(killed_at) < Duration::from_secs(15), "failover window too long");
     }
 }
+
+/// A hung Redis (SIGSTOP: connections stay open, nothing answers): every call returns at its timeout with the
+/// failure policy's answer, never later; when Redis answers again, so does the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_redis_never_holds_a_caller_past_the_timeout() {
+    let server = tokio::task::block_in_place(RedisServer::start);
+    let timeout = Duration::from_millis(100);
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(&server.url())
+            .timeout(timeout)
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .await
+            .expect("connect"),
+    );
+    let p = Policy::token_bucket(1_000, Duration::from_secs(1)).expect("policy");
+    assert!(store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    tokio::task::block_in_place(|| server.pause());
+    // 20 concurrent callers, twice: each returns by the timeout, denied (fail closed).
+    for _ in 0..2 {
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (store, p) = (store.clone(), p.clone());
+                tokio::spawn(async move {
+                    let begin = Instant::now();
+                    let d = store.hit(b"k", &p, 1).await;
+                    (begin.elapsed(), d)
+                })
+            })
+            .collect();
+        for c in calls {
+            let (took, d) = c.await.expect("task");
+            assert!(took >= timeout && took <= timeout + Duration::from_millis(100), "took {took:?}");
+            let d = d.expect("fail closed answers");
+            assert!(!d.allowed && d.retry_after == Some(Duration::from_secs(1)), "{d:?}");
+        }
+    }
+    assert!(store.stats().timeouts >= 40 && store.stats().failed_closed >= 40, "{:?}", store.stats());
+    tokio::task::block_in_place(|| server.resume());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = store.stats().failed_closed;
+    loop {
+        let d = store.hit(b"k", &p, 1).await.expect("fail closed answers");
+        if d.allowed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not recovered 10 s after the resume: {d:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "hung redis: {} calls failed closed after the resume before recovery",
+        store.stats().failed_closed - before
+    );
+}

@@ -179,6 +179,20 @@ kill -9 $r 2>/dev/null"#;
         }
     }
 
+    /// SIGSTOP: the server keeps its connections open but answers nothing (a hung Redis).
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").args(["-STOP", &pid.to_string()]).status();
+        }
+    }
+
+    /// SIGCONT: the paused server answers again.
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+        }
+    }
+
     /// Starts it again on the same port and directory (empty: no persistence).
     pub fn restart(&mut self) {
         self.kill();
