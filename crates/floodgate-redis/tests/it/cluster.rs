@@ -11,6 +11,14 @@ mod conformance {
     floodgate::conformance_tests!(make_cluster_store);
 }
 
+/// The differential test of `single.rs` (random operations compared with the memory store) on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_decides_exactly_as_memory() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(7_777));
+    let store = make_cluster_store(clock.clone()).await;
+    crate::single::differential(&store, &clock, 0x2545_f491_4f6c_dd1d, 5_000).await;
+}
+
 /// Ids whose keys land on every master: delete_buckets and every algorithm work in each slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_on_every_master() {

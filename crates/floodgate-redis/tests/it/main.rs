@@ -2,7 +2,7 @@
 
 mod cluster;
 mod faults;
-mod single;
+pub mod single;
 mod support;
 
 use std::sync::OnceLock;

@@ -66,11 +66,16 @@ fn policies() -> Vec<Policy> {
 async fn redis_decides_exactly_as_memory() {
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(123_457));
     let redis = make_single_store(clock.clone()).await;
+    differential(&redis, &clock, 0x9e37_79b9_7f4a_7c15, 20_000).await;
+}
+
+/// Runs `steps` random operations on `redis` and on a fresh memory store driven by `clock`, comparing each.
+pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, steps: usize) {
     let memory = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
     let ps = policies();
     let ids: [&[u8]; 3] = [b"a", b"b}{", b"\xff\x00"];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for step in 0..20_000 {
+    let mut rng = Rng(seed);
+    for step in 0..steps {
         let p = &ps[rng.below(ps.len() as u64) as usize];
         let id = ids[rng.below(ids.len() as u64) as usize];
         let cap = p.capacity();
@@ -291,4 +296,44 @@ async fn a_write_after_a_clock_step_back_keeps_state_alive() {
         assert!(!r.allowed, "{a}: redis admitted 5 more while state was live: {r:?}");
         eprintln!("{a}: memory store answered {m:?}");
     }
+}
+
+/// A password-protected Redis: credentials in the URL are passed through to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_are_used() {
+    let server = tokio::task::block_in_place(|| RedisServer::start_with(&["--requirepass", "s3cret"]));
+    let p = Policy::fixed_window(1, Duration::from_secs(10)).expect("policy");
+    let url = format!("redis://:s3cret@127.0.0.1:{}/", server.port);
+    let store = RedisStore::builder().url(&url).build().await.expect("connect with the password");
+    assert!(store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    let wrong = format!("redis://:nope@127.0.0.1:{}/", server.port);
+    assert!(RedisStore::builder().url(&wrong).build().await.is_err(), "a wrong password must not connect");
+}
+
+/// `keep` (Hammer's `expiry_ms`) holds written buckets at least that long, without keeping state alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_extends_ttls_not_state() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let store = RedisStore::builder()
+        .url(&url)
+        .prefix(fresh_prefix())
+        .clock(clock.clone())
+        .keep(Duration::from_secs(120))
+        .ttl_slack(Duration::from_millis(1))
+        .build()
+        .await
+        .expect("connect");
+    let p = Policy::fixed_window(2, Duration::from_secs(1)).expect("policy");
+    store.hit(b"k", &p, 2).await.expect("hit");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+    for key in [store.bucket_key(b"k", &p), store.index_key(b"k")] {
+        let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.expect("PTTL");
+        assert!((119_000..=120_001).contains(&pttl), "PTTL {pttl}");
+    }
+    assert!(!store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(store.inspect(b"k", &p).await.expect("inspect"), None, "the window's state is gone");
+    assert!(store.hit(b"k", &p, 2).await.expect("hit").allowed);
 }
