@@ -111,6 +111,8 @@ async fn every_key_has_a_ttl_on_every_master() {
         total += keys.len();
     }
     // 12 ids × (5 buckets + 1 index).
-    assert_eq!(total, 12 * 6);
+    let nodes: Vec<String> =
+        cluster.nodes.iter().map(|n| tokio::task::block_in_place(|| n.cli(&["CLUSTER", "NODES"]))).collect();
+    assert_eq!(total, 12 * 6, "nodes:\n{}", nodes.join("\n"));
     assert!(masters_with_keys >= 2, "12 ids should spread over the masters");
 }
