@@ -4,8 +4,9 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use floodgate::{Decision, MemoryStore, Policy, StoreError, StoreResult};
 use http::{Request, Response, StatusCode};
@@ -45,10 +46,11 @@ impl Default for MissingKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OnStoreError {
     /// Let the request through without rate-limit headers, and log the error at `warn` (the default: an outage of
-    /// the limiter does not become an outage of the service).
+    /// the limiter does not become an outage of the service). Errors are logged at most once a second, each line
+    /// with the number left out since the last.
     #[default]
     FailOpen,
-    /// Answer `503 Service Unavailable`, and log the error at `error`.
+    /// Answer `503 Service Unavailable`, and log the error at `error` (at most once a second too).
     Unavailable,
 }
 
@@ -70,6 +72,8 @@ struct Responder {
     headers: RateLimitHeaders,
     headers_when_allowed: bool,
     on_store_error: OnStoreError,
+    started: Instant,
+    error_log: LogThrottle,
 }
 
 /// What to do with a request once its hit is decided.
@@ -93,16 +97,47 @@ impl Responder {
 
     #[cold]
     fn store_failed<B: Default>(&self, e: &StoreError) -> Verdict<B> {
+        // A store that is down fails every request: log at most once a second, with the count in between.
+        let suppressed = self.error_log.should_log(self.started.elapsed());
         match self.on_store_error {
             OnStoreError::FailOpen => {
-                tracing::warn!(error = %e, "floodgate-http: the rate-limit store failed; letting the request through");
+                if let Some(suppressed) = suppressed {
+                    tracing::warn!(error = %e, suppressed, "floodgate-http: the rate-limit store failed; letting the request through");
+                }
                 Verdict::Pass(None)
             }
             OnStoreError::Unavailable => {
-                tracing::error!(error = %e, "floodgate-http: the rate-limit store failed; answering 503");
+                if let Some(suppressed) = suppressed {
+                    tracing::error!(error = %e, suppressed, "floodgate-http: the rate-limit store failed; answering 503");
+                }
                 Verdict::Answer(status_response(StatusCode::SERVICE_UNAVAILABLE))
             }
         }
+    }
+}
+
+/// Thins out a stream of log lines to one per interval, counting the rest.
+#[derive(Debug, Default)]
+struct LogThrottle {
+    /// When the last line was logged, in milliseconds since the responder was built, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    const INTERVAL_MS: u64 = 1_000;
+
+    /// `Some(lines suppressed since the last one)` if a line may be logged at `now`, else `None` (and counts it).
+    fn should_log(&self, now: Duration) -> Option<u64> {
+        let now = u64::try_from(now.as_millis()).unwrap_or(u64::MAX).saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= Self::INTERVAL_MS)
+            && self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -330,6 +365,8 @@ impl<E, Bk> RateLimitBuilder<E, Bk> {
                     headers: self.headers,
                     headers_when_allowed: self.headers_when_allowed,
                     on_store_error: self.on_store_error,
+                    started: Instant::now(),
+                    error_log: LogThrottle::default(),
                 }),
             }),
         }
@@ -545,5 +582,23 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_are_logged_once_a_second_with_a_count() {
+        let t = LogThrottle::default();
+        let ms = Duration::from_millis;
+        assert_eq!(t.should_log(ms(0)), Some(0));
+        assert_eq!(t.should_log(ms(1)), None);
+        assert_eq!(t.should_log(ms(999)), None);
+        assert_eq!(t.should_log(ms(1_000)), Some(2));
+        assert_eq!(t.should_log(ms(1_500)), None);
+        assert_eq!(t.should_log(ms(5_000)), Some(1));
+        assert_eq!(t.should_log(ms(5_000)), None);
     }
 }
