@@ -90,7 +90,19 @@ pub enum FailurePolicy {
     Error,
 }
 
-/// Why the store could not be built or could not answer.
+/// Why the store could not be built or could not answer. Store calls map it into [`StoreError`].
+///
+/// ```
+/// use floodgate_redis::{RedisStore, RedisStoreError};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// // No Redis given, or a prefix that would break the hash tag: refused before any connection.
+/// let e = RedisStore::builder().build().await.unwrap_err();
+/// assert!(matches!(e, RedisStoreError::Config(_)));
+/// let e = RedisStore::builder().url("redis://127.0.0.1/").prefix("a{b}").build().await.unwrap_err();
+/// assert!(e.to_string().contains("must not contain"));
+/// # });
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisStoreError {
@@ -140,7 +152,12 @@ impl From<RedisStoreError> for StoreError {
     }
 }
 
-/// Counters of the faults a store has met, by how it answered them.
+/// Counters of the faults a store has met, by how it answered them ([`RedisStore::stats`]).
+///
+/// ```
+/// let quiet = floodgate_redis::RedisStats::default();
+/// assert_eq!(quiet.failed_open + quiet.failed_closed + quiet.errors, 0);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
     /// Decisions allowed because Redis could not answer ([`FailurePolicy::FailOpen`]).
