@@ -56,7 +56,7 @@ mod key;
 mod scripts;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate::algorithm::Op;
@@ -174,6 +174,9 @@ pub struct RedisStats {
 
 #[derive(Default)]
 struct Counters {
+    /// Set by the first fault after a success, cleared by the next success: one warning per outage, not one
+    /// per call.
+    degraded: AtomicBool,
     failed_open: AtomicU64,
     failed_closed: AtomicU64,
     errors: AtomicU64,
@@ -667,7 +670,10 @@ impl RedisStore {
     async fn decide(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> StoreResult<Decision> {
         let result = self.guarded(self.decide_raw(id, policy, op, cost)).await;
         match result {
-            Ok(d) => Ok(d),
+            Ok(d) => {
+                self.log_success();
+                Ok(d)
+            }
             Err(e @ StoreError::InvalidId(_)) => Err(e),
             Err(e) => self.on_fault(e, policy, op, cost),
         }
@@ -679,12 +685,12 @@ impl RedisStore {
         match self.inner.failure {
             FailurePolicy::Error => {
                 stats.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "floodgate-redis: call failed");
+                self.log_fault(&e, "returning the error");
                 Err(e)
             }
             FailurePolicy::FailOpen => {
                 stats.failed_open.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "floodgate-redis: redis unavailable, failing open");
+                self.log_fault(&e, "failing open");
                 let never = op == Op::Hit && cost > capacity;
                 Ok(Decision {
                     allowed: !never,
@@ -696,7 +702,7 @@ impl RedisStore {
             }
             FailurePolicy::FailClosed => {
                 stats.failed_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "floodgate-redis: redis unavailable, failing closed");
+                self.log_fault(&e, "failing closed");
                 Ok(Decision {
                     allowed: false,
                     limit: capacity,
@@ -709,11 +715,31 @@ impl RedisStore {
     }
 
     fn count_error<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
-        if let Err(e) = &r {
-            self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "floodgate-redis: call failed");
+        match &r {
+            Err(StoreError::InvalidId(_)) => {}
+            Err(e) => {
+                self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.log_fault(e, "returning the error");
+            }
+            Ok(_) => self.log_success(),
         }
         r
+    }
+
+    fn log_fault(&self, e: &StoreError, action: &'static str) {
+        if self.inner.stats.degraded.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %e, action, "floodgate-redis: call failed");
+        } else {
+            tracing::warn!(error = %e, action, "floodgate-redis: redis is failing (further failures are logged at debug)");
+        }
+    }
+
+    #[inline]
+    fn log_success(&self) {
+        let degraded = &self.inner.stats.degraded;
+        if degraded.load(Ordering::Relaxed) && degraded.swap(false, Ordering::Relaxed) {
+            tracing::info!("floodgate-redis: redis answers again");
+        }
     }
 }
 
