@@ -285,3 +285,86 @@ async fn hung_redis_never_holds_a_caller_past_the_timeout() {
         store.stats().failed_closed - before
     );
 }
+
+/// Slots move between masters under load (`redis-cli --cluster reshard`): the client follows MOVED and ASK,
+/// every call ends in a decision or a transient error, and no hit is lost or counted twice across the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_reshard_under_load_keeps_every_count() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let store = Arc::new(
+        RedisStore::builder()
+            .cluster(cluster.urls())
+            .timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .await
+            .expect("connect to cluster"),
+    );
+    // One window of ten years (epoch-aligned): nothing rolls over during the test.
+    let policy = Policy::fixed_window(Policy::MAX_LIMIT, Policy::MAX_WINDOW).expect("policy");
+    let ids = 64;
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = load(&store, &policy, ids, 8, &stop, start);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Move 1000 slots from the master of user:0 to another master, keys and all.
+    let from = tokio::task::block_in_place(|| cluster.master_of(&store.index_key(b"user:0")));
+    let to = tokio::task::block_in_place(|| {
+        (0..64u32)
+            .map(|i| cluster.master_of(&store.index_key(format!("user:{i}").as_bytes())))
+            .find(|&m| m != from)
+            .expect("another master")
+    });
+    let masters = |cluster: &RedisCluster| -> Vec<usize> {
+        (0..ids).map(|i| cluster.master_of(&store.index_key(format!("user:{i}").as_bytes()))).collect()
+    };
+    let before = tokio::task::block_in_place(|| masters(&cluster));
+    let id_of = |i: usize| cluster.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned();
+    let (from_id, to_id) = tokio::task::block_in_place(|| (id_of(from), id_of(to)));
+    let moved_at = start.elapsed();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new("redis-cli")
+            .args(["--cluster", "reshard", &cluster.nodes[from].addr()])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id, "--cluster-slots", "1000", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster reshard")
+    });
+    assert!(out.status.success(), "reshard failed: {}", String::from_utf8_lossy(&out.stdout));
+    let moved_for = start.elapsed() - moved_at;
+    let after = tokio::task::block_in_place(|| masters(&cluster));
+    let moved_ids = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    assert!(moved_ids > 0, "no id's slot moved: pick more slots");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let calls = collect(handles).await;
+
+    let errors: Vec<&Call> = calls.iter().filter(|c| c.outcome.is_err()).collect();
+    let timeouts = errors.iter().filter(|c| c.outcome.as_ref().is_err_and(|e| e.contains("did not answer"))).count();
+    let end = calls.last().map(|c| c.at).unwrap_or_default();
+    let tail: Vec<_> = calls.iter().filter(|c| c.at + Duration::from_millis(300) > end).collect();
+    assert!(tail.len() > 10 && tail.iter().all(|c| c.outcome == Ok(true)), "not settled after the reshard");
+    // Every admitted hit is counted exactly once, wherever its slot went (a timed-out call may or may not have
+    // run: those are the only slack).
+    let admitted = calls.iter().filter(|c| c.outcome == Ok(true)).count() as u64;
+    let mut counted = 0;
+    for i in 0..ids {
+        let id = format!("user:{i}");
+        counted += store.inspect(id.as_bytes(), &policy).await.expect("inspect").map_or(0, |b| b.used);
+    }
+    assert!(
+        counted >= admitted && counted <= admitted + timeouts as u64,
+        "counted {counted}, admitted {admitted}, timeouts {timeouts}"
+    );
+    let kinds: std::collections::BTreeSet<String> = errors
+        .iter()
+        .filter_map(|c| c.outcome.as_ref().err())
+        .map(|e| e.chars().take(60).collect::<String>())
+        .collect();
+    eprintln!(
+        "RESHARD: 1000 slots ({moved_ids} of the {ids} ids) moved in {moved_for:?} under load; {} calls, {} errors \
+         ({timeouts} timeouts) {kinds:?}; {admitted} admitted, {counted} counted",
+        calls.len(),
+        errors.len()
+    );
+}
