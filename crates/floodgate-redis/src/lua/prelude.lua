@@ -13,6 +13,7 @@ local MAX = 9007199254740992 -- 2^53
 local floor = math.floor
 local function fmt(x) return string.format('%.0f', x) end
 
+-- muldiv:begin
 -- floor(a * b / c) and the remainder, exactly, for integers a, b >= 0, 0 < c <= 2^53, result < 2^53.
 local function muldiv(a, b, c)
   local p = a * b
@@ -46,6 +47,7 @@ local function muldiv(a, b, c)
   return q, r
 end
 
+-- muldiv:end
 local function muldiv_ceil(a, b, c)
   local q, r = muldiv(a, b, c)
   if r > 0 then q = q + 1 end

@@ -337,3 +337,59 @@ async fn keep_extends_ttls_not_state() {
     assert_eq!(store.inspect(b"k", &p).await.expect("inspect"), None, "the window's state is gone");
     assert!(store.hit(b"k", &p, 2).await.expect("hit").allowed);
 }
+
+/// The scripts' exact `floor(a × b / c)` (doubles only, long multiplication past 2^53) against u128 arithmetic,
+/// run inside Redis on random operands of up to 53 bits, and on the edges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lua_muldiv_is_exact_past_2_pow_53() {
+    let prelude = floodgate_redis::ScriptSource::for_algorithm(Algorithm::FixedWindow).source();
+    let begin = prelude.find("-- muldiv:begin").expect("marker");
+    let end = prelude.find("-- muldiv:end").expect("marker");
+    let script = format!(
+        "local MAX = 9007199254740992\nlocal floor = math.floor\n{}\nlocal out = {{}}\n\
+         for i = 1, #ARGV, 3 do\n\
+           local q, r = muldiv(tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]))\n\
+           out[#out + 1] = string.format('%.0f', q)\n\
+           out[#out + 1] = string.format('%.0f', r)\n\
+         end\n\
+         return out",
+        &prelude[begin..end]
+    );
+    const MAX: u64 = 1 << 53;
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut cases: Vec<(u64, u64, u64)> = vec![
+        (MAX - 1, MAX - 1, MAX - 1),
+        (MAX - 1, MAX - 2, MAX - 1),
+        (MAX - 1, 1, MAX - 1),
+        (MAX - 1, MAX - 1, MAX),
+        (0, MAX - 1, 7),
+        (123_456_789, 987_654_321, 17),
+        (Policy::MAX_LIMIT, Policy::MAX_WINDOW.as_micros() as u64 - 1, Policy::MAX_WINDOW.as_micros() as u64),
+    ];
+    while cases.len() < 3_000 {
+        let bits = |rng: &mut Rng| rng.next() >> (11 + rng.below(53));
+        let (a, b) = (bits(&mut rng) % MAX, bits(&mut rng) % MAX);
+        // c large enough that the quotient stays below 2^53, as the scripts guarantee.
+        let min_c = ((a as u128 * b as u128) >> 53) as u64 + 1;
+        let c = min_c + rng.below(MAX - min_c + 1);
+        if c > 0 && c <= MAX {
+            cases.push((a, b, c));
+        }
+    }
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+    for chunk in cases.chunks(500) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(&script).arg(0);
+        for &(a, b, c) in chunk {
+            cmd.arg(a).arg(b).arg(c);
+        }
+        let out: Vec<String> = cmd.query_async(&mut con).await.expect("EVAL muldiv");
+        for (i, &(a, b, c)) in chunk.iter().enumerate() {
+            let p = a as u128 * b as u128;
+            let (q, r) = ((p / c as u128).to_string(), (p % c as u128).to_string());
+            assert_eq!((&out[2 * i], &out[2 * i + 1]), (&q, &r), "muldiv({a}, {b}, {c})");
+        }
+    }
+}
