@@ -202,7 +202,8 @@ impl Conn {
 enum Target {
     None,
     Single(redis::Client),
-    Cluster(Box<ClusterClientBuilder>),
+    /// The builder, and whether the store picks its retry settings (not when the caller gave the builder).
+    Cluster(Box<ClusterClientBuilder>, bool),
     Error(String),
 }
 
@@ -277,15 +278,15 @@ impl RedisStoreBuilder {
         S: AsRef<str>,
     {
         let nodes: Vec<String> = nodes.into_iter().map(|s| s.as_ref().to_owned()).collect();
-        self.target = Target::Cluster(Box::new(ClusterClientBuilder::new(nodes)));
+        self.target = Target::Cluster(Box::new(ClusterClientBuilder::new(nodes)), true);
         self
     }
 
-    /// A Redis Cluster through a [`ClusterClientBuilder`] (credentials, TLS, retries: any redis-rs option). The
-    /// store still sets the connection and response timeouts from [`timeout`](Self::timeout) and
-    /// [`connect_timeout`](Self::connect_timeout).
+    /// A Redis Cluster through a [`ClusterClientBuilder`] (credentials, TLS, retries: any redis-rs option; its
+    /// retry settings are kept). The store still sets the connection and response timeouts from
+    /// [`timeout`](Self::timeout) and [`connect_timeout`](Self::connect_timeout).
     pub fn cluster_client(mut self, builder: ClusterClientBuilder) -> Self {
-        self.target = Target::Cluster(Box::new(builder));
+        self.target = Target::Cluster(Box::new(builder), false);
         self
     }
 
@@ -375,14 +376,13 @@ impl RedisStoreBuilder {
                 })??;
                 Conn::Single(conn)
             }
-            Target::Cluster(builder) => {
-                let client = (*builder)
-                    .connection_timeout(self.connect_timeout)
-                    .response_timeout(self.timeout)
-                    .retries(8)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100)
-                    .build()?;
+            Target::Cluster(builder, our_retries) => {
+                let mut builder = (*builder).connection_timeout(self.connect_timeout).response_timeout(self.timeout);
+                if our_retries {
+                    // Retries (MOVED, ASK, TRYAGAIN, a failover) fit within the call timeout, which bounds them.
+                    builder = builder.retries(8).min_retry_wait(10).max_retry_wait(100);
+                }
+                let client = builder.build()?;
                 let fut = client.get_async_connection();
                 let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
                     RedisStoreError::Config(format!("redis cluster did not answer in {:?}", self.connect_timeout))

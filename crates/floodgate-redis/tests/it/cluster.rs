@@ -116,3 +116,20 @@ async fn every_key_has_a_ttl_on_every_master() {
     assert_eq!(total, 12 * 6, "nodes:\n{}", nodes.join("\n"));
     assert!(masters_with_keys >= 2, "12 ids should spread over the masters");
 }
+
+/// A cluster given as a ready redis-rs `ClusterClientBuilder` (any client option passes through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_client_builder_is_accepted() {
+    let urls = tokio::task::block_in_place(|| shared_cluster().urls());
+    let builder = redis::cluster::ClusterClientBuilder::new(urls).retries(2);
+    let store = floodgate_redis::RedisStore::builder()
+        .cluster_client(builder)
+        .prefix(crate::fresh_prefix())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("connect");
+    let p = Policy::leaky_bucket(2, Duration::from_secs(60)).expect("policy");
+    assert!(store.hit(b"k", &p, 2).await.expect("hit").allowed);
+    assert!(!store.hit(b"k", &p, 1).await.expect("hit").allowed);
+}
