@@ -25,10 +25,12 @@ pub fn require_redis() {
 
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
-/// A free loopback port whose cluster bus port (port + 10000) is free too.
+/// A free loopback port whose cluster bus port (port + 10000) is free too. Each test process starts in its own
+/// block of 100 ports (by pid), so concurrent test processes rarely even try the same port; `try_spawn` then
+/// checks that the server answering is the one it started.
 pub fn free_port() -> u16 {
-    let seed = std::process::id().wrapping_mul(7919) % 15_000;
-    let _ = NEXT_PORT.compare_exchange(0, 20_000 + seed, Ordering::SeqCst, Ordering::SeqCst);
+    let block = std::process::id() % 300;
+    let _ = NEXT_PORT.compare_exchange(0, 20_000 + block * 100, Ordering::SeqCst, Ordering::SeqCst);
     for _ in 0..2_000 {
         let p = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
         let p = 20_000 + (p - 20_000) % 30_000;
@@ -142,7 +144,18 @@ kill -9 $r 2>/dev/null"#;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if ping(self.port) {
-                return Ok(());
+                // Ours, or another process's server that took the port first (then ours has exited)?
+                return match server_pid(self.port) {
+                    Some(p) if p != pid => {
+                        self.pid = None;
+                        if let Some(mut w) = self.watchdog.take() {
+                            let _ = w.kill();
+                            let _ = w.wait();
+                        }
+                        Err(format!("port {} is another process's redis-server", self.port))
+                    }
+                    _ => Ok(()),
+                };
             }
             // Exited already (the port was taken by someone else, say)?
             if !Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success()) {
@@ -233,6 +246,31 @@ fn ping(port: u16) -> bool {
     let mut buf = [0u8; 64];
     // A password-protected server answers -NOAUTH: it is up all the same.
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+}
+
+/// The `process_id` a server reports in `INFO server` (None if it cannot be read, e.g. it wants a password).
+fn server_pid(port: u16) -> Option<u32> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..64 {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(rest) = text.split("process_id:").nth(1)
+            && let Some(line) = rest.split("\r\n").next().filter(|_| rest.contains("\r\n"))
+        {
+            return line.trim().parse().ok();
+        }
+        if text.starts_with('-') {
+            return None;
+        }
+    }
+    None
 }
 
 /// A 6-node Redis Cluster: 3 masters, 3 replicas.
