@@ -9,7 +9,7 @@
 #
 # Environment: FLOODGATE (the server binary), RLS_LOAD (the rls-load binary, built from
 # /work/shared/tools/rls-load, see its README), DURATION (s per run, default 10), REPEAT (default 2),
-# CONCURRENCY (default "1 16 64 256"), OUT (JSON lines, default bench/results-<date>.jsonl).
+# CONCURRENCY (default "1 16 64 256"), SERVER_ARGS (extra `serve` flags, e.g. "--threads 1"), OUT (JSON lines, default bench/results-<date>.jsonl).
 # Each run is one JSON line: rls-load's (or wrk's, parsed) plus server_cpu_s, server_cpu_us_per_req, loadgen_cpu_s.
 set -euo pipefail
 
@@ -21,6 +21,7 @@ DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-2}
 CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
 OUT=${OUT:-$here/results-$(date -u +%Y%m%d).jsonl}
+SERVER_ARGS=${SERVER_ARGS:-}
 HTTP_ADDR=127.0.0.1:18080
 GRPC_ADDR=127.0.0.1:18081
 TCK=$(getconf CLK_TCK)
@@ -30,7 +31,8 @@ TCK=$(getconf CLK_TCK)
 server_pid=
 start_server() { # config
   [ -x "$FLOODGATE" ] || { echo "no server binary at $FLOODGATE (cargo build --release -p floodgate-server)" >&2; exit 1; }
-  "$FLOODGATE" serve --http "$HTTP_ADDR" --grpc "$GRPC_ADDR" --config "$1" 2>/dev/null &
+  # shellcheck disable=SC2086
+  "$FLOODGATE" serve --http "$HTTP_ADDR" --grpc "$GRPC_ADDR" --config "$1" $SERVER_ARGS 2>/dev/null &
   server_pid=$!
   for _ in $(seq 100); do
     curl -fsS "http://$HTTP_ADDR/healthz" >/dev/null 2>&1 && return 0

@@ -74,6 +74,9 @@ struct ServeArgs {
     /// In-memory store: bound the number of keys (default: unbounded).
     #[arg(long)]
     max_keys: Option<usize>,
+    /// On shutdown, the most seconds to wait for in-flight requests and open connections.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -170,9 +173,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let server = Server::start(Arc::new(state), args.http, args.grpc).await?;
     let stop = server.shutdown_token();
-    let state = server.state.clone();
-    tokio::spawn(signals(state, stop));
-    server.wait().await?;
+    tokio::spawn(signals(server.state.clone(), stop.clone()));
+    let drain = Duration::from_secs(args.drain_secs);
+    let waiting = server.wait();
+    tokio::pin!(waiting);
+    tokio::select! {
+        r = &mut waiting => r?,
+        () = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!(?drain, "connections still open after the drain time: stopping anyway");
+        }
+    }
     tracing::info!("floodgate stopped");
     Ok(())
 }
