@@ -29,6 +29,16 @@ fn check_accepts_the_examples_and_names_the_line_of_an_error() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -134,20 +144,24 @@ fn serve_on_redis() {
         return;
     }
     let port = free_port();
-    let mut redis = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _redis = KillOnDrop(
+        Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let config = common::write_config(
         "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\npolicies:\n  p: {limit: 1, window: 1h}\n",
     );
     let (http, grpc) = (free_port(), free_port());
     let start = Instant::now();
-    let mut child = loop {
+    let _child = loop {
         let mut child = Command::new(BIN)
             .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--redis", &format!("redis://127.0.0.1:{port}/"), "--redis-prefix", "fgtest", "--config"])
+            .args(["--redis", &format!("redis://127.0.0.1:{port}/"), "--redis-prefix", "fgtest"])
+            .args(["--redis-timeout-ms", "5000", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -158,7 +172,7 @@ fn serve_on_redis() {
             // Redis was not up yet: try again.
             Some(_) if start.elapsed() < Duration::from_secs(10) => continue,
             Some(status) => panic!("serve --redis exited: {status}"),
-            None => break child,
+            None => break KillOnDrop(child),
         }
     };
     let base = format!("http://127.0.0.1:{http}");
@@ -174,7 +188,8 @@ fn serve_on_redis() {
         let mut codes = Vec::new();
         for _ in 0..3 {
             let req = common::request("r", vec![common::desc(&[("k", "v")])]);
-            codes.push(c.should_rate_limit(req).await.unwrap().into_inner().overall_code);
+            let answer = c.should_rate_limit(req).await.unwrap_or_else(|e| panic!("{e:?}"));
+            codes.push(answer.into_inner().overall_code);
         }
         let hit = |_| async {
             let res = reqwest::Client::new()
@@ -189,10 +204,6 @@ fn serve_on_redis() {
         codes.push(i32::from(hit(1).await));
         codes
     });
-    child.kill().unwrap();
-    let _ = child.wait();
-    redis.kill().unwrap();
-    let _ = redis.wait();
     // OK, OK, OVER_LIMIT; then HTTP allowed, denied.
     assert_eq!(codes, vec![1, 1, 2, 1, 0]);
 }
