@@ -6,11 +6,11 @@
 //! - **Scripts.** `fixed_window`, `sliding_window` and `meter` (token bucket, leaky bucket, GCRA), plus one that
 //!   deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
-//! - **Keys.** `<prefix>:{<id>}:<policy key>` holds one bucket (a hash); `<prefix>:{<id>}` is the id's index
-//!   (the set of its bucket keys), so [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script,
-//!   on a cluster too. The id is percent-encoded inside the hash tag (any bytes are an id; none can break the tag
-//!   or collide with another id). Every key has a millisecond TTL that covers its state, so Redis memory is
-//!   bounded with no sweeper.
+//! - **Keys.** `<prefix>:{<id>}:<policy key>` holds one bucket (a hash of its state, times and logical expiry);
+//!   `<prefix>:{<id>}` is the id's index (the set of its bucket keys), so
+//!   [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script, on a cluster too. The id is
+//!   percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with another id).
+//!   Every key has a millisecond TTL that covers its state, so Redis memory is bounded with no sweeper.
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
 //! - **Connections.** One multiplexed, auto-pipelined connection (redis-rs `ConnectionManager`, or the cluster
