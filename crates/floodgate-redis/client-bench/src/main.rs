@@ -54,8 +54,10 @@ async fn fred(client: &Arc<Client>, call: &Call, callers: u64, total: u64) -> f6
             let (client, call) = (client.clone(), call.clone());
             tokio::spawn(async move {
                 for _ in 0..total / callers {
-                    let v: Vec<i64> =
-                        client.evalsha(call.sha.clone(), call.keys.clone(), call.args.clone()).await.expect("fred evalsha");
+                    let v: Vec<i64> = client
+                        .evalsha(call.sha.clone(), call.keys.clone(), call.args.clone())
+                        .await
+                        .expect("fred evalsha");
                     assert_eq!(v[0], 1);
                 }
             })
@@ -99,7 +101,10 @@ fn main() {
                 redis_rs(&rs, &call, 50, CALLS_50).await,
                 fred(&fc, &call, 50, CALLS_50).await,
             ];
-            eprintln!("round {round}: redis-rs c=1 {:.0}/s, fred c=1 {:.0}/s, redis-rs 50 {:.0}/s, fred 50 {:.0}/s", r[0], r[1], r[2], r[3]);
+            eprintln!(
+                "round {round}: redis-rs c=1 {:.0}/s, fred c=1 {:.0}/s, redis-rs 50 {:.0}/s, fred 50 {:.0}/s",
+                r[0], r[1], r[2], r[3]
+            );
             for (b, x) in best.iter_mut().zip(r) {
                 *b = b.max(x);
             }
