@@ -235,6 +235,7 @@ pub struct RedisStoreBuilder {
     keep: Duration,
     ttl_slack: Option<Duration>,
     max_id_len: usize,
+    lazy: bool,
 }
 
 impl Default for RedisStoreBuilder {
@@ -250,6 +251,7 @@ impl Default for RedisStoreBuilder {
             keep: Duration::ZERO,
             ttl_slack: None,
             max_id_len: 4096,
+            lazy: false,
         }
     }
 }
@@ -349,8 +351,37 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects and returns the store. Fails if Redis cannot be reached now (later outages are the failure
-    /// policy's business).
+    /// Connect on the first call instead of in [`build`](Self::build) (default `false`). A lazy store builds even
+    /// while Redis is down (an application can start before its Redis); until Redis answers, its calls get the
+    /// failure policy's answer within the timeout, as in any outage.
+    ///
+    /// ```
+    /// use floodgate::{Policy, Store};
+    /// use floodgate_redis::{FailurePolicy, RedisStore};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// // Nothing listens on port 1: the store builds anyway, and fails closed until Redis is there.
+    /// let store = RedisStore::builder()
+    ///     .url("redis://127.0.0.1:1/")
+    ///     .lazy(true)
+    ///     .timeout(Duration::from_millis(50))
+    ///     .failure_policy(FailurePolicy::FailClosed)
+    ///     .build()
+    ///     .await
+    ///     .unwrap();
+    /// let policy = Policy::gcra(10, Duration::from_secs(1)).unwrap();
+    /// assert!(!store.hit(b"k", &policy, 1).await.unwrap().allowed);
+    /// assert_eq!(store.stats().failed_closed, 1);
+    /// # });
+    /// ```
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    /// Connects (unless [`lazy`](Self::lazy)) and returns the store. Fails if Redis cannot be reached now (later
+    /// outages are the failure policy's business).
     pub async fn build(self) -> Result<RedisStore, RedisStoreError> {
         if self.prefix.contains(['{', '}']) {
             return Err(RedisStoreError::Config(format!("prefix {:?} must not contain '{{' or '}}'", self.prefix)));
@@ -370,11 +401,15 @@ impl RedisStoreBuilder {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(5))
                     .set_max_delay(Duration::from_millis(200));
-                let fut = ConnectionManager::new_with_config(client, config);
-                let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
-                    RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
-                })??;
-                Conn::Single(conn)
+                if self.lazy {
+                    Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+                } else {
+                    let fut = ConnectionManager::new_with_config(client, config);
+                    let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                        RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
+                    })??;
+                    Conn::Single(conn)
+                }
             }
             Target::Cluster(builder, our_retries) => {
                 let mut builder = (*builder).connection_timeout(self.connect_timeout).response_timeout(self.timeout);
@@ -383,11 +418,18 @@ impl RedisStoreBuilder {
                     builder = builder.retries(8).min_retry_wait(10).max_retry_wait(100);
                 }
                 let client = builder.build()?;
-                let fut = client.get_async_connection();
-                let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
-                    RedisStoreError::Config(format!("redis cluster did not answer in {:?}", self.connect_timeout))
-                })??;
-                Conn::Cluster(conn)
+                if self.lazy {
+                    let config = redis::cluster::ClusterConfig::new()
+                        .set_connection_timeout(self.connect_timeout)
+                        .set_response_timeout(self.timeout);
+                    Conn::Cluster(client.get_pending_async_connection_with_config(config))
+                } else {
+                    let fut = client.get_async_connection();
+                    let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                        RedisStoreError::Config(format!("redis cluster did not answer in {:?}", self.connect_timeout))
+                    })??;
+                    Conn::Cluster(conn)
+                }
             }
         };
         let slack = self.ttl_slack.unwrap_or(match self.clock {

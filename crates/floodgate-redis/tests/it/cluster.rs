@@ -133,3 +133,21 @@ async fn cluster_client_builder_is_accepted() {
     assert!(store.hit(b"k", &p, 2).await.expect("hit").allowed);
     assert!(!store.hit(b"k", &p, 1).await.expect("hit").allowed);
 }
+
+/// A lazy cluster store connects on its first call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_cluster_store_connects_on_first_call() {
+    let urls = tokio::task::block_in_place(|| shared_cluster().urls());
+    let store = floodgate_redis::RedisStore::builder()
+        .cluster(urls)
+        .lazy(true)
+        .prefix(crate::fresh_prefix())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("build");
+    let p = Policy::sliding_window(2, Duration::from_secs(60)).expect("policy");
+    assert!(store.hit(b"k", &p, 2).await.expect("hit").allowed);
+    assert!(!store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    assert_eq!(store.delete_buckets(b"k").await.expect("delete"), 1);
+}

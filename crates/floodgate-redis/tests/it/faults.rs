@@ -368,3 +368,41 @@ async fn cluster_reshard_under_load_keeps_every_count() {
         errors.len()
     );
 }
+
+/// A lazy store builds while Redis is down, answers by its failure policy, and works once Redis is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_store_starts_before_redis() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let url = server.url();
+    tokio::task::block_in_place(|| server.kill());
+    let timeout = Duration::from_millis(100);
+    let store = RedisStore::builder()
+        .url(&url)
+        .lazy(true)
+        .timeout(timeout)
+        .failure_policy(FailurePolicy::FailOpen)
+        .build()
+        .await
+        .expect("a lazy store builds without redis");
+    let p = Policy::fixed_window(1, Duration::from_secs(60)).expect("policy");
+    for _ in 0..5 {
+        let begin = Instant::now();
+        assert!(store.hit(b"k", &p, 1).await.expect("fail open").allowed);
+        assert!(begin.elapsed() <= timeout + Duration::from_millis(100));
+    }
+    assert_eq!(store.stats().failed_open, 5);
+    tokio::task::block_in_place(|| server.restart());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = store.stats().failed_open;
+        let d = store.hit(b"k", &p, 1).await.expect("fail open");
+        if store.stats().failed_open == before {
+            // Redis answered: the first real hit is admitted and the next denied.
+            assert!(d.allowed);
+            assert!(!store.hit(b"k", &p, 1).await.expect("hit").allowed);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lazy store never reached redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
