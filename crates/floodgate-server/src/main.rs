@@ -77,7 +77,11 @@ struct ServeArgs {
     /// On shutdown, the most seconds to wait for in-flight requests and open connections.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
-    /// Worker threads (default: one per core).
+    /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener (default: one per core;
+    /// 0 serves gRPC on the shared worker threads instead).
+    #[arg(long)]
+    grpc_threads: Option<usize>,
+    /// Worker threads of the shared runtime (HTTP, signals; gRPC with --grpc-threads 0). Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -171,7 +175,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             "no bearer token set: the mutating HTTP endpoints are open (set FLOODGATE_TOKEN or --token-file)"
         );
     }
-    let server = Server::start(Arc::new(state), args.http, args.grpc).await?;
+    let grpc_threads = args.grpc_threads.unwrap_or_else(floodgate_server::server::default_grpc_threads);
+    let server = Server::start_with(Arc::new(state), args.http, args.grpc, grpc_threads).await?;
     let stop = server.shutdown_token();
     tokio::spawn(signals(server.state.clone(), stop.clone()));
     let drain = Duration::from_secs(args.drain_secs);

@@ -28,6 +28,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// A gRPC thread or its runtime could not be started.
+    #[error("cannot start a gRPC thread: {0}")]
+    Runtime(std::io::Error),
     /// A server task panicked or was cancelled.
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -48,19 +51,50 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds both addresses and starts serving on the current tokio runtime.
+    /// Binds both addresses and starts serving: HTTP on the current tokio runtime, gRPC on one single-threaded
+    /// runtime per core (see [`start_with`](Self::start_with)).
     pub async fn start(
         state: Arc<AppState>,
         http_addr: SocketAddr,
         grpc_addr: SocketAddr,
     ) -> Result<Server, ServeError> {
+        Self::start_with(state, http_addr, grpc_addr, default_grpc_threads()).await
+    }
+
+    /// Binds both addresses and starts serving. HTTP runs on the current tokio runtime. gRPC runs on
+    /// `grpc_threads` threads, each with its own single-threaded runtime and its own `SO_REUSEPORT` listener on
+    /// the same address, so the kernel spreads connections over the threads and every request is served start
+    /// to end on one thread (no work stealing, no cross-thread wake-ups: the lowest tail latency we measured on
+    /// a small machine). `grpc_threads = 0` serves gRPC on the current runtime instead.
+    pub async fn start_with(
+        state: Arc<AppState>,
+        http_addr: SocketAddr,
+        grpc_addr: SocketAddr,
+        grpc_threads: usize,
+    ) -> Result<Server, ServeError> {
         let http_listener =
             TcpListener::bind(http_addr).await.map_err(|source| ServeError::Bind { addr: http_addr, source })?;
-        let grpc_listener =
-            TcpListener::bind(grpc_addr).await.map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
         let http_addr = http_listener.local_addr().map_err(|source| ServeError::Bind { addr: http_addr, source })?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
         let shutdown = CancellationToken::new();
+
+        let svc = Rls::new(state.clone()).into_server();
+        let (grpc, grpc_addr) = if grpc_threads == 0 {
+            let grpc_listener =
+                TcpListener::bind(grpc_addr).await.map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
+            let bound = grpc_listener.local_addr().map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
+            let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let stop = shutdown.clone();
+            let task = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                    .map_err(ServeError::Grpc)
+            });
+            (task, bound)
+        } else {
+            per_core_grpc(svc, grpc_addr, grpc_threads, shutdown.clone())?
+        };
 
         let app = http::router(state.clone());
         let stop = shutdown.clone();
@@ -70,18 +104,7 @@ impl Server {
                 .await
                 .map_err(ServeError::Http)
         });
-
-        let svc = Rls::new(state.clone()).into_server();
-        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-        let stop = shutdown.clone();
-        let grpc = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await
-                .map_err(ServeError::Grpc)
-        });
-        tracing::info!(%http_addr, %grpc_addr, store = state.backend_name(), "floodgate serving");
+        tracing::info!(%http_addr, %grpc_addr, grpc_threads, store = state.backend_name(), "floodgate serving");
         Ok(Server { http_addr, grpc_addr, state, shutdown, http, grpc })
     }
 
@@ -118,4 +141,80 @@ impl Server {
         g??;
         Ok(())
     }
+}
+
+/// One gRPC thread per core.
+pub fn default_grpc_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
+type GrpcService =
+    envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<Rls>;
+
+fn per_core_grpc(
+    svc: GrpcService,
+    addr: SocketAddr,
+    threads: usize,
+    shutdown: CancellationToken,
+) -> Result<(JoinHandle<Result<(), ServeError>>, SocketAddr), ServeError> {
+    let bind_err = |source| ServeError::Bind { addr, source };
+    // The first listener fixes the port (when asked for port 0); the others share it.
+    let first = reuseport_listener(addr).map_err(bind_err)?;
+    let bound = first.local_addr().map_err(bind_err)?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(reuseport_listener(bound).map_err(bind_err)?);
+    }
+    let mut done = Vec::with_capacity(threads);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let svc = svc.clone();
+        let stop = shutdown.clone();
+        let spawned = std::thread::Builder::new().name(format!("floodgate-grpc-{i}")).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServeError::Http)
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
+                        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                        tonic::transport::Server::builder()
+                            .add_service(svc)
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                            .await
+                            .map_err(ServeError::Grpc)
+                    })
+                });
+            let _ = tx.send(result);
+        });
+        if let Err(e) = spawned {
+            shutdown.cancel();
+            return Err(ServeError::Runtime(e));
+        }
+        done.push(rx);
+    }
+    let task = tokio::spawn(async move {
+        let mut first_error = Ok(());
+        for rx in done {
+            let r = rx.await.unwrap_or(Ok(()));
+            if r.is_err() {
+                shutdown.cancel();
+                if first_error.is_ok() {
+                    first_error = r;
+                }
+            }
+        }
+        first_error
+    });
+    Ok((task, bound))
 }
