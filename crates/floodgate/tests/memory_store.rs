@@ -125,3 +125,28 @@ fn apply_at_is_the_same_path_as_the_store_trait() {
     assert!(!d.allowed);
     assert_eq!(store.inspect_at(&b"k"[..], &p, now).map(|i| i.used), Some(5));
 }
+
+#[test]
+fn a_write_after_a_clock_step_back_keeps_state_alive() {
+    // Found on the Redis store's cross-check: a meter written while the clock is behind its state must not be
+    // forgotten early, or a hit for the full capacity would pass while units are still held.
+    for policy in [
+        Policy::gcra(5, Duration::from_secs(10)),
+        Policy::token_bucket(5, Duration::from_secs(10)),
+        Policy::leaky_bucket(5, Duration::from_secs(10)),
+    ] {
+        let p = policy.unwrap_or_else(|e| panic!("{e}"));
+        let clock = start();
+        let store = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+        clock.advance(Duration::from_secs(5));
+        store.hit_sync(&b"k"[..], &p, 3);
+        clock.set(Timestamp::from_secs(1_800_000_000 + 1));
+        store.hit_sync(&b"k"[..], &p, 1);
+        // That hit counted at the state's own time (5 s): 4 units, draining one per 2 s, so 1.75 units are still
+        // held at 9.5 s (wrongly expiring at 1 s + 8 s would have forgotten them by then).
+        clock.set(Timestamp::from_secs(1_800_000_000 + 9) + Duration::from_millis(500));
+        let d = store.hit_sync(&b"k"[..], &p, 5);
+        assert!(!d.allowed, "{}: a full-capacity hit passed while units were held: {d:?}", p.key());
+        assert_eq!(store.sweep(), 0, "{}: live state swept", p.key());
+    }
+}

@@ -65,6 +65,24 @@ pub enum State {
     Meter(meter::MeterState),
 }
 
+impl State {
+    /// Whether the state counts nothing (whatever the time: a window count of zero, a meter level of zero).
+    ///
+    /// ```
+    /// use floodgate::algorithm::{State, meter::MeterState};
+    /// assert!(State::Empty.is_empty());
+    /// assert!(!State::Meter(MeterState { level: 1, last: 0, unit: 1 }).is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        match self {
+            State::Empty => true,
+            State::Window(s) => s.count == 0,
+            State::Sliding(s) => s.cur == 0 && s.prev == 0,
+            State::Meter(s) => s.level == 0,
+        }
+    }
+}
+
 /// What [`inspect`] reports of a state (Hammer's `inspect_bucket`, without the store's timestamps); see
 /// [`inspect`] for an example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

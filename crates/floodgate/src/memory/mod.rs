@@ -335,14 +335,14 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
                 let d = algorithm::apply(&mut b.state, policy, op, cost, now);
                 if b.state != before {
                     b.updated = t;
-                    b.expires = inner.expires(&d, t);
+                    b.expires = inner.expires(&b.state, policy, t);
                 }
                 return d;
             }
             let mut state = State::Empty;
             let d = algorithm::apply(&mut state, policy, op, cost, now);
             if !d.reset_after.is_zero() {
-                entry.buckets.push(inner.new_bucket(state, policy, &d, t));
+                entry.buckets.push(inner.new_bucket(state, policy, t));
             }
             return d;
         }
@@ -353,7 +353,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             if table.len() >= inner.max_per_shard {
                 inner.make_room(&mut table, t);
             }
-            let bucket = inner.new_bucket(state, policy, &d, t);
+            let bucket = inner.new_bucket(state, policy, t);
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| inner.hasher.hash_one(&e.key));
@@ -423,7 +423,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             Ok(occupied) => {
                 let (entry, _) = occupied.remove();
                 let t = now.as_micros();
-                entry.buckets.iter().filter(|b| b.expires > t).count() as u64
+                entry.buckets.iter().filter(|b| b.expires > t && !b.state.is_empty()).count() as u64
             }
             Err(_) => 0,
         }
@@ -468,16 +468,24 @@ impl<K: Hash + Eq> Inner<K> {
         &self.shards[((hash >> 32) & self.shard_mask) as usize]
     }
 
-    /// When a bucket written at `now` with decision `d` may be forgotten: once its state is empty (the
-    /// decision's `reset_after`) and `expiry` has passed.
+    /// When a bucket written at `now` may be forgotten: once its state is empty and `expiry` has passed.
+    ///
+    /// From the state itself, not from the decision's `reset_after`: after a clock step back the algorithms
+    /// stand still at the state's own (later) time, and `now + reset_after` would forget live state early.
     #[inline]
-    fn expires(&self, d: &Decision, now: u64) -> u64 {
-        now.saturating_add(duration_micros(d.reset_after).max(self.expiry_us))
+    fn expires(&self, state: &State, policy: &Policy, now: u64) -> u64 {
+        algorithm::reset_at(state, policy).as_micros().max(now.saturating_add(self.expiry_us))
     }
 
     #[inline]
-    fn new_bucket(&self, state: State, policy: &Policy, d: &Decision, now: u64) -> Bucket {
-        Bucket { policy: policy.fingerprint(), state, created: now, updated: now, expires: self.expires(d, now) }
+    fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
+        Bucket {
+            policy: policy.fingerprint(),
+            state,
+            created: now,
+            updated: now,
+            expires: self.expires(&state, policy, now),
+        }
     }
 
     fn sweep(&self, now: u64) -> u64 {
