@@ -40,12 +40,11 @@ impl Sweeper {
 impl Drop for Sweeper {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if thread::current().id() != self.id {
-            if let Some(t) = self.thread.take() {
-                if t.join().is_err() {
-                    tracing::error!("the floodgate sweep thread panicked");
-                }
-            }
+        if thread::current().id() != self.id
+            && let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the floodgate sweep thread panicked");
         }
     }
 }
