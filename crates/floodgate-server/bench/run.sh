@@ -4,6 +4,7 @@
 #   bench/run.sh rls        RLS v3 with rls-load: hot key and 100 000 random values, c = 1 16 64 256
 #   bench/run.sh rls-small  RLS, 100/min on one hot key, a fresh server per run (counts admissions)
 #   bench/run.sh http       HTTP JSON API with wrk: POST /v1/hit (hot id and 100 000 ids), GET /healthz
+#   bench/run.sh redis      the rls runs on the Redis store (starts its own redis-server on 127.0.0.1:16379)
 #   bench/run.sh null       calibration: rls-load's null_server (answers OK, does nothing) the same way
 #   bench/run.sh all        rls, null, rls-small, http
 #
@@ -22,6 +23,7 @@ REPEAT=${REPEAT:-2}
 CONCURRENCY=${CONCURRENCY:-"1 16 64 256"}
 OUT=${OUT:-$here/results-$(date -u +%Y%m%d).jsonl}
 SERVER_ARGS=${SERVER_ARGS:-}
+STORE=memory
 HTTP_ADDR=127.0.0.1:18080
 GRPC_ADDR=127.0.0.1:18081
 TCK=$(getconf CLK_TCK)
@@ -82,13 +84,25 @@ rls() {
   for c in $CONCURRENCY; do
     local conns=$(( c < 4 ? c : 4 ))
     for rep in $(seq "$REPEAT"); do
-      run "memory/big/hot/c$c/r$rep" '{"server":"floodgate","keys":"hot","limits":"big","rep":'"$rep"'}' -- \
+      run "$STORE/big/hot/c$c/r$rep" '{"server":"floodgate","storage":"'"$STORE"'","server_args":"'"$SERVER_ARGS"'","keys":"hot","limits":"big","rep":'"$rep"'}' -- \
         "$RLS_LOAD" -t "$GRPC_ADDR" --domain bench -k k --values 1 --pick round-robin -c "$c" --connections "$conns" -d "$DURATION"
-      run "memory/big/100k/c$c/r$rep" '{"server":"floodgate","keys":"100k","limits":"big","rep":'"$rep"'}' -- \
+      run "$STORE/big/100k/c$c/r$rep" '{"server":"floodgate","storage":"'"$STORE"'","server_args":"'"$SERVER_ARGS"'","keys":"100k","limits":"big","rep":'"$rep"'}' -- \
         "$RLS_LOAD" -t "$GRPC_ADDR" --domain bench -k k --values 100000 --pick random -c "$c" --connections "$conns" -d "$DURATION"
     done
   done
   stop_server
+}
+
+redis() {
+  command -v redis-server >/dev/null || { echo "redis-server not installed" >&2; exit 1; }
+  redis-server --bind 127.0.0.1 --port 16379 --save '' --appendonly no >/dev/null &
+  local redis_pid=$!
+  sleep 0.5
+  STORE=redis SERVER_ARGS="$SERVER_ARGS --redis redis://127.0.0.1:16379/" rls
+  local before
+  before=$(cpu_ticks "$redis_pid")
+  echo "redis-server CPU over the whole series: $(( before / TCK )) s" >&2
+  kill "$redis_pid"; wait "$redis_pid" 2>/dev/null || true
 }
 
 null() {
@@ -139,6 +153,7 @@ case "${1:-}" in
   rls-small) rls_small ;;
   http) http ;;
   null) null ;;
+  redis) redis ;;
   all) rls; null; rls_small; http ;;
   *) sed -n '2,12p' "$0"; exit 1 ;;
 esac

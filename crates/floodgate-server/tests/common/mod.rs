@@ -39,6 +39,11 @@ pub async fn start(yaml: &str) -> TestServer {
 }
 
 pub async fn start_with(yaml: &str, token: Option<&str>, strict: bool) -> TestServer {
+    start_opts(yaml, token, strict, floodgate_server::server::default_grpc_threads()).await
+}
+
+/// `grpc_threads = 0` serves gRPC on the test's own runtime; otherwise on that many per-core threads.
+pub async fn start_opts(yaml: &str, token: Option<&str>, strict: bool, grpc_threads: usize) -> TestServer {
     let config = write_config(yaml);
     let state = AppState::new(
         ConfigSource::Path(config.clone()),
@@ -48,7 +53,7 @@ pub async fn start_with(yaml: &str, token: Option<&str>, strict: bool) -> TestSe
     )
     .unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = Server::start(Arc::new(state), any, any).await.unwrap();
+    let server = Server::start_with(Arc::new(state), any, any, grpc_threads).await.unwrap();
     TestServer { base: format!("http://{}", server.http_addr), grpc: server.grpc_addr, server, config }
 }
 
