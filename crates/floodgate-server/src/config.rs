@@ -739,6 +739,10 @@ impl Reader {
                 continue;
             };
             let field = join("policies", name);
+            if name.starts_with("rls:") {
+                self.issue(k, &field, "policy names starting with `rls:` are reserved for RLS rules");
+                continue;
+            }
             if out.iter().any(|(n, _)| n == name) {
                 self.issue(k, &field, "policy given twice");
                 continue;
@@ -954,6 +958,8 @@ descriptors:
         assert!(e[0].contains("takes no burst"), "{e:?}");
         let e = errors("domain: [\n");
         assert!(e[0].starts_with("t.yaml:"), "{e:?}");
+        let e = errors("policies:\n  \"rls:x\": {limit: 10, window: 1s}\n");
+        assert!(e[0].contains("reserved"), "{e:?}");
         let e = errors("policies:\n  api: {limit: 10, window: 1x}\n");
         assert!(e[0].contains("policies.api.window: bad window"), "{e:?}");
         assert!(errors("").iter().any(|e| e.contains("empty")));
