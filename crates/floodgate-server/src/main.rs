@@ -107,7 +107,6 @@ fn main() -> ExitCode {
             match rt.block_on(serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e}");
                     eprintln!("floodgate: {e}");
                     ExitCode::FAILURE
                 }
