@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -97,13 +98,7 @@ impl Server {
         };
 
         let app = http::router(state.clone());
-        let stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .map_err(ServeError::Http)
-        });
+        let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone()));
         tracing::info!(%http_addr, %grpc_addr, grpc_threads, store = state.backend_name(), "floodgate serving");
         Ok(Server { http_addr, grpc_addr, state, shutdown, http, grpc })
     }
@@ -217,4 +212,54 @@ fn per_core_grpc(
         first_error
     });
     Ok((task, bound))
+}
+
+/// The most HTTP connections served at once; past it new connections are closed at once.
+pub const MAX_HTTP_CONNECTIONS: usize = 10_000;
+/// The longest a client may take to send a request's headers (HTTP/1) before its connection is closed.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP accept loop: hyper with a header read timeout and a connection bound (which `axum::serve` lacks),
+/// and a graceful shutdown that lets in-flight requests finish.
+async fn serve_http(listener: TcpListener, app: axum::Router, stop: CancellationToken) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many HTTP connections: closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
