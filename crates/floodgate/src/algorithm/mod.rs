@@ -81,6 +81,22 @@ impl State {
             State::Meter(s) => s.level == 0,
         }
     }
+
+    /// Units counted at the last update: a window's count (the current window's, for a sliding window), a
+    /// meter's level rounded up to whole units.
+    ///
+    /// ```
+    /// use floodgate::algorithm::{State, fixed_window::WindowState};
+    /// assert_eq!(State::Window(WindowState { start: 0, count: 4 }).last_used(), 4);
+    /// ```
+    pub fn last_used(&self) -> u64 {
+        match self {
+            State::Empty => 0,
+            State::Window(s) => s.count,
+            State::Sliding(s) => s.cur,
+            State::Meter(s) => s.level.checked_div(s.unit).map_or(0, |u| u + u64::from(s.level % s.unit != 0)),
+        }
+    }
 }
 
 /// What [`inspect`] reports of a state (Hammer's `inspect_bucket`, without the store's timestamps); see

@@ -22,6 +22,7 @@ mod key;
 mod sweeper;
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +59,38 @@ struct Entry<K> {
 #[repr(align(64))]
 struct Shard<K> {
     table: Mutex<HashTable<Entry<K>>>,
+    /// Policy keys by fingerprint, kept only when an expiry hook is set (so the hook can name the policy).
+    policies: Mutex<HashMap<u64, Arc<str>>>,
 }
+
+/// A bucket the sweep found expired, as the [expiry hook](MemoryStoreBuilder::on_expiry) sees it.
+#[derive(Clone, Debug)]
+pub struct Expired<K> {
+    /// The key.
+    pub key: K,
+    /// The key of the policy the bucket belonged to ([`Policy::key`]: its name, or its definition).
+    pub policy: Arc<str>,
+    /// Units counted at the last update: a window's count (the current window's, for a sliding window), a
+    /// meter's level rounded up to whole units.
+    pub last_used: u64,
+    /// The state as last written.
+    pub state: State,
+    /// When the bucket expired (its state emptied, and `expiry` had passed).
+    pub expired_at: Timestamp,
+    /// When the bucket was created.
+    pub created: Timestamp,
+    /// When the bucket was last written.
+    pub updated: Timestamp,
+}
+
+/// The expiry hook and how to copy a key for it.
+struct Hook<K> {
+    call: Box<dyn Fn(&[Expired<K>]) + Send + Sync>,
+    clone_key: fn(&K) -> K,
+}
+
+/// The most expired buckets handed to the hook in one call.
+const HOOK_BATCH: usize = 1024;
 
 struct Inner<K> {
     shards: Box<[Shard<K>]>,
@@ -67,6 +99,7 @@ struct Inner<K> {
     clock: Arc<dyn Clock>,
     expiry_us: u64,
     max_per_shard: usize,
+    hook: Option<Hook<K>>,
     stats: Counters,
     sweeper: Mutex<Option<Sweeper>>,
 }
@@ -76,6 +109,7 @@ struct Counters {
     swept: AtomicU64,
     evicted_expired: AtomicU64,
     evicted_live: AtomicU64,
+    hook_panics: AtomicU64,
 }
 
 /// Counters of what the store has dropped, and how big it is.
@@ -103,6 +137,8 @@ pub struct MemoryStats {
     pub evicted_expired: u64,
     /// Live keys evicted under `max_keys`: each may later admit more than its limit, so watch this.
     pub evicted_live: u64,
+    /// Calls of the expiry hook that panicked (the sweep went on; those batches were dropped).
+    pub hook_panics: u64,
 }
 
 /// The in-memory [`Store`]: sharded, lock-per-shard, with expiry and an optional key bound.
@@ -162,11 +198,13 @@ pub struct MemoryStoreBuilder<K = ByteKey> {
     cleanup_interval: Option<Duration>,
     max_keys: Option<usize>,
     shards: Option<usize>,
+    hook: Option<Hook<K>>,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K> MemoryStoreBuilder<K> {
     /// Uses keys of type `K2` instead (an `IpAddr`, a `u64`, a tuple, a `String`...).
+    /// (An expiry hook set before this call is dropped: set it after choosing the key type.)
     pub fn key_type<K2>(self) -> MemoryStoreBuilder<K2> {
         MemoryStoreBuilder {
             clock: self.clock,
@@ -174,8 +212,45 @@ impl<K> MemoryStoreBuilder<K> {
             cleanup_interval: self.cleanup_interval,
             max_keys: self.max_keys,
             shards: self.shards,
+            hook: None,
             _key: std::marker::PhantomData,
         }
+    }
+
+    /// Calls `hook` with every bucket the sweep finds expired, before it is dropped (Hammer's `before_clean`):
+    /// for an audit trail, or to persist usage elsewhere. Buckets come in batches of up to 1024, after the
+    /// sweep has released the shard's lock, so a slow hook delays only the next sweep, never a hit; a hook that
+    /// panics loses its batch (counted in [`MemoryStats::hook_panics`] and logged) and the sweep goes on.
+    ///
+    /// ```
+    /// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let clock = ManualClock::new(Timestamp::from_secs(100));
+    /// let store = MemoryStore::builder()
+    ///     .clock(clock.clone())
+    ///     .cleanup_interval(None)
+    ///     .on_expiry(move |batch| {
+    ///         let mut log = log.lock().unwrap();
+    ///         log.extend(batch.iter().map(|e| (e.key.to_vec(), e.policy.to_string(), e.last_used)));
+    ///     })
+    ///     .build();
+    /// let policy = Policy::fixed_window(5, Duration::from_secs(10))?.named("api")?;
+    /// store.hit_sync(&b"user:1"[..], &policy, 3);
+    /// clock.advance(Duration::from_secs(10));
+    /// store.sweep();
+    /// assert_eq!(*seen.lock().unwrap(), vec![(b"user:1".to_vec(), "api".to_string(), 3)]);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn on_expiry(mut self, hook: impl Fn(&[Expired<K>]) + Send + Sync + 'static) -> Self
+    where
+        K: Clone,
+    {
+        self.hook = Some(Hook { call: Box::new(hook), clone_key: K::clone });
+        self
     }
 
     /// The time source (default: [`SystemClock`]).
@@ -217,7 +292,9 @@ impl<K> MemoryStoreBuilder<K> {
     {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = self.shards.unwrap_or((cores * 16).max(64)).clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..n).map(|_| Shard { table: Mutex::new(HashTable::new()) }).collect::<Box<[_]>>();
+        let shards = (0..n)
+            .map(|_| Shard { table: Mutex::new(HashTable::new()), policies: Mutex::new(HashMap::new()) })
+            .collect::<Box<[_]>>();
         let max_per_shard = self.max_keys.map_or(usize::MAX, |m| m.div_ceil(n).max(1));
         let inner = Arc::new(Inner {
             shards,
@@ -226,6 +303,7 @@ impl<K> MemoryStoreBuilder<K> {
             clock: self.clock,
             expiry_us: duration_micros(self.expiry),
             max_per_shard,
+            hook: self.hook,
             stats: Counters::default(),
             sweeper: Mutex::new(None),
         });
@@ -262,6 +340,7 @@ impl MemoryStore<ByteKey> {
             cleanup_interval: Some(Duration::from_secs(60)),
             max_keys: None,
             shards: None,
+            hook: None,
             _key: std::marker::PhantomData,
         }
     }
@@ -343,6 +422,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             let d = algorithm::apply(&mut state, policy, op, cost, now);
             if !d.reset_after.is_zero() {
                 entry.buckets.push(inner.new_bucket(state, policy, t));
+                inner.remember(hash, policy);
             }
             return d;
         }
@@ -357,6 +437,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| inner.hasher.hash_one(&e.key));
+            inner.remember(hash, policy);
         }
         d
     }
@@ -457,6 +538,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             swept: s.swept.load(Ordering::Relaxed),
             evicted_expired: s.evicted_expired.load(Ordering::Relaxed),
             evicted_live: s.evicted_live.load(Ordering::Relaxed),
+            hook_panics: s.hook_panics.load(Ordering::Relaxed),
         }
     }
 }
@@ -488,19 +570,37 @@ impl<K: Hash + Eq> Inner<K> {
         }
     }
 
+    /// With an expiry hook: remembers the policy's key under its fingerprint, for the hook.
+    #[inline]
+    fn remember(&self, hash: u64, policy: &Policy) {
+        if self.hook.is_some() {
+            let mut names = self.shard(hash).policies.lock();
+            names.entry(policy.fingerprint()).or_insert_with(|| policy.key().into());
+        }
+    }
+
     fn sweep(&self, now: u64) -> u64 {
         let mut dropped = 0;
         for shard in self.shards.iter() {
-            let mut table = shard.table.lock();
-            table.retain(|e| {
-                let before = e.buckets.len();
-                e.buckets.retain(|b| b.expires > now);
-                dropped += (before - e.buckets.len()) as u64;
-                !e.buckets.is_empty()
-            });
-            if table.capacity() > 64 && table.len() < table.capacity() / 4 {
-                let keep = table.len() * 2;
-                table.shrink_to(keep, |e| self.hasher.hash_one(&e.key));
+            let mut expired = Vec::new();
+            {
+                let mut table = shard.table.lock();
+                table.retain(|e| {
+                    let before = e.buckets.len();
+                    if let Some(hook) = &self.hook {
+                        for b in e.buckets.iter().filter(|b| b.expires <= now) {
+                            expired.push(((hook.clone_key)(&e.key), *b));
+                        }
+                    }
+                    e.buckets.retain(|b| b.expires > now);
+                    dropped += (before - e.buckets.len()) as u64;
+                    !e.buckets.is_empty()
+                });
+            }
+            if let Some(hook) = &self.hook
+                && !expired.is_empty()
+            {
+                self.call_hook(hook, shard, expired);
             }
         }
         self.stats.swept.fetch_add(dropped, Ordering::Relaxed);
@@ -508,6 +608,31 @@ impl<K: Hash + Eq> Inner<K> {
             tracing::debug!(dropped, "floodgate memory store swept expired buckets");
         }
         dropped
+    }
+
+    /// Hands expired buckets to the hook in batches, outside every table lock; a panic loses only its batch.
+    fn call_hook(&self, hook: &Hook<K>, shard: &Shard<K>, expired: Vec<(K, Bucket)>) {
+        let names = shard.policies.lock().clone();
+        let unknown: Arc<str> = Arc::from("");
+        let mut batch = Vec::with_capacity(expired.len().min(HOOK_BATCH));
+        let mut expired = expired.into_iter().peekable();
+        while expired.peek().is_some() {
+            batch.clear();
+            batch.extend(expired.by_ref().take(HOOK_BATCH).map(|(key, b)| Expired {
+                key,
+                policy: names.get(&b.policy).cloned().unwrap_or_else(|| unknown.clone()),
+                last_used: b.state.last_used(),
+                state: b.state,
+                expired_at: Timestamp::from_micros(b.expires),
+                created: Timestamp::from_micros(b.created),
+                updated: Timestamp::from_micros(b.updated),
+            }));
+            let call = std::panic::AssertUnwindSafe(|| (hook.call)(&batch));
+            if std::panic::catch_unwind(call).is_err() {
+                self.stats.hook_panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(batch = batch.len(), "the floodgate expiry hook panicked; the sweep goes on");
+            }
+        }
     }
 
     /// Frees room in a full shard: expired keys first, then the live keys nearest to their reset.
