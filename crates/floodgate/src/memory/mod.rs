@@ -83,9 +83,12 @@ pub struct Expired<K> {
     pub updated: Timestamp,
 }
 
+/// What an expiry hook is.
+type HookFn<K> = dyn Fn(&[Expired<K>]) + Send + Sync;
+
 /// The expiry hook and how to copy a key for it.
 struct Hook<K> {
-    call: Box<dyn Fn(&[Expired<K>]) + Send + Sync>,
+    call: Box<HookFn<K>>,
     clone_key: fn(&K) -> K,
 }
 
