@@ -101,6 +101,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("1M/floodgate-gcra", |b| {
         b.iter(|| black_box(store.hit_sync(next().as_bytes(), &gcra, 1).allowed))
     });
+    // Keys of any type (the HTTP middleware keys by peer address): a million IPv4 addresses, no formatting.
+    let ips: Vec<std::net::IpAddr> = {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        (0..KEYS)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                std::net::IpAddr::from(((i as u32) ^ (x as u32 & 0xFF00_0000)).to_be_bytes())
+            })
+            .collect()
+    };
+    let by_ip = MemoryStore::builder().key_type::<std::net::IpAddr>().build();
+    let mut j = 0usize;
+    g.bench_function("1M/floodgate-gcra-ipaddr", |b| {
+        b.iter(|| {
+            j = (j + 1) % KEYS;
+            black_box(by_ip.hit_sync(&ips[j], &gcra, 1).allowed)
+        })
+    });
     g.bench_function("1M/floodgate-fixed_window", |b| {
         b.iter(|| black_box(store_fixed.hit_sync(next().as_bytes(), &fixed, 1).allowed))
     });
