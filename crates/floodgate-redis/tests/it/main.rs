@@ -58,3 +58,28 @@ pub async fn make_cluster_store(clock: ManualClock) -> RedisStore {
         .await
         .expect("connect to the test cluster")
 }
+
+/// (c) 50 tasks racing on one key, 10 hits each, admit exactly the limit (137) under every algorithm.
+pub async fn assert_racing_hits_admit_exactly_the_limit(store: std::sync::Arc<RedisStore>) {
+    use floodgate::{Algorithm, Policy, Store};
+    for a in Algorithm::ALL {
+        let p = Policy::new(a, 137, Duration::from_secs(3600)).expect("policy");
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, p) = (store.clone(), p.clone());
+                tokio::spawn(async move {
+                    let mut admitted = 0u64;
+                    for _ in 0..10 {
+                        admitted += u64::from(store.hit(b"hot", &p, 1).await.expect("hit").allowed);
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        assert_eq!(total, 137, "{a}: 50 tasks × 10 hits admitted {total}");
+    }
+}

@@ -199,26 +199,7 @@ async fn redis_time_decides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_hits_admit_exactly_the_limit() {
     let store = Arc::new(redis_time_store(&fresh_prefix()).await);
-    for a in Algorithm::ALL {
-        let p = Policy::new(a, 137, Duration::from_secs(3600)).expect("policy");
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                let (store, p) = (store.clone(), p.clone());
-                tokio::spawn(async move {
-                    let mut admitted = 0u64;
-                    for _ in 0..10 {
-                        admitted += u64::from(store.hit(b"hot", &p, 1).await.expect("hit").allowed);
-                    }
-                    admitted
-                })
-            })
-            .collect();
-        let mut total = 0;
-        for t in tasks {
-            total += t.await.expect("task");
-        }
-        assert_eq!(total, 137, "{a}: 50 tasks × 10 hits admitted {total}");
-    }
+    crate::assert_racing_hits_admit_exactly_the_limit(store).await;
 }
 
 /// After SCRIPT FLUSH (what a restart or failover does to the script cache) the store reloads its scripts.
