@@ -7,7 +7,8 @@
 //! - [`Decision`]: allowed, limit, remaining, reset_after, retry_after: the `RateLimit-*` headers' fields.
 //! - [`algorithm`]: the algorithms as pure functions of (state, policy, cost, now), free of I/O.
 //! - [`Store`]: where state lives, pluggable (Hammer's killer feature). [`MemoryStore`] is the default; other
-//!   crates add Redis and more, and the public [`conformance`] suite (feature `conformance`) tests yours.
+//!   crates add Redis and more, and the public conformance suite (`floodgate::conformance`, feature
+//!   `conformance`) tests yours.
 //! - [`Limiter`]: the facade applications call, with named policies and `until_ready`.
 //! - [`Clock`]: every store takes one, so tests drive time by hand ([`ManualClock`]) instead of sleeping.
 //!

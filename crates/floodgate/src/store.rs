@@ -74,7 +74,7 @@ pub struct BucketInfo {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Where rate-limit state lives. Every implementation passes the public conformance suite
-/// ([`conformance`](crate::conformance), feature `conformance`).
+/// (`floodgate::conformance`, feature `conformance`).
 ///
 /// Ids are byte strings: any bytes are a valid id, and two different ids never share state. Policies are passed
 /// per call (see [`Policy`] for what happens to live state when they change). Each call is atomic for its id:
