@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::algorithm::Op;
 use crate::memory::ByteKey;
 use crate::store::{BucketInfo, Store, StoreError};
-use crate::{Decision, MemoryStore, Policy};
+use crate::{Decision, MemoryStore, Policy, PolicyError};
 
 /// Why a [`Limiter`] call failed.
 ///
@@ -46,7 +46,7 @@ pub enum LimiterError {
 /// use std::time::Duration;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
-/// let limiter = Limiter::in_memory().with_policy("api", Policy::gcra(100, Duration::from_secs(60))?);
+/// let limiter = Limiter::in_memory().with_policy("api", Policy::gcra(100, Duration::from_secs(60))?)?;
 /// let decision = limiter.hit_named("user:42", "api", 1).await?;
 /// assert!(decision.allowed);
 /// assert_eq!(decision.remaining, 99);
@@ -109,21 +109,20 @@ impl<S: Store> Limiter<S> {
     }
 
     /// Registers `policy` under `name` (the policy is [named](Policy::named) with it, so its state survives a
-    /// change of its numbers).
+    /// change of its numbers). A name that is empty or longer than [`Policy::MAX_NAME_LEN`] is an error.
     ///
-    /// # Panics
-    ///
-    /// If `name` is empty or longer than [`Policy::MAX_NAME_LEN`]; use [`Policy::named`] first to handle that
-    /// as an error.
-    pub fn with_policy(mut self, name: &str, policy: Policy) -> Self {
-        let policy = if policy.name() == Some(name) {
-            policy
-        } else {
-            #[allow(clippy::expect_used)]
-            policy.named(name).expect("a policy name of 1 to 128 bytes")
-        };
+    /// ```
+    /// use floodgate::{Limiter, Policy, PolicyError};
+    /// use std::time::Duration;
+    /// let limiter = Limiter::in_memory().with_policy("login", Policy::gcra(5, Duration::from_secs(60))?)?;
+    /// assert_eq!(limiter.policy("login").and_then(Policy::name), Some("login"));
+    /// assert_eq!(Limiter::in_memory().with_policy("", Policy::gcra(5, Duration::from_secs(60))?).err(), Some(PolicyError::BadName));
+    /// # Ok::<(), PolicyError>(())
+    /// ```
+    pub fn with_policy(mut self, name: &str, policy: Policy) -> Result<Self, PolicyError> {
+        let policy = if policy.name() == Some(name) { policy } else { policy.named(name)? };
         Arc::make_mut(&mut self.policies).insert(name.into(), policy);
-        self
+        Ok(self)
     }
 
     /// The policy registered under `name`.

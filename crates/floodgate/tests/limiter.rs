@@ -57,7 +57,7 @@ async fn until_ready_refuses_a_cost_that_can_never_pass() {
 #[tokio::test]
 async fn named_policies() {
     let policy = Policy::sliding_window(3, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
-    let limiter = Limiter::in_memory().with_policy("login", policy);
+    let limiter = Limiter::in_memory().with_policy("login", policy).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(limiter.policy("login").and_then(Policy::name), Some("login"));
     assert_eq!(limiter.hit_named("ip:1", "login", 2).await.map(|d| d.remaining).ok(), Some(1));
     assert!(matches!(limiter.hit_named("ip:1", "nope", 1).await, Err(LimiterError::UnknownPolicy(n)) if n == "nope"));
