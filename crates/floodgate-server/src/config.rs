@@ -27,8 +27,13 @@
 //! unknown fields are rejected at every level.
 //!
 //! **Matching** (the reference's rules): a request descriptor's entries are walked from the top level down;
-//! at each level the entry matches the rule with its exact key and value, else the rule with its key and no
-//! value; no match stops the walk. The limit that applies is the one on the rule the *last* entry lands on.
+//! at each level the entry matches the rule with its exact key and value, else the first rule (in file order)
+//! with its key and a wildcard value that matches, else the rule with its key and no value; no match stops the
+//! walk, and there is no backtracking. The limit that applies is the one on the rule the *last* entry lands on.
+//!
+//! **Wildcards**: a `*` anywhere in a `value` stands for any run of characters (`/api/*`, `*.png`,
+//! `/v*/users`). Each matching value counts apart, unless the rule sets `share_threshold: true`: then every
+//! value the pattern matches shares one counter (the counter holds the pattern in place of the value).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -187,6 +192,8 @@ pub struct Rule {
     pub rate_limit: Option<RateLimit>,
     /// `shadow_mode`: decide and count, but answer OK.
     pub shadow_mode: bool,
+    /// `share_threshold` (wildcard rules only): every value the pattern matches shares one counter.
+    pub share_threshold: bool,
     /// The nested `descriptors`.
     pub children: Level,
     /// Where the rule is defined.
@@ -202,21 +209,59 @@ pub struct Level {
 #[derive(Clone, Debug, Default)]
 struct KeyRules {
     values: HashMap<Arc<str>, Rule>,
+    /// Rules whose value holds a `*`, in file order.
+    wildcards: Vec<Rule>,
     any: Option<Rule>,
+}
+
+impl Rule {
+    /// Whether the rule's value is a pattern (holds a `*`).
+    pub fn is_wildcard(&self) -> bool {
+        self.value.as_deref().is_some_and(|v| v.contains('*'))
+    }
+}
+
+/// Whether `value` matches `pattern`, where each `*` stands for any run of characters (possibly empty).
+///
+/// ```
+/// use floodgate_server::config::wildcard_match;
+/// assert!(wildcard_match("/api/*", "/api/users"));
+/// assert!(wildcard_match("*.png", "a/b.png"));
+/// assert!(wildcard_match("/v*/users", "/v2/users"));
+/// assert!(wildcard_match("a*b*c", "abc"));
+/// assert!(!wildcard_match("a*b*c", "acb"));
+/// assert!(!wildcard_match("/api/*", "/ap"));
+/// ```
+pub fn wildcard_match(pattern: &str, value: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = value.strip_prefix(first) else { return false };
+    let mut parts: Vec<&str> = parts.collect();
+    let Some(last) = parts.pop() else { return rest.is_empty() };
+    for part in parts {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 impl Level {
     /// Every rule of this level, sorted by key then value (key-only last).
     pub fn rules(&self) -> Vec<&Rule> {
         let mut out: Vec<&Rule> =
-            self.keys.values().flat_map(|k| k.values.values().chain(k.any.as_ref())).collect::<Vec<_>>();
+            self.keys.values().flat_map(|k| k.values.values().chain(&k.wildcards).chain(k.any.as_ref())).collect();
         out.sort_by(|a, b| (&a.key, a.value.is_none(), &a.value).cmp(&(&b.key, b.value.is_none(), &b.value)));
         out
     }
 
     fn get(&self, key: &str, value: &str) -> Option<&Rule> {
         let k = self.keys.get(key)?;
-        k.values.get(value).or(k.any.as_ref())
+        k.values
+            .get(value)
+            .or_else(|| k.wildcards.iter().find(|r| r.value.as_deref().is_some_and(|p| wildcard_match(p, value))))
+            .or(k.any.as_ref())
     }
 }
 
@@ -245,18 +290,47 @@ impl Domain {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn find<'k>(&self, entries: impl IntoIterator<Item = (&'k str, &'k str)>) -> Option<&Rule> {
+        self.find_match(entries).map(|m| m.rule)
+    }
+
+    /// Like [`Domain::find`], and also which entries count under their pattern rather than their value
+    /// (those matched by a wildcard rule with `share_threshold: true`).
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let cfg = Config::from_str("t.yaml", "domain: d\ndescriptors:\n  - key: p\n    value: /a/*\n    share_threshold: true\n    rate_limit: {unit: second, requests_per_unit: 1}\n")?;
+    /// let m = cfg.domain("d").ok_or("no domain")?.find_match([("p", "/a/x")]).ok_or("no match")?;
+    /// assert_eq!(m.shared, vec![(0, "/a/*")]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn find_match<'k>(&self, entries: impl IntoIterator<Item = (&'k str, &'k str)>) -> Option<Match<'_>> {
         let mut level = &self.root;
-        let mut entries = entries.into_iter().peekable();
-        while let Some((key, value)) = entries.next() {
+        let mut shared = Vec::new();
+        let mut entries = entries.into_iter().enumerate().peekable();
+        while let Some((i, (key, value))) = entries.next() {
             let rule = level.get(key, value)?;
+            if let (true, Some(p)) = (rule.share_threshold, rule.value.as_deref()) {
+                shared.push((i, p));
+            }
             if entries.peek().is_none() {
-                return rule.rate_limit.is_some().then_some(rule);
+                return rule.rate_limit.is_some().then_some(Match { rule, shared });
             }
             level = &rule.children;
         }
         None
     }
 }
+
+/// What [`Domain::find_match`] found.
+#[derive(Debug)]
+pub struct Match<'a> {
+    /// The rule the last entry landed on (it has a `rate_limit`).
+    pub rule: &'a Rule,
+    /// `(entry index, pattern)` for each entry that counts under its rule's pattern (`share_threshold`).
+    pub shared: Vec<(usize, &'a str)>,
+}
+
+impl Domain {}
 
 /// A named policy from the `policies` map, for the HTTP API.
 #[derive(Clone, Debug)]
@@ -573,6 +647,7 @@ impl Reader {
             let Some(rule) = self.rule(domain, item, &field, parent, depth) else { continue };
             let rules = level.keys.entry(rule.key.clone()).or_default();
             let slot = match &rule.value {
+                Some(_) if rule.is_wildcard() => rules.wildcards.iter().find(|r| r.value == rule.value),
                 Some(v) => rules.values.get(v),
                 None => rules.any.as_ref(),
             };
@@ -589,6 +664,7 @@ impl Reader {
                 continue;
             }
             match rule.value.clone() {
+                Some(_) if rule.is_wildcard() => rules.wildcards.push(rule),
                 Some(v) => {
                     rules.values.insert(v, rule);
                 }
@@ -599,9 +675,10 @@ impl Reader {
     }
 
     fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Option<Rule> {
-        let allowed = ["key", "value", "rate_limit", "shadow_mode", "descriptors"];
+        let allowed = ["key", "value", "rate_limit", "shadow_mode", "share_threshold", "descriptors"];
         let fields = self.fields(node, field, &allowed)?;
         let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
+        let mut share = None;
         let mut ok = true;
         for (name, n) in fields {
             let f = join(field, name);
@@ -613,9 +690,18 @@ impl Reader {
                 }
                 "rate_limit" => limit_node = Some((n, f)),
                 "shadow_mode" => shadow = self.boolean(n, &f).unwrap_or(false),
+                "share_threshold" => share = self.boolean(n, &f).map(|b| (b, n, f)),
                 _ => children = Some((n, f)),
             }
         }
+        let share_threshold = match share {
+            Some((true, n, f)) if !value.as_deref().is_some_and(|v| v.contains('*')) => {
+                self.issue(n, &f, "only allowed on a rule whose value holds a `*` wildcard");
+                false
+            }
+            Some((b, _, _)) => b,
+            None => false,
+        };
         let Some(key) = key else {
             if ok {
                 self.issue(node, &join(field, "key"), "missing");
@@ -644,6 +730,7 @@ impl Reader {
             path,
             rate_limit,
             shadow_mode: shadow,
+            share_threshold,
             children,
             pos: node.pos,
         })
@@ -963,6 +1050,61 @@ descriptors:
         let e = errors("policies:\n  api: {limit: 10, window: 1x}\n");
         assert!(e[0].contains("policies.api.window: bad window"), "{e:?}");
         assert!(errors("").iter().any(|e| e.contains("empty")));
+    }
+
+    #[test]
+    fn wildcards_between_exact_and_key_only() {
+        let src = "domain: d
+descriptors:
+  - key: p
+    rate_limit: {unit: second, requests_per_unit: 1}
+  - key: p
+    value: /api/*
+    rate_limit: {unit: second, requests_per_unit: 2}
+  - key: p
+    value: /api/users
+    rate_limit: {unit: second, requests_per_unit: 3}
+  - key: p
+    value: /api/*/x
+    rate_limit: {unit: second, requests_per_unit: 4}
+  - key: p
+    value: '*.png'
+    share_threshold: true
+    rate_limit: {unit: second, requests_per_unit: 5}
+  - key: p
+    value: /v*/users
+    descriptors:
+      - key: u
+        rate_limit: {unit: second, requests_per_unit: 6}
+";
+        let cfg = Config::from_str("t.yaml", src).map_err(|e| e.to_string());
+        let cfg = cfg.as_ref().map_err(String::as_str).expect("valid");
+        let d = cfg.domain("d").expect("domain");
+        let path = |e: &[(&str, &str)]| d.find(e.iter().copied()).map(|r| r.path.to_string());
+        assert_eq!(path(&[("p", "/api/users")]).as_deref(), Some("p=/api/users"), "exact first");
+        assert_eq!(path(&[("p", "/api/a/x")]).as_deref(), Some("p=/api/*"), "then wildcards in file order");
+        assert_eq!(path(&[("p", "a.png")]).as_deref(), Some("p=*.png"));
+        assert_eq!(path(&[("p", "/other")]).as_deref(), Some("p"), "then the key-only rule");
+        assert_eq!(path(&[("p", "/v2/users"), ("u", "1")]).as_deref(), Some("p=/v*/users/u"));
+        // No backtracking: /v2/users lands on the wildcard rule, which has no `z` child.
+        assert_eq!(path(&[("p", "/v2/users"), ("z", "1")]), None);
+        // The wildcard rule has no limit of its own.
+        assert_eq!(path(&[("p", "/v2/users")]), None);
+        let m = d.find_match([("p", "x.png")]).expect("match");
+        assert_eq!(m.shared, vec![(0, "*.png")]);
+        assert!(d.find_match([("p", "/api/q")]).expect("match").shared.is_empty());
+
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: v\n    share_threshold: true\n");
+        assert_eq!(
+            e,
+            vec![
+                "t.yaml:5:22: descriptors[0].share_threshold: only allowed on a rule whose value holds a `*` wildcard"
+            ]
+        );
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: a*\n  - key: k\n    value: a*\n");
+        assert!(e[0].contains("descriptors[1]: duplicate rule"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: a*\n    share_threshold: 1\n");
+        assert!(e[0].contains("descriptors[0].share_threshold: expected true or false"), "{e:?}");
     }
 
     #[test]

@@ -309,6 +309,7 @@ fn rule_json(rule: &Rule, out: &mut Vec<Value>) {
         "key": &*rule.key,
         "value": rule.value.as_deref(),
         "shadow_mode": rule.shadow_mode,
+        "share_threshold": rule.share_threshold,
         "line": rule.pos.line,
         "rate_limit": limit,
     }));

@@ -87,10 +87,12 @@ impl Rls {
         let mut over = false;
         for desc in &req.descriptors {
             let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
-            let Some((rule, limit)) = domain.find(entries).and_then(|r| Some((r, r.rate_limit.as_ref()?))) else {
+            let Some((limit, m)) = domain.find_match(entries).and_then(|m| Some((m.rule.rate_limit.as_ref()?, m)))
+            else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
+            let rule = m.rule;
             let denied_code = if rule.shadow_mode { Code::Ok } else { Code::OverLimit };
             let status = match &limit.kind {
                 LimitKind::Unlimited => {
@@ -110,7 +112,7 @@ impl Rls {
                 LimitKind::Limited(policy) => {
                     let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
                     let cost = if desc.is_negative_hits { 0 } else { cost };
-                    let id = counter_id(&req.domain, desc);
+                    let id = counter_id_shared(&req.domain, desc, &m.shared);
                     let d = state.hit(&id, policy, cost).await.map_err(|e| {
                         tracing::warn!(error = %e, domain = %clip(&req.domain), rule = %rule.path, "store failed");
                         Status::unavailable(format!("store failed: {e}"))
@@ -196,6 +198,12 @@ fn validate(req: &RateLimitRequest) -> Result<(), String> {
 /// assert_ne!(counter_id("a", &d("b", "c")), counter_id("ab", &d("", "c")));
 /// ```
 pub fn counter_id(domain: &str, desc: &RateLimitDescriptor) -> Vec<u8> {
+    counter_id_shared(domain, desc, &[])
+}
+
+/// [`counter_id`], with the value of each entry listed in `shared` (`(index, pattern)`, ascending) replaced by
+/// its pattern: the counter of a wildcard rule with `share_threshold: true`.
+pub fn counter_id_shared(domain: &str, desc: &RateLimitDescriptor, shared: &[(usize, &str)]) -> Vec<u8> {
     let len: usize = desc.entries.iter().map(|e| e.key.len() + e.value.len() + 8).sum::<usize>() + domain.len() + 4;
     let mut id = Vec::with_capacity(len);
     let mut put = |s: &str| {
@@ -204,9 +212,13 @@ pub fn counter_id(domain: &str, desc: &RateLimitDescriptor) -> Vec<u8> {
         id.extend_from_slice(s.as_bytes());
     };
     put(domain);
-    for e in &desc.entries {
+    let mut shared = shared.iter().peekable();
+    for (i, e) in desc.entries.iter().enumerate() {
         put(&e.key);
-        put(&e.value);
+        match shared.next_if(|(j, _)| *j == i) {
+            Some((_, pattern)) => put(pattern),
+            None => put(&e.value),
+        }
     }
     id
 }

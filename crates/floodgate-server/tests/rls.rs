@@ -236,3 +236,41 @@ async fn reload_keeps_state_and_refuses_bad_configs() {
     assert!(metrics.contains("floodgate_config_reloads_total{result=\"success\"} 1"), "{metrics}");
     assert!(metrics.contains("floodgate_config_reloads_total{result=\"failure\"} 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_count_apart_or_share() {
+    let s = start(
+        "
+domain: w
+descriptors:
+  - key: path
+    value: /api/*
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: path
+    value: '*.png'
+    share_threshold: true
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: path
+    rate_limit: {unit: hour, requests_per_unit: 100}
+",
+    )
+    .await;
+    let mut c = s.client().await;
+    let mut hit = async |v: &str| {
+        let r = c.should_rate_limit(request("w", vec![desc(&[("path", v)])])).await.unwrap().into_inner();
+        let st = &r.statuses[0];
+        (st.code, st.current_limit.as_ref().unwrap().requests_per_unit, st.limit_remaining)
+    };
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    // Without share_threshold each value counts apart.
+    assert_eq!(hit("/api/a").await, (ok, 2, 1));
+    assert_eq!(hit("/api/a").await, (ok, 2, 0));
+    assert_eq!(hit("/api/a").await, (over, 2, 0));
+    assert_eq!(hit("/api/b").await, (ok, 2, 1));
+    // With it, every matching value shares one counter.
+    assert_eq!(hit("a.png").await, (ok, 2, 1));
+    assert_eq!(hit("b.png").await, (ok, 2, 0));
+    assert_eq!(hit("c/d.png").await, (over, 2, 0));
+    // Not matched by any wildcard: the key-only rule.
+    assert_eq!(hit("/other").await, (ok, 100, 99));
+}
