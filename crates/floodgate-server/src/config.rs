@@ -14,6 +14,10 @@
 //!     descriptors:                  # nested: a request's next entry is matched one level down
 //!       - key: user
 //!         rate_limit: { unit: hour, requests_per_unit: 100 }
+//!   - key: report
+//!     rate_limit: { unit: minute, unit_multiplier: 5, requests_per_unit: 1 }   # a 5-minute window
+//!   - key: export
+//!     rate_limit: { window: 30s, requests_per_unit: 2 }                        # or any `window`
 //!   - key: health
 //!     rate_limit: { unlimited: true }
 //!     shadow_mode: true             # decide and count, but always answer OK
@@ -148,6 +152,15 @@ impl Unit {
         })
     }
 
+    /// The largest unit that divides `window` evenly, else [`Unit::Second`].
+    pub fn largest_dividing(window: Duration) -> Unit {
+        Unit::ALL
+            .into_iter()
+            .rev()
+            .find(|u| window.as_nanos().is_multiple_of(u.window().as_nanos()) && !window.is_zero())
+            .unwrap_or(Unit::Second)
+    }
+
     fn parse(s: &str) -> Option<Unit> {
         Unit::ALL.into_iter().find(|u| u.name().eq_ignore_ascii_case(s))
     }
@@ -169,8 +182,11 @@ pub enum LimitKind {
 pub struct RateLimit {
     /// `name` (optional; reported in the response's `current_limit`).
     pub name: Arc<str>,
-    /// `unit` (the window); `None` only when unlimited.
+    /// `unit`, the unit reported in `current_limit`; `None` only when unlimited. With `window`, the largest
+    /// unit that divides the window evenly (else `second`).
     pub unit: Option<Unit>,
+    /// The window: `unit` × `unit_multiplier`, or `window` (zero when unlimited).
+    pub window: Duration,
     /// `requests_per_unit` (0 when unlimited).
     pub requests_per_unit: u32,
     /// `algorithm` (Floodgate extension; default `fixed_window`, as Envoy's).
@@ -737,11 +753,13 @@ impl Reader {
     }
 
     fn rate_limit(&mut self, domain: &str, path: &str, node: &Node, field: &str) -> Option<RateLimit> {
-        let allowed = ["unit", "requests_per_unit", "unlimited", "name", "algorithm", "burst"];
+        let allowed =
+            ["unit", "unit_multiplier", "window", "requests_per_unit", "unlimited", "name", "algorithm", "burst"];
         let fields = self.fields(node, field, &allowed)?;
         let before = self.issues.len();
         let (mut unit, mut rpu, mut unlimited, mut name, mut algorithm, mut burst) =
             (None, None, false, String::new(), None, None);
+        let (mut multiplier, mut window) = (1u64, None);
         for (key, n) in &fields {
             let f = join(field, key);
             match *key {
@@ -755,6 +773,23 @@ impl Reader {
                     }
                 }
                 "requests_per_unit" => rpu = self.integer(n, &f, u64::from(u32::MAX)),
+                "unit_multiplier" => match self.integer(n, &f, u64::from(u32::MAX)) {
+                    Some(0) => self.issue(n, &f, "must be at least 1"),
+                    Some(m) => multiplier = m,
+                    None => {}
+                },
+                "window" => {
+                    if let Some(s) = self.string(n, &f) {
+                        match parse_window(&s) {
+                            Some(w) if !w.is_zero() => window = Some(w),
+                            _ => self.issue(
+                                n,
+                                &f,
+                                format!("bad window {s:?} (expected e.g. 500ms, 30s, 5m, 1h, 1d, or a unit name)"),
+                            ),
+                        }
+                    }
+                }
                 "unlimited" => unlimited = self.boolean(n, &f).unwrap_or(false),
                 "name" => name = self.string(n, &f).unwrap_or_default(),
                 "algorithm" => {
@@ -770,16 +805,23 @@ impl Reader {
         }
         let has = |k: &str| fields.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         if unlimited {
-            for k in ["unit", "requests_per_unit", "algorithm", "burst"] {
+            for k in ["unit", "unit_multiplier", "window", "requests_per_unit", "algorithm", "burst"] {
                 if let Some(n) = has(k) {
                     self.issue(n, &join(field, k), "not allowed beside `unlimited: true`");
                 }
             }
         } else {
-            for k in ["unit", "requests_per_unit"] {
-                if has(k).is_none() {
-                    self.issue(node, &join(field, k), "missing (or set `unlimited: true`)");
+            if let Some(n) = has("window") {
+                for k in ["unit", "unit_multiplier"] {
+                    if has(k).is_some() {
+                        self.issue(n, &join(field, "window"), format!("not allowed beside `{k}` (give one)"));
+                    }
                 }
+            } else if has("unit").is_none() {
+                self.issue(node, &join(field, "unit"), "missing (or set `window`, or `unlimited: true`)");
+            }
+            if has("requests_per_unit").is_none() {
+                self.issue(node, &join(field, "requests_per_unit"), "missing (or set `unlimited: true`)");
             }
         }
         if self.issues.len() > before {
@@ -788,12 +830,30 @@ impl Reader {
         let algorithm_node = algorithm.map(|(_, n)| n);
         let algorithm = algorithm.map_or(Algorithm::FixedWindow, |(a, _)| a);
         let rpu = u32::try_from(rpu.unwrap_or(0)).unwrap_or(u32::MAX);
+        let window = match (window, unit) {
+            _ if unlimited => Duration::ZERO,
+            (Some(w), _) => {
+                unit = Some(Unit::largest_dividing(w));
+                w
+            }
+            (None, Some(u)) => u.window().saturating_mul(u32::try_from(multiplier).unwrap_or(u32::MAX)),
+            (None, None) => return None,
+        };
         let kind = match unit {
             _ if unlimited => LimitKind::Unlimited,
             None => return None,
+            Some(_) if window > Policy::MAX_WINDOW => {
+                let at = has("unit_multiplier").or(has("window")).unwrap_or(node);
+                self.issue(
+                    at,
+                    field,
+                    format!("window {window:?} is longer than the maximum of {:?}", Policy::MAX_WINDOW),
+                );
+                return None;
+            }
             Some(_) if rpu == 0 => LimitKind::DenyAll,
-            Some(unit) => {
-                let policy = Policy::new(algorithm, u64::from(rpu), unit.window())
+            Some(_) => {
+                let policy = Policy::new(algorithm, u64::from(rpu), window)
                     .and_then(|p| match burst {
                         Some((b, _)) => p.with_burst(b),
                         None => Ok(p),
@@ -809,7 +869,7 @@ impl Reader {
                 }
             }
         };
-        Some(RateLimit { name: name.into(), unit, requests_per_unit: rpu, algorithm, kind })
+        Some(RateLimit { name: name.into(), unit, window, requests_per_unit: rpu, algorithm, kind })
     }
 
     fn policies(&mut self, node: &Node) -> Vec<(String, NamedPolicy)> {
@@ -1105,6 +1165,55 @@ descriptors:
         assert!(e[0].contains("descriptors[1]: duplicate rule"), "{e:?}");
         let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: a*\n    share_threshold: 1\n");
         assert!(e[0].contains("descriptors[0].share_threshold: expected true or false"), "{e:?}");
+    }
+
+    #[test]
+    fn windows_of_any_length() {
+        let src = "domain: d
+descriptors:
+  - key: a
+    rate_limit: {unit: minute, unit_multiplier: 5, requests_per_unit: 1}
+  - key: b
+    rate_limit: {window: 30s, requests_per_unit: 1}
+  - key: c
+    rate_limit: {window: 2h, requests_per_unit: 0}
+  - key: d
+    rate_limit: {unit: month, requests_per_unit: 1}
+  - key: e
+    rate_limit: {window: 1500ms, requests_per_unit: 1, algorithm: sliding_window}
+";
+        let cfg = Config::from_str("t.yaml", src).map_err(|e| e.to_string());
+        let cfg = cfg.as_ref().map_err(String::as_str).expect("valid");
+        let d = cfg.domain("d").expect("domain");
+        let limit = |k: &str| d.find([(k, "x")]).and_then(|r| r.rate_limit.clone()).expect("limit");
+        let secs = Duration::from_secs;
+        assert_eq!((limit("a").window, limit("a").unit), (secs(300), Some(Unit::Minute)));
+        assert_eq!((limit("b").window, limit("b").unit), (secs(30), Some(Unit::Second)));
+        assert_eq!((limit("c").window, limit("c").unit), (secs(7200), Some(Unit::Hour)));
+        assert!(matches!(limit("c").kind, LimitKind::DenyAll));
+        assert_eq!(limit("d").window, secs(30 * 86_400));
+        let LimitKind::Limited(p) = limit("a").kind else { panic!("limited") };
+        assert_eq!(p.window(), secs(300));
+        let LimitKind::Limited(p) = limit("e").kind else { panic!("limited") };
+        assert_eq!(p.window(), Duration::from_millis(1500));
+
+        let rl = |body: &str| errors(&format!("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {{{body}}}\n"));
+        let e = rl("unit: second, unit_multiplier: 0, requests_per_unit: 1");
+        assert_eq!(e, vec!["t.yaml:4:49: descriptors[0].rate_limit.unit_multiplier: must be at least 1"]);
+        let e = rl("unit: second, unit_multiplier: 1.5, requests_per_unit: 1");
+        assert!(e[0].contains("rate_limit.unit_multiplier: expected a whole number"), "{e:?}");
+        let e = rl("window: 30x, requests_per_unit: 1");
+        assert!(e[0].contains("t.yaml:4:26: descriptors[0].rate_limit.window: bad window"), "{e:?}");
+        let e = rl("window: 0s, requests_per_unit: 1");
+        assert!(e[0].contains("rate_limit.window: bad window"), "{e:?}");
+        let e = rl("window: 30s, unit: second, requests_per_unit: 1");
+        assert!(e[0].contains("rate_limit.window: not allowed beside `unit`"), "{e:?}");
+        let e = rl("unlimited: true, window: 30s");
+        assert!(e[0].contains("rate_limit.window: not allowed beside `unlimited: true`"), "{e:?}");
+        let e = rl("requests_per_unit: 1");
+        assert!(e[0].contains("rate_limit.unit: missing"), "{e:?}");
+        let e = rl("unit: year, unit_multiplier: 11, requests_per_unit: 1");
+        assert!(e[0].contains("longer than the maximum"), "{e:?}");
     }
 
     #[test]

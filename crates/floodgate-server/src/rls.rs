@@ -99,7 +99,7 @@ impl Rls {
                     DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() }
                 }
                 LimitKind::DenyAll => {
-                    let window = limit.unit.map_or(Duration::from_secs(1), Unit::window);
+                    let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
                     count_denied(domain, rule.shadow_mode);
                     DescriptorStatus {
                         code: denied_code as i32,

@@ -274,3 +274,35 @@ descriptors:
     // Not matched by any wildcard: the key-only rule.
     assert_eq!(hit("/other").await, (ok, 100, 99));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_of_any_length_align_to_the_epoch() {
+    let s = start(
+        "
+domain: w
+descriptors:
+  - key: multi
+    rate_limit: {unit: day, unit_multiplier: 10, requests_per_unit: 2}
+  - key: window
+    rate_limit: {window: 36h, requests_per_unit: 1}
+  - key: deny
+    rate_limit: {window: 7d, requests_per_unit: 0}
+",
+    )
+    .await;
+    let mut c = s.client().await;
+    for (key, window, unit, remaining, code) in [
+        ("multi", 10 * 86_400u64, rate_limit::Unit::Day, 1, Code::Ok),
+        ("window", 36 * 3_600, rate_limit::Unit::Hour, 0, Code::Ok),
+        ("deny", 7 * 86_400, rate_limit::Unit::Week, 0, Code::OverLimit),
+    ] {
+        let r = c.should_rate_limit(request("w", vec![desc(&[(key, "x")])])).await.unwrap().into_inner();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let st = &r.statuses[0];
+        assert_eq!((st.code, st.limit_remaining), (code as i32, remaining), "{key}");
+        assert_eq!(st.current_limit.as_ref().unwrap().unit, unit as i32, "{key}");
+        let expected = window - now % window;
+        let got = st.duration_until_reset.unwrap().seconds.unsigned_abs();
+        assert!(got.abs_diff(expected) <= 2, "{key}: reset in {got}s, expected {expected}s");
+    }
+}
