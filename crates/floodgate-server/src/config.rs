@@ -191,6 +191,8 @@ pub struct RateLimit {
     pub requests_per_unit: u32,
     /// `algorithm` (Floodgate extension; default `fixed_window`, as Envoy's).
     pub algorithm: Algorithm,
+    /// `replaces: [{name: X}, ...]`: the names of the limits this one disables when both apply to one request.
+    pub replaces: Vec<Arc<str>>,
     /// What applies.
     pub kind: LimitKind,
 }
@@ -753,13 +755,22 @@ impl Reader {
     }
 
     fn rate_limit(&mut self, domain: &str, path: &str, node: &Node, field: &str) -> Option<RateLimit> {
-        let allowed =
-            ["unit", "unit_multiplier", "window", "requests_per_unit", "unlimited", "name", "algorithm", "burst"];
+        let allowed = [
+            "unit",
+            "unit_multiplier",
+            "window",
+            "requests_per_unit",
+            "unlimited",
+            "name",
+            "replaces",
+            "algorithm",
+            "burst",
+        ];
         let fields = self.fields(node, field, &allowed)?;
         let before = self.issues.len();
         let (mut unit, mut rpu, mut unlimited, mut name, mut algorithm, mut burst) =
             (None, None, false, String::new(), None, None);
-        let (mut multiplier, mut window) = (1u64, None);
+        let (mut multiplier, mut window, mut replaces) = (1u64, None, Vec::new());
         for (key, n) in &fields {
             let f = join(field, key);
             match *key {
@@ -791,6 +802,7 @@ impl Reader {
                     }
                 }
                 "unlimited" => unlimited = self.boolean(n, &f).unwrap_or(false),
+                "replaces" => replaces = self.replaces(n, &f),
                 "name" => name = self.string(n, &f).unwrap_or_default(),
                 "algorithm" => {
                     if let Some(s) = self.string(n, &f) {
@@ -824,9 +836,16 @@ impl Reader {
                 self.issue(node, &join(field, "requests_per_unit"), "missing (or set `unlimited: true`)");
             }
         }
+        for (i, r, n) in &replaces {
+            if !name.is_empty() && **r == *name {
+                let f = format!("{}[{i}].name", join(field, "replaces"));
+                self.issue(n, &f, format!("a limit cannot replace itself ({name:?})"));
+            }
+        }
         if self.issues.len() > before {
             return None;
         }
+        let replaces = replaces.into_iter().map(|(_, r, _)| r).collect();
         let algorithm_node = algorithm.map(|(_, n)| n);
         let algorithm = algorithm.map_or(Algorithm::FixedWindow, |(a, _)| a);
         let rpu = u32::try_from(rpu.unwrap_or(0)).unwrap_or(u32::MAX);
@@ -869,7 +888,26 @@ impl Reader {
                 }
             }
         };
-        Some(RateLimit { name: name.into(), unit, window, requests_per_unit: rpu, algorithm, kind })
+        Some(RateLimit { name: name.into(), unit, window, requests_per_unit: rpu, algorithm, replaces, kind })
+    }
+
+    /// `replaces: [{name: X}, ...]`: each item a mapping with a non-empty `name` only.
+    fn replaces<'n>(&mut self, node: &'n Node, field: &str) -> Vec<(usize, Arc<str>, &'n Node)> {
+        let mut out = Vec::new();
+        let Some(items) = self.seq(node, field) else { return out };
+        for (i, item) in items.iter().enumerate() {
+            let f = format!("{field}[{i}]");
+            let Some(fields) = self.fields(item, &f, &["name"]) else { continue };
+            match fields.first() {
+                Some((_, n)) => {
+                    if let Some(name) = self.nonempty(n, &join(&f, "name")) {
+                        out.push((i, name.into(), *n));
+                    }
+                }
+                None => self.issue(item, &join(&f, "name"), "missing"),
+            }
+        }
+        out
     }
 
     fn policies(&mut self, node: &Node) -> Vec<(String, NamedPolicy)> {
@@ -1214,6 +1252,35 @@ descriptors:
         assert!(e[0].contains("rate_limit.unit: missing"), "{e:?}");
         let e = rl("unit: year, unit_multiplier: 11, requests_per_unit: 1");
         assert!(e[0].contains("longer than the maximum"), "{e:?}");
+    }
+
+    #[test]
+    fn replaces_is_checked() {
+        let ok = Config::from_str(
+            "t.yaml",
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1, name: a, replaces: [{name: b}, {name: c}]}\n",
+        );
+        let ok = ok.map_err(|e| e.to_string()).expect("valid");
+        let rl = ok.domain("d").and_then(|d| d.find([("k", "x")])).and_then(|r| r.rate_limit.clone()).expect("limit");
+        assert_eq!(rl.replaces, vec![Arc::<str>::from("b"), Arc::from("c")]);
+        let rl = |body: &str| {
+            errors(&format!(
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {{unit: second, requests_per_unit: 1, {body}}}\n"
+            ))
+        };
+        let e = rl("name: a, replaces: [{name: a}]");
+        assert_eq!(
+            e,
+            vec!["t.yaml:4:81: descriptors[0].rate_limit.replaces[0].name: a limit cannot replace itself (\"a\")"]
+        );
+        let e = rl("replaces: [{name: \"\"}]");
+        assert!(e[0].contains("rate_limit.replaces[0].name: must not be empty"), "{e:?}");
+        let e = rl("replaces: [{}]");
+        assert!(e[0].contains("rate_limit.replaces[0].name: missing"), "{e:?}");
+        let e = rl("replaces: [{name: b, colour: red}]");
+        assert!(e[0].contains("rate_limit.replaces[0].colour: unknown field"), "{e:?}");
+        let e = rl("replaces: b");
+        assert!(e[0].contains("rate_limit.replaces: expected a sequence"), "{e:?}");
     }
 
     #[test]

@@ -296,6 +296,7 @@ fn rule_json(rule: &Rule, out: &mut Vec<Value>) {
             "name": &*l.name,
             "unit": l.unit.map(|u| u.name()),
             "window_ms": u64::try_from(l.window.as_millis()).unwrap_or(u64::MAX),
+            "replaces": l.replaces.iter().map(|r| &**r).collect::<Vec<&str>>(),
             "requests_per_unit": l.requests_per_unit,
             "algorithm": l.algorithm.name(),
             "unlimited": matches!(l.kind, LimitKind::Unlimited),

@@ -13,6 +13,9 @@
 //! | a limit | `OK` or `OVER_LIMIT`, `current_limit`, `limit_remaining`, `duration_until_reset` |
 //! | over, in `shadow_mode` | `OK` (counted in `floodgate_decisions_total{decision="shadow_denied"}`) |
 //!
+//! **`replaces`**: when a request matches a limit whose `replaces` names another limit it also matches, that
+//! other limit is not applied (its descriptor answers `OK` with no `current_limit`, and nothing is counted).
+//!
 //! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit.
 //! An empty domain, an empty descriptor list, a descriptor without entries or a request past the bounds
 //! below is answered `INVALID_ARGUMENT`. A domain that is not configured is answered `OK` for every
@@ -85,10 +88,17 @@ impl Rls {
         let request_addend = if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) };
         let mut statuses = Vec::with_capacity(req.descriptors.len());
         let mut over = false;
-        for desc in &req.descriptors {
-            let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
-            let Some((limit, m)) = domain.find_match(entries).and_then(|m| Some((m.rule.rate_limit.as_ref()?, m)))
-            else {
+        let mut matches: Vec<_> = req
+            .descriptors
+            .iter()
+            .map(|desc| {
+                let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
+                domain.find_match(entries).and_then(|m| Some((m.rule.rate_limit.as_ref()?, m)))
+            })
+            .collect();
+        drop_replaced(&mut matches);
+        for (desc, found) in req.descriptors.iter().zip(matches) {
+            let Some((limit, m)) = found else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
@@ -140,6 +150,21 @@ impl Rls {
             statuses,
             ..Default::default()
         })
+    }
+}
+
+/// `replaces`: a named limit is dropped (the descriptor answers as if no rule matched) when another limit
+/// matched by the same request lists its name in `replaces`.
+fn drop_replaced(matches: &mut [Option<(&RateLimit, crate::config::Match<'_>)>]) {
+    let replaced: Vec<Arc<str>> =
+        matches.iter().flatten().flat_map(|(limit, _)| limit.replaces.iter().cloned()).collect();
+    if replaced.is_empty() {
+        return;
+    }
+    for found in matches.iter_mut() {
+        if found.as_ref().is_some_and(|(limit, _)| !limit.name.is_empty() && replaced.contains(&limit.name)) {
+            *found = None;
+        }
     }
 }
 

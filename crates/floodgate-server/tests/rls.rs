@@ -306,3 +306,42 @@ descriptors:
         assert!(got.abs_diff(expected) <= 2, "{key}: reset in {got}s, expected {expected}s");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaces_disables_the_named_limit_in_the_same_request() {
+    let s = start(
+        "
+domain: r
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 1, name: per_user}
+  - key: plan
+    value: premium
+    rate_limit: {unit: hour, requests_per_unit: 5, name: premium, replaces: [{name: per_user}]}
+  - key: plan
+    rate_limit: {unit: hour, requests_per_unit: 100}
+",
+    )
+    .await;
+    let mut c = s.client().await;
+    let both = |plan: &str| vec![desc(&[("user", "u1")]), desc(&[("plan", plan)])];
+    // Premium replaces per_user: three requests pass although per_user allows one.
+    for left in [4u32, 3, 2] {
+        let r = c.should_rate_limit(request("r", both("premium"))).await.unwrap().into_inner();
+        assert_eq!(r.overall_code, Code::Ok as i32);
+        assert_eq!(r.statuses[0].code, Code::Ok as i32);
+        assert!(r.statuses[0].current_limit.is_none(), "replaced: {:?}", r.statuses[0]);
+        assert_eq!(r.statuses[1].current_limit.as_ref().unwrap().name, "premium");
+        assert_eq!(r.statuses[1].limit_remaining, left);
+    }
+    // Without the replacing limit, per_user applies (and it was never counted above).
+    let r = c.should_rate_limit(request("r", both("basic"))).await.unwrap().into_inner();
+    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "per_user");
+    assert_eq!((r.overall_code, r.statuses[0].limit_remaining), (Code::Ok as i32, 0));
+    let r = c.should_rate_limit(request("r", both("basic"))).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    // And alone.
+    let r = c.should_rate_limit(request("r", vec![desc(&[("user", "u1")])])).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+}
