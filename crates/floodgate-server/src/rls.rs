@@ -13,6 +13,11 @@
 //! | a limit | `OK` or `OVER_LIMIT`, `current_limit`, `limit_remaining`, `duration_until_reset` |
 //! | over, in `shadow_mode` | `OK` (counted in `floodgate_decisions_total{decision="shadow_denied"}`) |
 //!
+//! **Limit override**: a descriptor with a `limit` (`requests_per_unit`, `unit`) is decided by that limit
+//! instead of the config's, as the reference does: a fixed window on the descriptor's own counter, applied
+//! even when no rule matches (the domain must be configured), never in shadow mode. An override with an unknown
+//! unit is `INVALID_ARGUMENT`; `requests_per_unit: 0` denies.
+//!
 //! **`replaces`**: when a request matches a limit whose `replaces` names another limit it also matches, that
 //! other limit is not applied (its descriptor answers `OK` with no `current_limit`, and nothing is counted).
 //!
@@ -22,20 +27,24 @@
 //! descriptor (as Envoy's reference service does), or `NOT_FOUND` with `--strict-domains`.
 //! A store failure is answered `UNAVAILABLE`, so Envoy applies its own `failure_mode_deny`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{self, Code, DescriptorStatus, rate_limit};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
 use envoy_types::pb::google::protobuf;
+use floodgate::{Algorithm, Policy};
 use tonic::{Request, Response, Status};
 
-use crate::config::{LimitKind, RateLimit, Unit};
+use crate::config::{LimitKind, Match, RateLimit, Unit, rule_policy_name};
 use crate::state::AppState;
 
 /// The most descriptors one request may carry.
@@ -92,25 +101,33 @@ impl Rls {
             .descriptors
             .iter()
             .map(|desc| {
+                if let Some(o) = &desc.limit {
+                    return override_limit(&req.domain, o).map(|l| Some((Cow::Owned(l), None)));
+                }
                 let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
-                domain.find_match(entries).and_then(|m| Some((m.rule.rate_limit.as_ref()?, m)))
+                Ok(domain.find_match(entries).and_then(|m| Some((Cow::Borrowed(m.rule.rate_limit.as_ref()?), Some(m)))))
             })
-            .collect();
+            .collect::<Result<_, Status>>()
+            .inspect_err(|_| {
+                state.metrics.invalid_requests.fetch_add(1, Relaxed);
+            })?;
         drop_replaced(&mut matches);
         for (desc, found) in req.descriptors.iter().zip(matches) {
             let Some((limit, m)) = found else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
-            let rule = m.rule;
-            let denied_code = if rule.shadow_mode { Code::Ok } else { Code::OverLimit };
+            let limit = &*limit;
+            let rule = m.as_ref().map(|m| m.rule);
+            let shadow = rule.is_some_and(|r| r.shadow_mode);
+            let denied_code = if shadow { Code::Ok } else { Code::OverLimit };
             let status = match &limit.kind {
                 LimitKind::Unlimited => {
                     DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() }
                 }
                 LimitKind::DenyAll => {
                     let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
-                    count_denied(domain, rule.shadow_mode);
+                    count_denied(domain, shadow);
                     DescriptorStatus {
                         code: denied_code as i32,
                         current_limit: Some(current_limit(limit)),
@@ -122,15 +139,16 @@ impl Rls {
                 LimitKind::Limited(policy) => {
                     let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
                     let cost = if desc.is_negative_hits { 0 } else { cost };
-                    let id = counter_id_shared(&req.domain, desc, &m.shared);
+                    let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
                     let d = state.hit(&id, policy, cost).await.map_err(|e| {
-                        tracing::warn!(error = %e, domain = %clip(&req.domain), rule = %rule.path, "store failed");
+                        let rule = rule.map_or("<limit override>", |r| &r.path);
+                        tracing::warn!(error = %e, domain = %clip(&req.domain), rule, "store failed");
                         Status::unavailable(format!("store failed: {e}"))
                     })?;
                     if d.allowed {
                         domain.counters.allowed.fetch_add(1, Relaxed);
                     } else {
-                        count_denied(domain, rule.shadow_mode);
+                        count_denied(domain, shadow);
                     }
                     DescriptorStatus {
                         code: if d.allowed { Code::Ok } else { denied_code } as i32,
@@ -155,7 +173,7 @@ impl Rls {
 
 /// `replaces`: a named limit is dropped (the descriptor answers as if no rule matched) when another limit
 /// matched by the same request lists its name in `replaces`.
-fn drop_replaced(matches: &mut [Option<(&RateLimit, crate::config::Match<'_>)>]) {
+fn drop_replaced(matches: &mut [Option<(Cow<'_, RateLimit>, Option<Match<'_>>)>]) {
     let replaced: Vec<Arc<str>> =
         matches.iter().flatten().flat_map(|(limit, _)| limit.replaces.iter().cloned()).collect();
     if replaced.is_empty() {
@@ -166,6 +184,39 @@ fn drop_replaced(matches: &mut [Option<(&RateLimit, crate::config::Match<'_>)>])
             *found = None;
         }
     }
+}
+
+/// The limit of a descriptor's `limit` override: a fixed window of `requests_per_unit` per `unit`, counted on
+/// the descriptor's own counter (its actual values), never in shadow mode, named `""` and replacing nothing.
+fn override_limit(domain: &str, o: &RateLimitOverride) -> Result<RateLimit, Status> {
+    let unit = match RateLimitUnit::try_from(o.unit) {
+        Ok(RateLimitUnit::Second) => Unit::Second,
+        Ok(RateLimitUnit::Minute) => Unit::Minute,
+        Ok(RateLimitUnit::Hour) => Unit::Hour,
+        Ok(RateLimitUnit::Day) => Unit::Day,
+        Ok(RateLimitUnit::Month) => Unit::Month,
+        Ok(RateLimitUnit::Year) => Unit::Year,
+        _ => return Err(Status::invalid_argument(format!("limit override with an unknown unit ({})", o.unit))),
+    };
+    let kind = if o.requests_per_unit == 0 {
+        LimitKind::DenyAll
+    } else {
+        // A name no config path can produce (NUL), so the override's state is its own, per unit.
+        let name = rule_policy_name(domain, &format!("\u{0}override/{}", unit.name()));
+        let policy = Policy::new(Algorithm::FixedWindow, u64::from(o.requests_per_unit), unit.window())
+            .and_then(|p| p.named(name))
+            .map_err(|e| Status::invalid_argument(format!("limit override: {e}")))?;
+        LimitKind::Limited(policy)
+    };
+    Ok(RateLimit {
+        name: Arc::from(""),
+        unit: Some(unit),
+        window: unit.window(),
+        requests_per_unit: o.requests_per_unit,
+        algorithm: Algorithm::FixedWindow,
+        replaces: Vec::new(),
+        kind,
+    })
 }
 
 fn count_denied(domain: &crate::config::Domain, shadow: bool) {

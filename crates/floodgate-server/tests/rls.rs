@@ -345,3 +345,52 @@ descriptors:
     let r = c.should_rate_limit(request("r", vec![desc(&[("user", "u1")])])).await.unwrap().into_inner();
     assert_eq!(r.overall_code, Code::OverLimit as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_override_replaces_the_configured_limit() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+    use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
+    let s = start(CONFIG).await;
+    let mut c = s.client().await;
+    let with = |entries: &[(&str, &str)], rpu: u32, unit: i32| {
+        let mut d = desc(entries);
+        d.limit = Some(RateLimitOverride { requests_per_unit: rpu, unit });
+        d
+    };
+    let minute = RateLimitUnit::Minute as i32;
+    // `k` is configured at 3/hour; the override makes it 2/minute.
+    for (left, code) in [(1u32, Code::Ok), (0, Code::Ok), (0, Code::OverLimit)] {
+        let r = c.should_rate_limit(request("t", vec![with(&[("k", "o")], 2, minute)])).await.unwrap().into_inner();
+        let st = &r.statuses[0];
+        assert_eq!((st.code, st.limit_remaining), (code as i32, left));
+        let limit = st.current_limit.as_ref().unwrap();
+        assert_eq!((limit.requests_per_unit, limit.unit, &*limit.name), (2, rate_limit::Unit::Minute as i32, ""));
+        assert!(st.duration_until_reset.unwrap().seconds <= 60);
+    }
+    // The configured limit keeps its own state: the override's hits did not count against it.
+    let r = c.should_rate_limit(request("t", vec![desc(&[("k", "o")])])).await.unwrap().into_inner();
+    assert_eq!((r.statuses[0].code, r.statuses[0].limit_remaining), (Code::Ok as i32, 2));
+    // As in the reference, an override applies even where no rule matches, and overrides shadow mode.
+    let r = c.should_rate_limit(request("t", vec![with(&[("nomatch", "x")], 1, minute)])).await.unwrap().into_inner();
+    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().requests_per_unit, 1);
+    let r = c.should_rate_limit(request("t", vec![with(&[("nomatch", "x")], 1, minute)])).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    let r = c.should_rate_limit(request("t", vec![with(&[("shadow", "y")], 0, minute)])).await.unwrap().into_inner();
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32, "requests_per_unit 0 denies, shadow_mode ignored");
+    // An unlimited rule is overridden too.
+    let r = c
+        .should_rate_limit(request("t", vec![with(&[("open", "z")], 5, RateLimitUnit::Year as i32)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.statuses[0].limit_remaining, r.statuses[0].current_limit.as_ref().unwrap().unit),
+        (4, rate_limit::Unit::Year as i32)
+    );
+    // An unknown unit is refused.
+    for unit in [RateLimitUnit::Unknown as i32, 99] {
+        let e = c.should_rate_limit(request("t", vec![with(&[("k", "o")], 1, unit)])).await.unwrap_err();
+        assert_eq!(e.code(), GrpcCode::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("unknown unit"), "{e:?}");
+    }
+}
