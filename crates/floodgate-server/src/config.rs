@@ -212,6 +212,8 @@ pub struct Rule {
     pub shadow_mode: bool,
     /// `share_threshold` (wildcard rules only): every value the pattern matches shares one counter.
     pub share_threshold: bool,
+    /// `detailed_metric` (accepted for compatibility with the reference; no effect yet).
+    pub detailed_metric: bool,
     /// The nested `descriptors`.
     pub children: Level,
     /// Where the rule is defined.
@@ -693,10 +695,11 @@ impl Reader {
     }
 
     fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Option<Rule> {
-        let allowed = ["key", "value", "rate_limit", "shadow_mode", "share_threshold", "descriptors"];
+        let allowed =
+            ["key", "value", "rate_limit", "shadow_mode", "share_threshold", "detailed_metric", "descriptors"];
         let fields = self.fields(node, field, &allowed)?;
         let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
-        let mut share = None;
+        let (mut share, mut detailed_metric) = (None, false);
         let mut ok = true;
         for (name, n) in fields {
             let f = join(field, name);
@@ -709,6 +712,8 @@ impl Reader {
                 "rate_limit" => limit_node = Some((n, f)),
                 "shadow_mode" => shadow = self.boolean(n, &f).unwrap_or(false),
                 "share_threshold" => share = self.boolean(n, &f).map(|b| (b, n, f)),
+                // Accepted for compatibility (checked, but no per-rule metrics yet): see the migration page.
+                "detailed_metric" => detailed_metric = self.boolean(n, &f).unwrap_or(false),
                 _ => children = Some((n, f)),
             }
         }
@@ -720,6 +725,8 @@ impl Reader {
             Some((b, _, _)) => b,
             None => false,
         };
+        // As the reference: an empty `value` is no value (the rule matches any value).
+        let value = value.filter(|v| !v.is_empty());
         let Some(key) = key else {
             if ok {
                 self.issue(node, &join(field, "key"), "missing");
@@ -749,6 +756,7 @@ impl Reader {
             rate_limit,
             shadow_mode: shadow,
             share_threshold,
+            detailed_metric,
             children,
             pos: node.pos,
         })
@@ -1281,6 +1289,18 @@ descriptors:
         assert!(e[0].contains("rate_limit.replaces[0].colour: unknown field"), "{e:?}");
         let e = rl("replaces: b");
         assert!(e[0].contains("rate_limit.replaces: expected a sequence"), "{e:?}");
+    }
+
+    #[test]
+    fn empty_value_is_no_value_and_detailed_metric_is_accepted() {
+        let src = "domain: d\ndescriptors:\n  - key: k\n    value: ''\n    detailed_metric: true\n    rate_limit: {unit: second, requests_per_unit: 1}\n";
+        let cfg = Config::from_str("t.yaml", src).map_err(|e| e.to_string()).expect("valid");
+        let rule = cfg.domain("d").and_then(|d| d.find([("k", "anything")])).expect("key-only rule");
+        assert!(rule.value.is_none() && rule.detailed_metric);
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: ''\n  - key: k\n");
+        assert!(e[0].contains("duplicate rule: key \"k\" without a value"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    detailed_metric: yes\n");
+        assert!(e[0].contains("descriptors[0].detailed_metric: expected true or false"), "{e:?}");
     }
 
     #[test]

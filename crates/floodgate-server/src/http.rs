@@ -312,6 +312,7 @@ fn rule_json(rule: &Rule, out: &mut Vec<Value>) {
         "value": rule.value.as_deref(),
         "shadow_mode": rule.shadow_mode,
         "share_threshold": rule.share_threshold,
+        "detailed_metric": rule.detailed_metric,
         "line": rule.pos.line,
         "rate_limit": limit,
     }));
