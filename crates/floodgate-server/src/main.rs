@@ -71,6 +71,12 @@ struct ServeArgs {
     /// Answer RLS requests for an unconfigured domain NOT_FOUND instead of OK.
     #[arg(long)]
     strict_domains: bool,
+    /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
+    #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
+    reference_counting: bool,
+    /// RLS: global shadow mode (the reference's SHADOW_MODE): decide and count, but answer OK overall.
+    #[arg(long, env = "FLOODGATE_SHADOW_MODE")]
+    shadow_mode: bool,
     /// In-memory store: bound the number of keys (default: unbounded).
     #[arg(long)]
     max_keys: Option<usize>,
@@ -164,7 +170,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => ConfigSource::Builtin,
     };
     let backend = backend(&args).await?;
-    let state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    state.reference_counting = args.reference_counting;
+    state.global_shadow_mode = args.shadow_mode;
     {
         let cfg = state.config();
         tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");

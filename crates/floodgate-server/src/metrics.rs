@@ -6,6 +6,7 @@
 //! | `floodgate_rls_requests_total` | counter | `domain`, `code` (`ok`, `over_limit`) |
 //! | `floodgate_rls_unknown_domain_total` | counter | (requests whose domain is not configured; one series, so a client cannot mint new ones) |
 //! | `floodgate_rls_invalid_requests_total` | counter | (answered `INVALID_ARGUMENT`) |
+//! | `floodgate_rls_global_shadow_mode_total` | counter | (over a limit, answered `OK` by `--shadow-mode`) |
 //! | `floodgate_store_latency_seconds` | histogram | (every store call) |
 //! | `floodgate_store_errors_total` | counter | (store calls that failed) |
 //! | `floodgate_config_reloads_total` | counter | `result` (`success`, `failure`) |
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub unknown_domain: AtomicU64,
     /// RLS requests answered INVALID_ARGUMENT.
     pub invalid_requests: AtomicU64,
+    /// RLS requests that were over a limit but answered OK by the global shadow mode (`--shadow-mode`).
+    pub global_shadow: AtomicU64,
     /// Failed store calls.
     pub store_errors: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
@@ -136,6 +139,12 @@ impl Metrics {
             "floodgate_rls_invalid_requests_total",
             "RLS requests answered INVALID_ARGUMENT.",
             &self.invalid_requests,
+        );
+        counter(
+            &mut out,
+            "floodgate_rls_global_shadow_mode_total",
+            "RLS requests over a limit but answered OK by the global shadow mode.",
+            &self.global_shadow,
         );
         counter(&mut out, "floodgate_store_errors_total", "Store calls that failed.", &self.store_errors);
         out.push_str("# HELP floodgate_store_latency_seconds Latency of store calls.\n");

@@ -21,7 +21,9 @@
 //! **`replaces`**: when a request matches a limit whose `replaces` names another limit it also matches, that
 //! other limit is not applied (its descriptor answers `OK` with no `current_limit`, and nothing is counted).
 //!
-//! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit.
+//! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit. With
+//! `--reference-counting` every hit is counted, denied or not, as the reference does.
+//! With `--shadow-mode` (global shadow mode) the overall code is always `OK`, the statuses unchanged.
 //! An empty domain, an empty descriptor list, a descriptor without entries or a request past the bounds
 //! below is answered `INVALID_ARGUMENT`. A domain that is not configured is answered `OK` for every
 //! descriptor (as Envoy's reference service does), or `NOT_FOUND` with `--strict-domains`.
@@ -140,7 +142,12 @@ impl Rls {
                     let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
                     let cost = if desc.is_negative_hits { 0 } else { cost };
                     let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
-                    let d = state.hit(&id, policy, cost).await.map_err(|e| {
+                    let d = if state.reference_counting {
+                        state.inc(&id, policy, cost).await
+                    } else {
+                        state.hit(&id, policy, cost).await
+                    };
+                    let d = d.map_err(|e| {
                         let rule = rule.map_or("<limit override>", |r| &r.path);
                         tracing::warn!(error = %e, domain = %clip(&req.domain), rule, "store failed");
                         Status::unavailable(format!("store failed: {e}"))
@@ -163,6 +170,10 @@ impl Rls {
             statuses.push(status);
         }
         if over { &domain.counters.requests_over } else { &domain.counters.requests_ok }.fetch_add(1, Relaxed);
+        if over && state.global_shadow_mode {
+            state.metrics.global_shadow.fetch_add(1, Relaxed);
+            over = false;
+        }
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,

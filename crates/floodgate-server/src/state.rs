@@ -66,6 +66,12 @@ pub struct AppState {
     pub token: Option<String>,
     /// Answer an RLS request for an unconfigured domain with NOT_FOUND instead of OK.
     pub strict_domains: bool,
+    /// RLS: count every hit, denied ones too, as envoyproxy/ratelimit does (`--reference-counting`).
+    /// Off by default: a denied descriptor consumes nothing.
+    pub reference_counting: bool,
+    /// RLS: the global shadow mode (`--shadow-mode`, the reference's `SHADOW_MODE`): the overall code is
+    /// always OK; the statuses still say which descriptor is over.
+    pub global_shadow_mode: bool,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -93,6 +99,8 @@ impl AppState {
             metrics,
             token,
             strict_domains,
+            reference_counting: false,
+            global_shadow_mode: false,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -142,6 +150,17 @@ impl AppState {
         let r = match &self.backend {
             Backend::Memory(m) => m.hit(id, policy, cost).await,
             Backend::Dyn(d) => d.hit(id, policy, cost).await,
+        };
+        self.metrics.observe_store(start.elapsed(), r.is_err());
+        r
+    }
+
+    /// [`Store::inc`] (counts `cost` whether or not it fits), timed.
+    pub async fn inc(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
+        let start = Instant::now();
+        let r = match &self.backend {
+            Backend::Memory(m) => m.inc(id, policy, cost).await,
+            Backend::Dyn(d) => d.inc(id, policy, cost).await,
         };
         self.metrics.observe_store(start.elapsed(), r.is_err());
         r

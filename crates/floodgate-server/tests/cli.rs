@@ -207,3 +207,12 @@ fn serve_on_redis() {
     // OK, OK, OVER_LIMIT; then HTTP allowed, denied.
     assert_eq!(codes, vec![1, 1, 2, 1, 0]);
 }
+
+#[test]
+fn serve_takes_the_reference_compatibility_switches() {
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--reference-counting", "FLOODGATE_REFERENCE_COUNTING", "--shadow-mode", "FLOODGATE_SHADOW_MODE"] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}

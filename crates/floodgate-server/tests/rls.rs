@@ -394,3 +394,57 @@ async fn limit_override_replaces_the_configured_limit() {
         assert!(e.message().contains("unknown unit"), "{e:?}");
     }
 }
+
+const COUNTING: &str = "
+domain: c
+descriptors:
+  - key: a
+    rate_limit: {unit: hour, requests_per_unit: 3}
+  - key: b
+    rate_limit: {unit: hour, requests_per_unit: 10}
+";
+
+/// Hits `(a=x)` with `cost`, alongside `(b=y)` with cost 1; returns (overall, a's code, a's remaining, b's remaining).
+async fn hit_ab(
+    c: &mut envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient<
+        tonic::transport::Channel,
+    >,
+    cost: u64,
+) -> (i32, i32, u32, u32) {
+    let mut a = desc(&[("a", "x")]);
+    a.hits_addend = Some(UInt64Value { value: cost });
+    let r = c.should_rate_limit(request("c", vec![a, desc(&[("b", "y")])])).await.unwrap().into_inner();
+    (r.overall_code, r.statuses[0].code, r.statuses[0].limit_remaining, r.statuses[1].limit_remaining)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_counting_consumes_nothing_on_denial() {
+    let s = start(COUNTING).await;
+    let mut c = s.client().await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(hit_ab(&mut c, 2).await, (ok, ok, 1, 9));
+    assert_eq!(hit_ab(&mut c, 2).await, (over, over, 1, 8), "denied: a keeps its 1 left; b still counts");
+    assert_eq!(hit_ab(&mut c, 1).await, (ok, ok, 0, 7), "the denied 2 were not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_counting_counts_denied_hits() {
+    let s = common::start_tuned(COUNTING, None, false, 0, |st| st.reference_counting = true).await;
+    let mut c = s.client().await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(hit_ab(&mut c, 2).await, (ok, ok, 1, 9));
+    assert_eq!(hit_ab(&mut c, 2).await, (over, over, 0, 8), "the reference counts the denied 2 (4 of 3)");
+    assert_eq!(hit_ab(&mut c, 1).await, (over, over, 0, 7), "so even 1 more is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_shadow_mode_answers_ok_overall() {
+    let s = common::start_tuned(COUNTING, None, false, 0, |st| st.global_shadow_mode = true).await;
+    let mut c = s.client().await;
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(hit_ab(&mut c, 3).await, (ok, ok, 0, 9));
+    // Over: the status says so, the overall code is OK (as the reference's SHADOW_MODE).
+    assert_eq!(hit_ab(&mut c, 1).await, (ok, over, 0, 8));
+    let text = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    assert!(text.contains("floodgate_rls_global_shadow_mode_total 1"), "{text}");
+}

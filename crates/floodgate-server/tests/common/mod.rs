@@ -44,14 +44,26 @@ pub async fn start_with(yaml: &str, token: Option<&str>, strict: bool) -> TestSe
 
 /// `grpc_threads = 0` serves gRPC on the test's own runtime; otherwise on that many per-core threads.
 pub async fn start_opts(yaml: &str, token: Option<&str>, strict: bool, grpc_threads: usize) -> TestServer {
+    start_tuned(yaml, token, strict, grpc_threads, |_| {}).await
+}
+
+/// A server whose state `tune` adjusts before it starts (e.g. `reference_counting`).
+pub async fn start_tuned(
+    yaml: &str,
+    token: Option<&str>,
+    strict: bool,
+    grpc_threads: usize,
+    tune: impl FnOnce(&mut AppState),
+) -> TestServer {
     let config = write_config(yaml);
-    let state = AppState::new(
+    let mut state = AppState::new(
         ConfigSource::Path(config.clone()),
         Backend::Memory(MemoryStore::new()),
         token.map(str::to_owned),
         strict,
     )
     .unwrap();
+    tune(&mut state);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = Server::start_with(Arc::new(state), any, any, grpc_threads).await.unwrap();
     TestServer { base: format!("http://{}", server.http_addr), grpc: server.grpc_addr, server, config }
