@@ -216,3 +216,21 @@ fn serve_takes_the_reference_compatibility_switches() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+/// Every `--flag` the migration page tells users to set exists.
+#[test]
+fn migration_page_names_only_real_flags() {
+    let page = include_str!("../docs/migrating-from-envoy-ratelimit.md");
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags: Vec<&str> = page
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| w.starts_with("--") && w.as_bytes().get(2).is_some_and(u8::is_ascii_lowercase))
+        .collect();
+    flags.sort_unstable();
+    flags.dedup();
+    assert!(flags.len() >= 6, "{flags:?}");
+    for flag in flags {
+        assert!(help.contains(flag), "the migration page names {flag}, which `serve --help` does not know:\n{help}");
+    }
+}
