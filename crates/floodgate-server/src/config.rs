@@ -234,7 +234,47 @@ struct KeyRules {
     any: Option<Rule>,
 }
 
+impl Level {
+    /// Moves `other`'s rules into this level (wildcards after this level's own); returns the rules of `other`
+    /// that this level already has, in file order, instead of adding them.
+    fn absorb(&mut self, other: Level) -> Vec<Rule> {
+        let mut incoming: Vec<Rule> =
+            other.keys.into_values().flat_map(|k| k.values.into_values().chain(k.wildcards).chain(k.any)).collect();
+        incoming.sort_by_key(|r| (r.pos.line, r.pos.col));
+        let mut duplicates = Vec::new();
+        for rule in incoming {
+            let rules = self.keys.entry(rule.key.clone()).or_default();
+            match rule.value.clone() {
+                Some(_) if rule.is_wildcard() => {
+                    if rules.wildcards.iter().any(|r| r.value == rule.value) {
+                        duplicates.push(rule);
+                    } else {
+                        rules.wildcards.push(rule);
+                    }
+                }
+                Some(v) => match rules.values.entry(v) {
+                    std::collections::hash_map::Entry::Occupied(_) => duplicates.push(rule),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(rule);
+                    }
+                },
+                None if rules.any.is_some() => duplicates.push(rule),
+                None => rules.any = Some(rule),
+            }
+        }
+        duplicates
+    }
+}
+
 impl Rule {
+    /// `key "k" with value "v"` or `key "k" without a value`, for messages.
+    fn describe(&self) -> String {
+        match &self.value {
+            Some(v) => format!("key {:?} with value {:?}", &*self.key, &**v),
+            None => format!("key {:?} without a value", &*self.key),
+        }
+    }
+
     /// Whether the rule's value is a pattern (holds a `*`).
     pub fn is_wildcard(&self) -> bool {
         self.value.as_deref().is_some_and(|v| v.contains('*'))
@@ -395,8 +435,15 @@ impl Config {
         merger.finish()
     }
 
-    /// Loads a file, or every `*.yaml` / `*.yml` file of a directory.
+    /// Loads a file, or every `*.yaml` / `*.yml` file of a directory; two files with one domain are an error.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, false)
+    }
+
+    /// [`Config::load`]; with `merge_domains` (the reference's `MERGE_DOMAIN_CONFIG`), files that share a
+    /// domain are merged: their top-level rules join the domain's (files in name order), and a rule defined
+    /// in two files is an error.
+    pub fn load_with(path: &Path, merge_domains: bool) -> Result<Config, ConfigError> {
         let io = |source| ConfigError::Io { path: path.display().to_string(), source };
         let meta = std::fs::metadata(path).map_err(io)?;
         let files = if meta.is_dir() {
@@ -419,7 +466,7 @@ impl Config {
         } else {
             vec![path.to_path_buf()]
         };
-        let mut merger = Merger::default();
+        let mut merger = Merger { merge_domains, ..Merger::default() };
         for file in files {
             let name: Arc<str> = file.display().to_string().into();
             let io = |source| ConfigError::Io { path: name.to_string(), source };
@@ -475,6 +522,7 @@ fn whole_file(file: &str, message: String) -> ConfigIssue {
 struct Merger {
     config: Config,
     issues: Vec<ConfigIssue>,
+    merge_domains: bool,
 }
 
 impl Merger {
@@ -500,7 +548,21 @@ impl Merger {
         self.issues.append(&mut reader.issues);
         let Some((domain, policies)) = parsed else { return };
         if let Some((domain, pos)) = domain {
-            if let Some(prev) = self.config.domains.get(&domain.name) {
+            if let (true, Some(prev)) = (self.merge_domains, self.config.domains.get_mut(&domain.name)) {
+                for rule in prev.root.absorb(domain.root) {
+                    let message = format!(
+                        "duplicate rule: {} is already defined by an earlier file of domain {:?} (domains are merged)",
+                        rule.describe(),
+                        &*domain.name
+                    );
+                    self.issues.push(ConfigIssue {
+                        file: file.clone(),
+                        pos: rule.pos,
+                        field: "descriptors".into(),
+                        message,
+                    });
+                }
+            } else if let Some(prev) = self.config.domains.get(&domain.name) {
                 let message = format!("domain {:?} is already defined in {}", &*domain.name, prev.file);
                 self.issues.push(ConfigIssue { file, pos, field: "domain".into(), message });
             } else {
@@ -1301,6 +1363,34 @@ descriptors:
         assert!(e[0].contains("duplicate rule: key \"k\" without a value"), "{e:?}");
         let e = errors("domain: d\ndescriptors:\n  - key: k\n    detailed_metric: yes\n");
         assert!(e[0].contains("descriptors[0].detailed_metric: expected true or false"), "{e:?}");
+    }
+
+    #[test]
+    fn merge_domains_joins_files_that_share_a_domain() {
+        let dir = std::env::temp_dir().join(format!("floodgate-merge-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let write = |name: &str, src: &str| std::fs::write(dir.join(name), src).expect("write");
+        write("a.yaml", "domain: d\ndescriptors:\n  - key: x\n    rate_limit: {unit: second, requests_per_unit: 1}\n");
+        write(
+            "b.yaml",
+            "domain: d\ndescriptors:\n  - key: y\n    rate_limit: {unit: second, requests_per_unit: 2}\n  - key: x\n    value: v*\n",
+        );
+        let e = Config::load(&dir).map(|_| ()).map_err(|e| e.to_string()).expect_err("one domain twice");
+        assert!(e.contains("b.yaml:1:9: domain: domain \"d\" is already defined in"), "{e}");
+        let cfg = Config::load_with(&dir, true).map_err(|e| e.to_string()).expect("merged");
+        let d = cfg.domain("d").expect("domain");
+        assert_eq!(d.find([("x", "1")]).map(|r| &*r.path), Some("x"));
+        assert_eq!(d.find([("y", "1")]).map(|r| &*r.path), Some("y"));
+        assert!(d.find([("x", "vv")]).is_none(), "b.yaml's wildcard exemption joined a.yaml's key");
+        write("c.yaml", "domain: d\ndescriptors:\n  - key: q\n  - key: y\n");
+        let e = Config::load_with(&dir, true).map(|_| ()).map_err(|e| e.to_string()).expect_err("duplicate");
+        assert!(e.contains("c.yaml:4:"), "{e}");
+        assert!(
+            e.contains("descriptors: duplicate rule: key \"y\" without a value is already defined by an earlier file of domain \"d\""),
+            "{e}"
+        );
+        assert!(!e.contains("\"q\""), "{e}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

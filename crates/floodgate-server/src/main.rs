@@ -28,6 +28,9 @@ enum Command {
     Check {
         /// A YAML file, or a directory of them.
         config: PathBuf,
+        /// Merge files that share a domain (as `serve --merge-domains`).
+        #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
+        merge_domains: bool,
     },
 }
 
@@ -74,6 +77,9 @@ struct ServeArgs {
     /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
     #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
     reference_counting: bool,
+    /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
+    #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
+    merge_domains: bool,
     /// RLS: global shadow mode (the reference's SHADOW_MODE): decide and count, but answer OK overall.
     #[arg(long, env = "FLOODGATE_SHADOW_MODE")]
     shadow_mode: bool,
@@ -95,7 +101,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, merge_domains } => check(&config, merge_domains),
         Command::Serve(args) => {
             let args = *args;
             init_tracing();
@@ -128,8 +134,8 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+fn check(path: &std::path::Path, merge_domains: bool) -> ExitCode {
+    match Config::load_with(path, merge_domains) {
         Ok(cfg) => {
             let domains = cfg.domains();
             let rules: usize = domains.iter().map(|d| count_rules(&d.root)).sum();
@@ -166,6 +172,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     .filter(|t| !t.is_empty());
     let source = match &args.config {
+        Some(p) if args.merge_domains => ConfigSource::PathMergingDomains(p.clone()),
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };

@@ -43,6 +43,8 @@ pub enum ConfigSource {
     Builtin,
     /// A file or directory, re-read on reload.
     Path(PathBuf),
+    /// A directory whose files may share a domain (merged; `--merge-domains`), re-read on reload.
+    PathMergingDomains(PathBuf),
 }
 
 impl ConfigSource {
@@ -51,6 +53,7 @@ impl ConfigSource {
         match self {
             ConfigSource::Builtin => Config::builtin(),
             ConfigSource::Path(p) => Config::load(p),
+            ConfigSource::PathMergingDomains(p) => Config::load_with(p, true),
         }
     }
 }

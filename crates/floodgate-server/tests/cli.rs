@@ -234,3 +234,26 @@ fn migration_page_names_only_real_flags() {
         assert!(help.contains(flag), "the migration page names {flag}, which `serve --help` does not know:\n{help}");
     }
 }
+
+#[test]
+fn check_merges_domains_only_when_asked() {
+    let dir = std::env::temp_dir().join(format!("floodgate-cli-merge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.yaml"),
+        "domain: d\ndescriptors:\n  - key: x\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.yaml"),
+        "domain: d\ndescriptors:\n  - key: y\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check").arg(&dir).env_remove("FLOODGATE_MERGE_DOMAINS").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already defined in"), "{out:?}");
+    let out = Command::new(BIN).arg("check").arg("--merge-domains").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 domain(s), 2 rule(s)"), "{out:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
