@@ -7,6 +7,7 @@
 //! | `POST /v1/reset` | `{"id"}` | `{"deleted": N}` (every bucket of the id, under every policy) | yes |
 //! | `POST /v1/reload` | none | the loaded limits, or 422 with why the new config was refused | yes |
 //! | `GET /v1/limits` | none | the loaded policies and RLS domains | no |
+//! | `POST /json` | a `RateLimitRequest` in proto3 JSON (the reference's endpoint) | the `RateLimitResponse`; 200 OK, 429 over | yes |
 //! | `GET /metrics`, `GET /healthz`, `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
 //!
 //! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms"}`, answered 200 whether
@@ -76,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reset", post(reset))
         .route("/v1/reload", post(reload))
         .route("/v1/limits", get(limits))
+        .route("/json", post(json_rls))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
@@ -350,6 +352,26 @@ fn limits_json(config: &Config) -> Value {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+/// The reference service's `POST /json` (see [`crate::json_rls`]): 200 when OK, 429 when over the limit.
+async fn json_rls(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
+    let req = crate::json_rls::request_from_json(&value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let res = crate::rls::Rls::new(state.clone()).decide(&req).await.map_err(|s| {
+        let status = match s.code() {
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, s.message())
+    })?;
+    let over =
+        res.overall_code == envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::OverLimit as i32;
+    let status = if over { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+    Ok((status, Json(crate::json_rls::response_to_json(&res))).into_response())
 }
 
 async fn healthz() -> &'static str {

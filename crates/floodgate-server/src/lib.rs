@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod http;
+pub mod json_rls;
 pub mod metrics;
 pub mod rls;
 pub mod server;

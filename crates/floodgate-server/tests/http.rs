@@ -198,3 +198,55 @@ async fn limits_metrics_openapi_and_reload() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(d["policies"][0]["name"], "only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_json_endpoint() {
+    let s = start(CONFIG).await;
+    let url = format!("{}/json", s.base);
+    let body = json!({"domain": "t", "descriptors": [
+        {"entries": [{"key": "k", "value": "a"}]},
+        {"entries": [{"key": "nomatch", "value": "a"}]}
+    ]});
+    let (st, _, r) = post(url.clone(), body.clone()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(r["overallCode"], "OK");
+    assert_eq!(r["statuses"][0]["code"], "OK");
+    assert_eq!(r["statuses"][0]["currentLimit"], json!({"requestsPerUnit": 3, "unit": "HOUR"}));
+    assert_eq!(r["statuses"][0]["limitRemaining"], 2);
+    assert!(r["statuses"][0]["durationUntilReset"].as_str().unwrap().ends_with('s'), "{r}");
+    assert_eq!(r["statuses"][1], json!({"code": "OK"}), "no rule: proto3 JSON leaves zero values out");
+    // hitsAddend (proto3 JSON name, or the proto name), as a number or a string.
+    let (st, _, r) = post(
+        url.clone(),
+        json!({"domain": "t", "hits_addend": 2, "descriptors": [{"entries": [{"key": "k", "value": "a"}]}]}),
+    )
+    .await;
+    assert_eq!((st, &r["overallCode"], r["statuses"][0].get("limitRemaining")), (StatusCode::OK, &json!("OK"), None));
+    let (st, _, r) = post(url.clone(), body.clone()).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{r}");
+    assert_eq!((&r["overallCode"], &r["statuses"][0]["code"]), (&json!("OVER_LIMIT"), &json!("OVER_LIMIT")));
+    // A limit override and a per-descriptor hitsAddend.
+    let (st, _, r) = post(
+        url.clone(),
+        json!({"domain": "t", "descriptors": [{"entries": [{"key": "k", "value": "b"}], "hitsAddend": "4",
+            "limit": {"requestsPerUnit": 5, "unit": "MINUTE"}}]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["statuses"][0]["currentLimit"], json!({"requestsPerUnit": 5, "unit": "MINUTE"}));
+    assert_eq!(r["statuses"][0]["limitRemaining"], 1);
+    // Errors: empty domain or descriptors, unknown fields, malformed JSON.
+    for bad in [
+        json!({"domain": "", "descriptors": [{"entries": [{"key": "k", "value": "a"}]}]}),
+        json!({"domain": "t", "descriptors": []}),
+        json!({"domain": "t", "descriptors": [{"entries": [{"key": "k", "value": "a", "colour": 1}]}]}),
+        json!({"domain": "t", "descriptors": [{"entries": [{"key": "k"}], "limit": {"unit": "FORTNIGHT"}}]}),
+        json!({"domain": 5}),
+    ] {
+        let (st, _, e) = post(url.clone(), bad.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad} -> {e}");
+        assert!(e["error"].is_string(), "{e}");
+    }
+    let res = reqwest::Client::new().post(&url).body("{").send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
