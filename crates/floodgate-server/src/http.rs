@@ -8,7 +8,7 @@
 //! | `POST /v1/reload` | none | the loaded limits, or 422 with why the new config was refused | yes |
 //! | `GET /v1/limits` | none | the loaded policies and RLS domains | no |
 //! | `POST /json` | a `RateLimitRequest` in proto3 JSON (the reference's endpoint) | the `RateLimitResponse`; 200 OK, 429 over | yes |
-//! | `GET /metrics`, `GET /healthz`, `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
+//! | `GET /metrics`, `GET /healthz` (or the reference's `/healthcheck`), `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
 //!
 //! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms"}`, answered 200 whether
 //! or not the hit was allowed (with `Retry-After` when it was not). Errors are `{"error": "message"}` with
@@ -80,6 +80,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/json", post(json_rls))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/healthcheck", get(healthz))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /openapi.json)") })
         .method_not_allowed_fallback(|| async {

@@ -11,7 +11,7 @@ use floodgate::MemoryStore;
 use floodgate_redis::{FailurePolicy, RedisStore};
 use floodgate_server::config::Config;
 use floodgate_server::server::Server;
-use floodgate_server::state::{AppState, Backend, ConfigSource};
+use floodgate_server::state::{AppState, Backend, ConfigSource, ResponseHeaders};
 
 #[derive(Parser)]
 #[command(name = "floodgate", version, about = "Rate limiting as a service: Envoy RLS v3 gRPC and an HTTP JSON API")]
@@ -32,6 +32,14 @@ enum Command {
         #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
         merge_domains: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Headers {
+    Off,
+    Draft,
+    Ietf,
+    XRatelimit,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -77,6 +85,11 @@ struct ServeArgs {
     /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
     #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
     reference_counting: bool,
+    /// RLS: rate-limit headers for Envoy to add to responses, describing the tightest limit: `off`, `draft`
+    /// (RateLimit-Limit/-Remaining/-Reset, the reference's LIMIT_RESPONSE_HEADERS_ENABLED), `ietf`
+    /// (RateLimit-Policy + RateLimit), `x-ratelimit` (X-RateLimit-Limit/-Remaining/-Reset).
+    #[arg(long, value_enum, default_value = "off", env = "FLOODGATE_RESPONSE_HEADERS")]
+    response_headers: Headers,
     /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
     #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
     merge_domains: bool,
@@ -180,6 +193,12 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
     state.reference_counting = args.reference_counting;
     state.global_shadow_mode = args.shadow_mode;
+    state.response_headers = match args.response_headers {
+        Headers::Off => ResponseHeaders::Off,
+        Headers::Draft => ResponseHeaders::Draft,
+        Headers::Ietf => ResponseHeaders::Ietf,
+        Headers::XRatelimit => ResponseHeaders::XRateLimit,
+    };
     {
         let cfg = state.config();
         tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");

@@ -23,6 +23,8 @@
 //!
 //! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit. With
 //! `--reference-counting` every hit is counted, denied or not, as the reference does.
+//! With `--response-headers draft|ietf|x-ratelimit`, the answer asks Envoy to add rate-limit headers that
+//! describe the request's tightest limit (the matched limit with the least remaining).
 //! With `--shadow-mode` (global shadow mode) the overall code is always `OK`, the statuses unchanged.
 //! An empty domain, an empty descriptor list, a descriptor without entries or a request past the bounds
 //! below is answered `INVALID_ARGUMENT`. A domain that is not configured is answered `OK` for every
@@ -47,7 +49,8 @@ use floodgate::{Algorithm, Policy};
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitKind, Match, RateLimit, Unit, rule_policy_name};
-use crate::state::AppState;
+use crate::state::{AppState, ResponseHeaders};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 
 /// The most descriptors one request may carry.
 pub const MAX_DESCRIPTORS: usize = 256;
@@ -99,6 +102,8 @@ impl Rls {
         let request_addend = if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) };
         let mut statuses = Vec::with_capacity(req.descriptors.len());
         let mut over = false;
+        // (remaining, index, window) of the tightest limit, for the response headers.
+        let mut tightest: Option<(u32, usize, Duration)> = None;
         let mut matches: Vec<_> = req
             .descriptors
             .iter()
@@ -167,6 +172,9 @@ impl Rls {
                 }
             };
             over |= status.code == Code::OverLimit as i32;
+            if status.current_limit.is_some() && tightest.is_none_or(|(r, _, _)| status.limit_remaining < r) {
+                tightest = Some((status.limit_remaining, statuses.len(), limit.window));
+            }
             statuses.push(status);
         }
         if over { &domain.counters.requests_over } else { &domain.counters.requests_ok }.fetch_add(1, Relaxed);
@@ -174,9 +182,14 @@ impl Rls {
             state.metrics.global_shadow.fetch_add(1, Relaxed);
             over = false;
         }
+        let response_headers_to_add = match tightest {
+            Some((_, i, window)) => rate_limit_headers(state.response_headers, &statuses[i], window),
+            None => Vec::new(),
+        };
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
+            response_headers_to_add,
             ..Default::default()
         })
     }
@@ -228,6 +241,43 @@ fn override_limit(domain: &str, o: &RateLimitOverride) -> Result<RateLimit, Stat
         replaces: Vec::new(),
         kind,
     })
+}
+
+/// The rate-limit headers describing `status` (the request's tightest limit) in the `style` asked for.
+fn rate_limit_headers(style: ResponseHeaders, status: &DescriptorStatus, window: Duration) -> Vec<HeaderValue> {
+    let Some(limit) = &status.current_limit else { return Vec::new() };
+    let reset = status.duration_until_reset.map_or(0, |d| {
+        let secs = u64::try_from(d.seconds).unwrap_or(0);
+        if d.nanos > 0 { secs + 1 } else { secs }
+    });
+    let (quota, remaining) = (limit.requests_per_unit, status.limit_remaining);
+    let header = |key: &str, value: String| HeaderValue { key: key.into(), value, ..Default::default() };
+    let three = |prefix: &str| {
+        vec![
+            header(&format!("{prefix}Limit"), quota.to_string()),
+            header(&format!("{prefix}Remaining"), remaining.to_string()),
+            header(&format!("{prefix}Reset"), reset.to_string()),
+        ]
+    };
+    match style {
+        ResponseHeaders::Off => Vec::new(),
+        ResponseHeaders::Draft => three("RateLimit-"),
+        ResponseHeaders::XRateLimit => three("X-RateLimit-"),
+        ResponseHeaders::Ietf => {
+            let name = if limit.name.is_empty() { "default" } else { &limit.name };
+            // An sf-string holds printable ASCII only, with `"` and `\` escaped.
+            let name: String = name
+                .chars()
+                .filter(|c| (' '..='~').contains(c))
+                .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
+                .collect();
+            let w = window.as_secs().max(1);
+            vec![
+                header("RateLimit-Policy", format!("\"{name}\";q={quota};w={w}")),
+                header("RateLimit", format!("\"{name}\";r={remaining};t={reset}")),
+            ]
+        }
+    }
 }
 
 fn count_denied(domain: &crate::config::Domain, shadow: bool) {

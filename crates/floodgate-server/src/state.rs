@@ -36,6 +36,21 @@ impl Backend {
     }
 }
 
+/// Which rate-limit headers RLS answers ask Envoy to add to the response (`--response-headers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseHeaders {
+    /// None (the default, as the reference's).
+    #[default]
+    Off,
+    /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`: the reference's
+    /// `LIMIT_RESPONSE_HEADERS_ENABLED=true`.
+    Draft,
+    /// The IETF fields `RateLimit-Policy: "name";q=LIMIT;w=WINDOW` and `RateLimit: "name";r=REMAINING;t=RESET`.
+    Ietf,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    XRateLimit,
+}
+
 /// Where the config comes from.
 #[derive(Clone, Debug)]
 pub enum ConfigSource {
@@ -75,6 +90,8 @@ pub struct AppState {
     /// RLS: the global shadow mode (`--shadow-mode`, the reference's `SHADOW_MODE`): the overall code is
     /// always OK; the statuses still say which descriptor is over.
     pub global_shadow_mode: bool,
+    /// RLS: the rate-limit headers to add to Envoy's response, describing the tightest limit of the request.
+    pub response_headers: ResponseHeaders,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -104,6 +121,7 @@ impl AppState {
             strict_domains,
             reference_counting: false,
             global_shadow_mode: false,
+            response_headers: ResponseHeaders::Off,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -250,3 +250,12 @@ async fn the_reference_json_endpoint() {
     let res = reqwest::Client::new().post(&url).body("{").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_as_the_reference() {
+    let s = start(CONFIG).await;
+    for path in ["/healthz", "/healthcheck"] {
+        let res = reqwest::get(format!("{}{path}", s.base)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+    }
+}

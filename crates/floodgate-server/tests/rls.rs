@@ -448,3 +448,45 @@ async fn global_shadow_mode_answers_ok_overall() {
     let text = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
     assert!(text.contains("floodgate_rls_global_shadow_mode_total 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_response_headers() {
+    use floodgate_server::state::ResponseHeaders;
+    let yaml = "
+domain: h
+descriptors:
+  - key: a
+    rate_limit: {unit: minute, requests_per_unit: 10, name: per_minute}
+  - key: b
+    rate_limit: {unit: second, unit_multiplier: 30, requests_per_unit: 3}
+  - key: open
+    rate_limit: {unlimited: true}
+";
+    let headers = async |style: ResponseHeaders| {
+        let s = common::start_tuned(yaml, None, false, 0, |st| st.response_headers = style).await;
+        let mut c = s.client().await;
+        let descs = vec![desc(&[("a", "1")]), desc(&[("b", "1")]), desc(&[("open", "1")]), desc(&[("none", "1")])];
+        let r = c.should_rate_limit(request("h", descs)).await.unwrap().into_inner();
+        let reset = r.statuses[1].duration_until_reset.unwrap();
+        let reset = reset.seconds + i64::from(reset.nanos > 0);
+        let got: Vec<(String, String)> = r.response_headers_to_add.into_iter().map(|h| (h.key, h.value)).collect();
+        (got, reset.to_string())
+    };
+    let (got, _) = headers(ResponseHeaders::Off).await;
+    assert!(got.is_empty());
+    // The tightest limit is b's (2 left of 3, in a 30 s window).
+    let (got, reset) = headers(ResponseHeaders::Draft).await;
+    let pairs = |v: &[(&str, &str)]| v.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>();
+    assert_eq!(got, pairs(&[("RateLimit-Limit", "3"), ("RateLimit-Remaining", "2"), ("RateLimit-Reset", &reset)]));
+    let (got, reset) = headers(ResponseHeaders::XRateLimit).await;
+    assert_eq!(
+        got,
+        pairs(&[("X-RateLimit-Limit", "3"), ("X-RateLimit-Remaining", "2"), ("X-RateLimit-Reset", &reset)])
+    );
+    let (got, reset) = headers(ResponseHeaders::Ietf).await;
+    assert_eq!(
+        got,
+        pairs(&[("RateLimit-Policy", "\"default\";q=3;w=30"), ("RateLimit", &format!("\"default\";r=2;t={reset}"))])
+    );
+    assert!(reset.parse::<u64>().unwrap() <= 30);
+}
