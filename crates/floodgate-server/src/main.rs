@@ -57,7 +57,8 @@ struct ServeArgs {
     /// Envoy RLS v3 gRPC.
     #[arg(long, default_value = "127.0.0.1:8081", env = "FLOODGATE_GRPC")]
     grpc: SocketAddr,
-    /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP.
+    /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP and when
+    /// its files change (see --watch-secs).
     #[arg(long, short, env = "FLOODGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
@@ -90,6 +91,9 @@ struct ServeArgs {
     /// (RateLimit-Policy + RateLimit), `x-ratelimit` (X-RateLimit-Limit/-Remaining/-Reset).
     #[arg(long, value_enum, default_value = "off", env = "FLOODGATE_RESPONSE_HEADERS")]
     response_headers: Headers,
+    /// Check the config's files every this many seconds and reload when one changed (0: only on SIGHUP).
+    #[arg(long, default_value_t = 2, env = "FLOODGATE_WATCH_SECS")]
+    watch_secs: u64,
     /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
     #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
     merge_domains: bool,
@@ -212,6 +216,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::start_with(Arc::new(state), args.http, args.grpc, grpc_threads).await?;
     let stop = server.shutdown_token();
     tokio::spawn(signals(server.state.clone(), stop.clone()));
+    tokio::spawn(server.state.clone().watch_config(Duration::from_secs(args.watch_secs), stop.clone()));
     let drain = Duration::from_secs(args.drain_secs);
     let waiting = server.wait();
     tokio::pin!(waiting);

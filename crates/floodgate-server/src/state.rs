@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use floodgate::{BoxStore, BucketInfo, Decision, MemoryStore, Policy, Store, StoreResult};
@@ -62,7 +62,35 @@ pub enum ConfigSource {
     PathMergingDomains(PathBuf),
 }
 
+/// What a config source's files look like now: each `*.yaml` / `*.yml` file (or the one file) with its length
+/// and modification time, following symlinks (so a swapped directory symlink shows as a change).
+pub type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
 impl ConfigSource {
+    /// The source's [`Fingerprint`]; empty for the built-in config or when the path cannot be read.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let path = match self {
+            ConfigSource::Builtin => return Vec::new(),
+            ConfigSource::Path(p) | ConfigSource::PathMergingDomains(p) => p,
+        };
+        let stat = |p: PathBuf| {
+            let meta = std::fs::metadata(&p).ok()?;
+            meta.is_file().then(|| (p, meta.len(), meta.modified().ok()))
+        };
+        if !path.is_dir() {
+            return stat(path.clone()).into_iter().collect();
+        }
+        let Ok(entries) = std::fs::read_dir(path) else { return Vec::new() };
+        let mut out: Fingerprint = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .take(crate::config::MAX_CONFIG_FILES + 1)
+            .filter_map(stat)
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Loads the config.
     pub fn load(&self) -> Result<Config, ConfigError> {
         match self {
@@ -155,6 +183,39 @@ impl AppState {
             Err(e) => {
                 self.metrics.observe_reload(false);
                 Err(e)
+            }
+        }
+    }
+
+    /// Reloads the config whenever its files change (checked every `every`), until `stop`. A refused config
+    /// is logged once and the old one kept, as on SIGHUP. Does nothing for the built-in config.
+    pub async fn watch_config(self: Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        if matches!(self.source, ConfigSource::Builtin) || every.is_zero() {
+            return;
+        }
+        let fingerprint = |s: Arc<Self>| async move {
+            tokio::task::spawn_blocking(move || s.source.fingerprint()).await.unwrap_or_default()
+        };
+        let mut last = fingerprint(self.clone()).await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = fingerprint(self.clone()).await;
+            if now == last {
+                continue;
+            }
+            last = now;
+            match self.reload().await {
+                Ok(cfg) => tracing::info!(
+                    domains = cfg.domains().len(),
+                    policies = cfg.policies().count(),
+                    "config files changed: reloaded"
+                ),
+                Err(e) => {
+                    tracing::error!("config files changed: reload refused, the old config stays in force:\n{e}")
+                }
             }
         }
     }

@@ -71,6 +71,7 @@ fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     let mut child = Command::new(BIN)
         .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}"), "--config"])
         .arg(&config)
+        .args(["--watch-secs", "0"]) // SIGHUP alone must reload
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -490,3 +490,44 @@ descriptors:
     );
     assert!(reset.parse::<u64>().unwrap() <= 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_when_a_config_file_changes() {
+    let yaml = |n: u32| {
+        format!("domain: f\ndescriptors:\n  - key: k\n    rate_limit: {{unit: hour, requests_per_unit: {n}}}\n")
+    };
+    let s = start(&yaml(5)).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(s.server.state.clone().watch_config(std::time::Duration::from_millis(50), stop.clone()));
+    let mut c = s.client().await;
+    let mut limit = async || {
+        let r = c.should_rate_limit(request("f", vec![desc(&[("k", "x")])])).await.unwrap().into_inner();
+        r.statuses[0].current_limit.as_ref().map(|l| l.requests_per_unit)
+    };
+    assert_eq!(limit().await, Some(5));
+    tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    std::fs::write(&s.config, yaml(70)).unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = limit().await;
+        if seen == Some(70) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(70), "the changed file was not picked up");
+    // A broken file is refused; the last good config stays.
+    std::fs::write(&s.config, "domain: f\ndescriptors:\n  - key: k\n    colour: red\n").unwrap();
+    let metrics = || async { reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap() };
+    let mut refused = false;
+    for _ in 0..100 {
+        if metrics().await.contains("floodgate_config_reloads_total{result=\"failure\"} 1") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "{}", metrics().await);
+    assert_eq!(limit().await, Some(70));
+    stop.cancel();
+}
