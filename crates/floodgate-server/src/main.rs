@@ -164,12 +164,30 @@ fn check(path: &std::path::Path, merge_domains: bool) -> ExitCode {
                 cfg.policies().count(),
                 if cfg.policies().count() == 1 { "y" } else { "ies" }
             );
+            for d in &domains {
+                inner_wildcards(&d.file, &d.root);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Notes (on stderr; the config is still valid) every value with a `*` before its end: a wildcard here, but a
+/// literal `*` for envoyproxy/ratelimit, which only knows a trailing `*`.
+fn inner_wildcards(file: &str, level: &floodgate_server::config::Level) {
+    for r in level.rules() {
+        if r.value.as_deref().is_some_and(|v| v.trim_end_matches('*').contains('*')) {
+            eprintln!(
+                "{file}:{}:{}: note: {}: the `*` before the end of the value is a wildcard here; \
+                 envoyproxy/ratelimit matches it literally",
+                r.pos.line, r.pos.col, r.path
+            );
+        }
+        inner_wildcards(file, &r.children);
     }
 }
 

@@ -258,3 +258,21 @@ fn check_merges_domains_only_when_asked() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 domain(s), 2 rule(s)"), "{out:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn check_notes_wildcards_the_reference_reads_literally() {
+    let dir = std::env::temp_dir().join(format!("floodgate-cli-wild-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("w.yaml");
+    std::fs::write(
+        &file,
+        "domain: d\ndescriptors:\n  - key: p\n    value: /api/*\n  - key: p\n    value: '*.png'\n    rate_limit: {unit: second, requests_per_unit: 1}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("w.yaml:5:") && err.contains("p=*.png") && err.contains("matches it literally"), "{err}");
+    assert!(!err.contains("/api/*"), "a trailing `*` is a wildcard in both: {err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
