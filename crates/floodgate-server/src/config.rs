@@ -214,6 +214,9 @@ pub struct Rule {
     pub share_threshold: bool,
     /// `detailed_metric` (accepted for compatibility with the reference; no effect yet).
     pub detailed_metric: bool,
+    /// `extra_limits` (Floodgate extension): more limits beside `rate_limit`, e.g. a sustained rate beside a
+    /// burst; every one must allow.
+    pub extra_limits: Vec<RateLimit>,
     /// The nested `descriptors`.
     pub children: Level,
     /// Where the rule is defined.
@@ -757,11 +760,19 @@ impl Reader {
     }
 
     fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Option<Rule> {
-        let allowed =
-            ["key", "value", "rate_limit", "shadow_mode", "share_threshold", "detailed_metric", "descriptors"];
+        let allowed = [
+            "key",
+            "value",
+            "rate_limit",
+            "extra_limits",
+            "shadow_mode",
+            "share_threshold",
+            "detailed_metric",
+            "descriptors",
+        ];
         let fields = self.fields(node, field, &allowed)?;
         let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
-        let (mut share, mut detailed_metric) = (None, false);
+        let (mut share, mut detailed_metric, mut extra_node) = (None, false, None);
         let mut ok = true;
         for (name, n) in fields {
             let f = join(field, name);
@@ -772,6 +783,7 @@ impl Reader {
                     ok &= value.is_some();
                 }
                 "rate_limit" => limit_node = Some((n, f)),
+                "extra_limits" => extra_node = Some((n, f)),
                 "shadow_mode" => shadow = self.boolean(n, &f).unwrap_or(false),
                 "share_threshold" => share = self.boolean(n, &f).map(|b| (b, n, f)),
                 // Accepted for compatibility (checked, but no per-rule metrics yet): see the migration page.
@@ -802,6 +814,18 @@ impl Reader {
             (None, false) => format!("{parent}/{key}"),
         }
         .into();
+        let mut extra_limits = Vec::new();
+        if let Some((n, f)) = extra_node {
+            if limit_node.is_none() {
+                self.issue(n, &f, "needs a `rate_limit` beside it");
+            }
+            for (i, item) in self.seq(n, &f).unwrap_or_default().iter().enumerate() {
+                let item_path = format!("{path}#{}", i + 1);
+                if let Some(l) = self.rate_limit(domain, &item_path, item, &format!("{f}[{i}]")) {
+                    extra_limits.push(l);
+                }
+            }
+        }
         let rate_limit = limit_node.and_then(|(n, f)| self.rate_limit(domain, &path, n, &f));
         let children = match children {
             Some(_) if depth >= MAX_RULE_DEPTH => {
@@ -819,6 +843,7 @@ impl Reader {
             shadow_mode: shadow,
             share_threshold,
             detailed_metric,
+            extra_limits,
             children,
             pos: node.pos,
         })

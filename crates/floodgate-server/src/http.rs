@@ -316,6 +316,14 @@ fn rule_json(rule: &Rule, out: &mut Vec<Value>) {
         "shadow_mode": rule.shadow_mode,
         "share_threshold": rule.share_threshold,
         "detailed_metric": rule.detailed_metric,
+        "extra_limits": rule.extra_limits.iter().map(|l| json!({
+            "name": &*l.name,
+            "unit": l.unit.map(|u| u.name()),
+            "window_ms": u64::try_from(l.window.as_millis()).unwrap_or(u64::MAX),
+            "requests_per_unit": l.requests_per_unit,
+            "algorithm": l.algorithm.name(),
+            "unlimited": matches!(l.kind, LimitKind::Unlimited),
+        })).collect::<Vec<Value>>(),
         "line": rule.pos.line,
         "rate_limit": limit,
     }));

@@ -18,6 +18,11 @@
 //! even when no rule matches (the domain must be configured), never in shadow mode. An override with an unknown
 //! unit is `INVALID_ARGUMENT`; `requests_per_unit: 0` denies.
 //!
+//! **Several limits on one rule** (`extra_limits`, a Floodgate extension): the descriptor is decided by the
+//! rule's `rate_limit`, then each extra limit in order, stopping at the first that denies; the status reports
+//! that limit, or when all pass the one with the least remaining. A later limit's denial does not give back
+//! the hit the earlier ones counted.
+//!
 //! **`replaces`**: when a request matches a limit whose `replaces` names another limit it also matches, that
 //! other limit is not applied (its descriptor answers `OK` with no `current_limit`, and nothing is counted).
 //!
@@ -124,56 +129,79 @@ impl Rls {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
-            let limit = &*limit;
+            let extras: &[RateLimit] = match (&m, &limit) {
+                (Some(m), Cow::Borrowed(_)) => &m.rule.extra_limits,
+                _ => &[],
+            };
             let rule = m.as_ref().map(|m| m.rule);
             let shadow = rule.is_some_and(|r| r.shadow_mode);
             let denied_code = if shadow { Code::Ok } else { Code::OverLimit };
-            let status = match &limit.kind {
-                LimitKind::Unlimited => {
-                    DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() }
-                }
-                LimitKind::DenyAll => {
-                    let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
-                    count_denied(domain, shadow);
-                    DescriptorStatus {
-                        code: denied_code as i32,
-                        current_limit: Some(current_limit(limit)),
-                        limit_remaining: 0,
-                        duration_until_reset: Some(proto_duration(until_window_end(window))),
-                        quota: None,
-                    }
-                }
-                LimitKind::Limited(policy) => {
-                    let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
-                    let cost = if desc.is_negative_hits { 0 } else { cost };
-                    let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
-                    let d = if state.reference_counting {
-                        state.inc(&id, policy, cost).await
-                    } else {
-                        state.hit(&id, policy, cost).await
-                    };
-                    let d = d.map_err(|e| {
-                        let rule = rule.map_or("<limit override>", |r| &r.path);
-                        tracing::warn!(error = %e, domain = %clip(&req.domain), rule, "store failed");
-                        Status::unavailable(format!("store failed: {e}"))
-                    })?;
-                    if d.allowed {
-                        domain.counters.allowed.fetch_add(1, Relaxed);
-                    } else {
+            // (status, window, denied) of the limit reported: the first that denies, else the least remaining.
+            let mut chosen: Option<(DescriptorStatus, Duration, bool)> = None;
+            for limit in std::iter::once(&*limit).chain(extras) {
+                let (status, denied) = match &limit.kind {
+                    LimitKind::Unlimited => (
+                        DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() },
+                        false,
+                    ),
+                    LimitKind::DenyAll => {
+                        let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
                         count_denied(domain, shadow);
+                        (
+                            DescriptorStatus {
+                                code: denied_code as i32,
+                                current_limit: Some(current_limit(limit)),
+                                limit_remaining: 0,
+                                duration_until_reset: Some(proto_duration(until_window_end(window))),
+                                quota: None,
+                            },
+                            true,
+                        )
                     }
-                    DescriptorStatus {
-                        code: if d.allowed { Code::Ok } else { denied_code } as i32,
-                        current_limit: Some(current_limit(limit)),
-                        limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
-                        duration_until_reset: Some(proto_duration(d.reset_after)),
-                        quota: None,
+                    LimitKind::Limited(policy) => {
+                        let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
+                        let cost = if desc.is_negative_hits { 0 } else { cost };
+                        let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
+                        let d = if state.reference_counting {
+                            state.inc(&id, policy, cost).await
+                        } else {
+                            state.hit(&id, policy, cost).await
+                        };
+                        let d = d.map_err(|e| {
+                            let rule = rule.map_or("<limit override>", |r| &r.path);
+                            tracing::warn!(error = %e, domain = %clip(&req.domain), rule, "store failed");
+                            Status::unavailable(format!("store failed: {e}"))
+                        })?;
+                        if d.allowed {
+                            domain.counters.allowed.fetch_add(1, Relaxed);
+                        } else {
+                            count_denied(domain, shadow);
+                        }
+                        (
+                            DescriptorStatus {
+                                code: if d.allowed { Code::Ok } else { denied_code } as i32,
+                                current_limit: Some(current_limit(limit)),
+                                limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
+                                duration_until_reset: Some(proto_duration(d.reset_after)),
+                                quota: None,
+                            },
+                            !d.allowed,
+                        )
                     }
+                };
+                let better =
+                    chosen.as_ref().is_none_or(|(c, _, _)| denied || status.limit_remaining < c.limit_remaining);
+                if better {
+                    chosen = Some((status, limit.window, denied));
                 }
-            };
+                if denied {
+                    break;
+                }
+            }
+            let Some((status, window, _)) = chosen else { continue };
             over |= status.code == Code::OverLimit as i32;
             if status.current_limit.is_some() && tightest.is_none_or(|(r, _, _)| status.limit_remaining < r) {
-                tightest = Some((status.limit_remaining, statuses.len(), limit.window));
+                tightest = Some((status.limit_remaining, statuses.len(), window));
             }
             statuses.push(status);
         }

@@ -531,3 +531,64 @@ async fn reloads_when_a_config_file_changes() {
     assert_eq!(limit().await, Some(70));
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_limits_on_one_rule() {
+    let s = start(
+        "
+domain: m
+descriptors:
+  - key: user
+    rate_limit: {unit: second, unit_multiplier: 3600, requests_per_unit: 3, name: burst}
+    extra_limits:
+      - {unit: day, requests_per_unit: 4, name: sustained}
+      - {unlimited: true}
+",
+    )
+    .await;
+    let mut c = s.client().await;
+    let mut hit = async |user: &str| {
+        let r = c.should_rate_limit(request("m", vec![desc(&[("user", user)])])).await.unwrap().into_inner();
+        let st = &r.statuses[0];
+        (st.code, st.current_limit.as_ref().unwrap().name.clone(), st.limit_remaining)
+    };
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    // Both count; the status reports the limit with the least remaining.
+    assert_eq!(hit("a").await, (ok, "burst".into(), 2));
+    assert_eq!(hit("a").await, (ok, "burst".into(), 1));
+    assert_eq!(hit("a").await, (ok, "burst".into(), 0));
+    assert_eq!(hit("a").await, (over, "burst".into(), 0), "the first limit denies");
+    let e = floodgate_server::config::Config::from_str(
+        "t.yaml",
+        "domain: m\ndescriptors:\n  - key: k\n    extra_limits:\n      - {unit: day, requests_per_unit: 1, colour: red}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("t.yaml:5:7: descriptors[0].extra_limits: needs a `rate_limit` beside it"), "{e}");
+    assert!(e.contains("descriptors[0].extra_limits[0].colour: unknown field"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sustained_limit_beside_a_burst() {
+    let s = start(
+        "
+domain: m
+descriptors:
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 10, algorithm: gcra, burst: 5}
+    extra_limits:
+      - {unit: day, requests_per_unit: 2, name: daily}
+",
+    )
+    .await;
+    let mut c = s.client().await;
+    let mut hit = async || {
+        let r = c.should_rate_limit(request("m", vec![desc(&[("user", "u")])])).await.unwrap().into_inner();
+        let st = &r.statuses[0];
+        (st.code, st.current_limit.as_ref().unwrap().name.clone(), st.limit_remaining)
+    };
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(hit().await, (ok, "daily".into(), 1));
+    assert_eq!(hit().await, (ok, "daily".into(), 0));
+    assert_eq!(hit().await, (over, "daily".into(), 0), "the burst allows, the daily limit denies");
+}
