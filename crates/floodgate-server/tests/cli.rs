@@ -60,6 +60,21 @@ fn get_json(base: &str, path: &str) -> serde_json::Value {
     rt.block_on(async { reqwest::get(format!("{base}{path}")).await.unwrap().json().await.unwrap() })
 }
 
+/// Starts `floodgate serve` on two free loopback ports with `extra` arguments (no inherited config, output
+/// silenced); returns the child and the HTTP base URL. It does not wait for the server to be ready.
+fn spawn_serve(extra: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+    let (http, grpc) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .args(extra)
+        .env_remove("FLOODGATE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, format!("http://127.0.0.1:{http}"))
+}
+
 fn signal(pid: u32, sig: &str) {
     assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
 }
@@ -67,16 +82,9 @@ fn signal(pid: u32, sig: &str) {
 #[test]
 fn serve_reloads_on_sighup_and_stops_on_sigterm() {
     let config = common::write_config("policies:\n  first: {limit: 1, window: 1s}\n");
-    let (http, grpc) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}"), "--config"])
-        .arg(&config)
-        .args(["--watch-secs", "0"]) // SIGHUP alone must reload
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+    // `--watch-secs 0`: SIGHUP alone must reload.
+    let (mut child, base) =
+        spawn_serve(&["--config".as_ref(), config.as_os_str(), "--watch-secs".as_ref(), "0".as_ref()]);
     wait_healthy(&base);
     assert_eq!(get_json(&base, "/v1/limits")["policies"][0]["name"], "first");
 
@@ -108,15 +116,7 @@ fn serve_reloads_on_sighup_and_stops_on_sigterm() {
 
 #[test]
 fn serve_with_no_config_uses_the_builtin_limits() {
-    let (http, grpc) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
-        .env_remove("FLOODGATE_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{http}");
+    let (mut child, base) = spawn_serve(&[]);
     wait_healthy(&base);
     let limits = get_json(&base, "/v1/limits");
     child.kill().unwrap();
