@@ -279,7 +279,24 @@ pub struct RedisCluster {
 }
 
 impl RedisCluster {
+    /// Starts six fresh nodes and joins them. `redis-cli --cluster create` now and then fails on a loaded machine
+    /// (a node slow to answer while another test process starts its own cluster): then the nodes are dropped and
+    /// the whole thing starts again on new ports, at most three times, and the last failure is reported in full.
     pub fn start() -> RedisCluster {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                Err(e) => {
+                    eprintln!("cluster start failed, trying again: {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        panic!("cluster did not start in 3 tries:\n{}", failures.join("\n---\n"));
+    }
+
+    fn try_start() -> Result<RedisCluster, String> {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
                 RedisServer::start_with(&[
@@ -299,11 +316,18 @@ impl RedisCluster {
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
-            .expect("run redis-cli --cluster create");
-        assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+            .map_err(|e| format!("run redis-cli --cluster create: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create {addrs:?} exited with {}:\nstdout: {}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         let cluster = RedisCluster { nodes };
         cluster.wait_healthy(Duration::from_secs(30));
-        cluster
+        Ok(cluster)
     }
 
     /// Waits until every live node says the cluster is ok and every replica's link is up.
