@@ -18,10 +18,13 @@ use crate::time::duration_micros;
 /// | [`TokenBucket`](Algorithm::TokenBucket) | the bucket holds `cost` tokens (capacity `burst`, refilled `limit` per `window`) | `burst + limit × t/window` in any span `t` |
 /// | [`LeakyBucket`](Algorithm::LeakyBucket) | `level + cost <= burst` (leaks `limit` per `window`) | same as the token bucket |
 /// | [`Gcra`](Algorithm::Gcra) | theoretical arrival time − now ≤ burst tolerance | same as the token bucket |
+/// | [`SlidingLog`](Algorithm::SlidingLog) | units counted in `(now − window, now]` + `cost <= limit` | `limit` in **every** window of that length, wherever it starts (the only exact one) |
 ///
 /// The last three are one meter seen three ways: for the same `limit`, `window` and `burst` they make the
 /// same decisions (a property test checks each against its own reference model). Pick the name your team
-/// knows; all three keep 16 bytes of state and compute exactly, with no rounding drift.
+/// knows; all three keep 16 bytes of state and compute exactly, with no rounding drift. The sliding log pays for
+/// its exact bound with state that grows with the hits in a window (8 bytes per millisecond that saw a hit), so
+/// its `limit` is capped at [`Policy::MAX_LOG_LIMIT`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Algorithm {
@@ -35,19 +38,23 @@ pub enum Algorithm {
     LeakyBucket,
     /// Generic cell rate algorithm (governor, redis-cell).
     Gcra,
+    /// The exact sliding window: a log of admitted units (Hammer 7's sliding window).
+    SlidingLog,
 }
 
 impl Algorithm {
     /// Every algorithm, in declaration order.
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 6] = [
         Algorithm::FixedWindow,
         Algorithm::SlidingWindow,
         Algorithm::TokenBucket,
         Algorithm::LeakyBucket,
         Algorithm::Gcra,
+        Algorithm::SlidingLog,
     ];
 
-    /// The name used in configs and keys: `fixed_window`, `sliding_window`, `token_bucket`, `leaky_bucket`, `gcra`.
+    /// The name used in configs and keys: `fixed_window`, `sliding_window`, `token_bucket`, `leaky_bucket`, `gcra`,
+    /// `sliding_log`.
     ///
     /// ```
     /// use floodgate::Algorithm;
@@ -61,6 +68,7 @@ impl Algorithm {
             Algorithm::TokenBucket => "token_bucket",
             Algorithm::LeakyBucket => "leaky_bucket",
             Algorithm::Gcra => "gcra",
+            Algorithm::SlidingLog => "sliding_log",
         }
     }
 
@@ -94,6 +102,12 @@ pub enum PolicyError {
     /// `limit` above [`Policy::MAX_LIMIT`].
     #[error("limit {0} is above the maximum of {max}", max = Policy::MAX_LIMIT)]
     LimitTooLarge(u64),
+    /// A sliding log's `limit` above [`Policy::MAX_LOG_LIMIT`] (its state grows with the limit).
+    #[error(
+        "sliding_log limit {0} is above its maximum of {max} (its state grows with the limit; use sliding_window or gcra for larger limits)",
+        max = Policy::MAX_LOG_LIMIT
+    )]
+    LogLimitTooLarge(u64),
     /// The window was shorter than one microsecond.
     #[error("window must be at least 1 microsecond")]
     ZeroWindow,
@@ -119,7 +133,9 @@ pub enum PolicyError {
         burst: u64,
     },
     /// An algorithm name that is not one of [`Algorithm::ALL`].
-    #[error("unknown algorithm {0:?} (expected one of fixed_window, sliding_window, token_bucket, leaky_bucket, gcra)")]
+    #[error(
+        "unknown algorithm {0:?} (expected one of fixed_window, sliding_window, token_bucket, leaky_bucket, gcra, sliding_log)"
+    )]
     UnknownAlgorithm(String),
     /// A policy name that is empty or longer than [`Policy::MAX_NAME_LEN`] bytes.
     #[error("policy name must be 1 to {max} bytes", max = Policy::MAX_NAME_LEN)]
@@ -186,6 +202,8 @@ impl Policy {
     pub const MAX_WINDOW: Duration = Duration::from_secs(10 * 365 * 86_400);
     /// The longest accepted policy name, in bytes.
     pub const MAX_NAME_LEN: usize = 128;
+    /// The largest `limit` of a [sliding log](Algorithm::SlidingLog): 100 000 (at most 800 KB of log per key).
+    pub const MAX_LOG_LIMIT: u64 = 100_000;
     /// The bound on a meter's exact state (`burst × window / gcd(window, limit)` in microseconds).
     pub const MAX_METER_STATE: u64 = 1 << 53;
 
@@ -206,6 +224,9 @@ impl Policy {
         }
         if limit > Self::MAX_LIMIT {
             return Err(PolicyError::LimitTooLarge(limit));
+        }
+        if algorithm == Algorithm::SlidingLog && limit > Self::MAX_LOG_LIMIT {
+            return Err(PolicyError::LogLimitTooLarge(limit));
         }
         if window > Self::MAX_WINDOW {
             return Err(PolicyError::WindowTooLong(window));
@@ -240,6 +261,24 @@ impl Policy {
     /// ```
     pub fn sliding_window(limit: u64, window: Duration) -> Result<Self, PolicyError> {
         Self::new(Algorithm::SlidingWindow, limit, window)
+    }
+
+    /// A sliding-log policy: at most `limit` units in every window of length `window` (see
+    /// [`algorithm::sliding_log`](crate::algorithm::sliding_log)). `limit` is at most
+    /// [`MAX_LOG_LIMIT`](Self::MAX_LOG_LIMIT).
+    ///
+    /// ```
+    /// use floodgate::{Algorithm, Policy, PolicyError};
+    /// use std::time::Duration;
+    /// assert_eq!(Policy::sliding_log(5, Duration::from_secs(1))?.algorithm(), Algorithm::SlidingLog);
+    /// assert_eq!(
+    ///     Policy::sliding_log(1_000_000, Duration::from_secs(1)),
+    ///     Err(PolicyError::LogLimitTooLarge(1_000_000))
+    /// );
+    /// # Ok::<(), PolicyError>(())
+    /// ```
+    pub fn sliding_log(limit: u64, window: Duration) -> Result<Self, PolicyError> {
+        Self::new(Algorithm::SlidingLog, limit, window)
     }
 
     /// A token-bucket policy: capacity `limit` (change it with [`with_burst`](Self::with_burst)), refilled `limit` per `window`.

@@ -10,6 +10,7 @@
 
 pub mod fixed_window;
 pub mod meter;
+pub mod sliding_log;
 pub mod sliding_window;
 
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub enum Op {
 
 /// The state one (id, policy) pair keeps. `Empty` is what a never-seen or expired key has.
 ///
+/// Every variant but the sliding log is a few words, inline; the log is boxed so the enum stays 32 bytes.
+///
 /// ```
 /// use floodgate::algorithm::{apply, Op, State};
 /// use floodgate::{Policy, Timestamp};
@@ -52,7 +55,7 @@ pub enum Op {
 /// assert!(matches!(s, State::Meter(m) if m.level > 0));
 /// # Ok::<(), floodgate::PolicyError>(())
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum State {
     /// Nothing counted.
     #[default]
@@ -63,6 +66,8 @@ pub enum State {
     Sliding(sliding_window::SlidingState),
     /// Token bucket, leaky bucket, GCRA: a level that drains.
     Meter(meter::MeterState),
+    /// Sliding log: runs of admitted units.
+    Log(Box<sliding_log::LogState>),
 }
 
 impl State {
@@ -79,6 +84,7 @@ impl State {
             State::Window(s) => s.count == 0,
             State::Sliding(s) => s.cur == 0 && s.prev == 0,
             State::Meter(s) => s.level == 0,
+            State::Log(s) => s.total() == 0,
         }
     }
 
@@ -95,6 +101,7 @@ impl State {
             State::Window(s) => s.count,
             State::Sliding(s) => s.cur,
             State::Meter(s) => s.level.checked_div(s.unit).map_or(0, |u| u + u64::from(s.level % s.unit != 0)),
+            State::Log(s) => s.total(),
         }
     }
 }
@@ -163,6 +170,15 @@ pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timesta
             *state = State::Meter(s);
             d
         }
+        Algorithm::SlidingLog => {
+            if let State::Log(s) = state {
+                return sliding_log::apply(s, policy, op, cost, now);
+            }
+            let mut s = Box::<sliding_log::LogState>::default();
+            let d = sliding_log::apply(&mut s, policy, op, cost, now);
+            *state = State::Log(s);
+            d
+        }
     }
 }
 
@@ -191,6 +207,7 @@ pub fn inspect(state: &State, policy: &Policy, now: Timestamp) -> Option<Usage> 
         (Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra, State::Meter(s)) => {
             meter::inspect(s, policy, now)
         }
+        (Algorithm::SlidingLog, State::Log(s)) => sliding_log::inspect(s, policy, now),
         _ => None,
     }
 }
@@ -214,6 +231,7 @@ pub fn reset_at(state: &State, policy: &Policy) -> Timestamp {
         State::Window(s) => fixed_window::reset_at(s, policy),
         State::Sliding(s) => sliding_window::reset_at(s, policy),
         State::Meter(s) => meter::reset_at(s, policy),
+        State::Log(s) => sliding_log::reset_at(s, policy),
     };
     Timestamp::from_micros(at)
 }

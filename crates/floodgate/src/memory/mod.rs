@@ -41,7 +41,7 @@ use crate::time::duration_micros;
 use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
 
 /// One policy's state for one key.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Bucket {
     policy: u64,
     state: State,
@@ -413,9 +413,8 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
                     b.state = State::Empty;
                     b.created = t;
                 }
-                let before = b.state;
                 let d = algorithm::apply(&mut b.state, policy, op, cost, now);
-                if b.state != before {
+                if op != Op::Hit || (d.allowed && cost > 0) {
                     b.updated = t;
                     b.expires = inner.expires(&b.state, policy, t);
                 }
@@ -566,10 +565,10 @@ impl<K: Hash + Eq> Inner<K> {
     fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
         Bucket {
             policy: policy.fingerprint(),
+            expires: self.expires(&state, policy, now),
             state,
             created: now,
             updated: now,
-            expires: self.expires(&state, policy, now),
         }
     }
 
@@ -589,14 +588,19 @@ impl<K: Hash + Eq> Inner<K> {
             {
                 let mut table = shard.table.lock();
                 table.retain(|e| {
-                    let before = e.buckets.len();
-                    if let Some(hook) = &self.hook {
-                        for b in e.buckets.iter().filter(|b| b.expires <= now) {
-                            expired.push(((hook.clone_key)(&e.key), *b));
+                    let mut i = 0;
+                    while i < e.buckets.len() {
+                        if e.buckets[i].expires > now {
+                            i += 1;
+                            continue;
+                        }
+                        // Order among an entry's buckets does not matter: move the expired one out.
+                        let b = e.buckets.swap_remove(i);
+                        dropped += 1;
+                        if let Some(hook) = &self.hook {
+                            expired.push(((hook.clone_key)(&e.key), b));
                         }
                     }
-                    e.buckets.retain(|b| b.expires > now);
-                    dropped += (before - e.buckets.len()) as u64;
                     !e.buckets.is_empty()
                 });
             }

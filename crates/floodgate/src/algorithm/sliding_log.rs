@@ -1,0 +1,300 @@
+//! Sliding log: the exact sliding window (Hammer 7's `:sliding_window`), a log of admitted units.
+//!
+//! A hit of `cost` passes when the units counted in `(now − window, now]` plus `cost` are at most `limit`. It
+//! is the only algorithm that bounds **every** window of that length, wherever it starts: no boundary burst
+//! (fixed window), no estimate (sliding window), no burst on top of the rate (meters).
+//!
+//! The price is state that grows with the hits in a window, so the log is kept compact:
+//!
+//! - Times are kept in whole milliseconds, **rounded up**: a unit counted at 12.3 ms is logged at 13 ms and
+//!   leaves the window at 13 ms + `window`. It may count up to 1 ms longer than its exact time, never shorter,
+//!   so the bound above holds exactly; decisions, `retry_after` and `reset_after` are exact for the rounded log.
+//! - Hits of the same millisecond merge into one run of `(time, units)`, 8 bytes packed.
+//! - `limit` is capped at [`Policy::MAX_LOG_LIMIT`](crate::Policy::MAX_LOG_LIMIT), so a log holds at most that
+//!   many runs (or one per millisecond of the window, if fewer). BENCHMARKS.md gives bytes per key at limit 100
+//!   and 10 000.
+//!
+//! ```
+//! use floodgate::algorithm::{sliding_log::{apply, LogState}, Op};
+//! use floodgate::Policy;
+//! use std::time::Duration;
+//!
+//! let p = Policy::sliding_log(2, Duration::from_secs(10))?;
+//! let mut s = LogState::default();
+//! assert!(apply(&mut s, &p, Op::Hit, 1, 1_000_000).allowed); // t = 1 s
+//! assert!(apply(&mut s, &p, Op::Hit, 1, 9_000_000).allowed); // t = 9 s
+//! let denied = apply(&mut s, &p, Op::Hit, 1, 10_500_000);
+//! // The window (0.5 s, 10.5 s] still holds both; the first leaves at 11 s.
+//! assert_eq!(denied.retry_after, Some(Duration::from_millis(500)));
+//! assert!(apply(&mut s, &p, Op::Hit, 1, 11_000_000).allowed);
+//! # Ok::<(), floodgate::PolicyError>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::{Op, Usage, over_capacity};
+use crate::{Decision, Policy};
+
+/// The resolution of the log's timestamps, in µs (one millisecond).
+pub const RESOLUTION_US: u64 = 1_000;
+
+/// Bits of a packed run that hold its units; the rest hold its time, in ms from the log's base.
+const UNIT_BITS: u32 = 20;
+/// The most units one run holds. A forced cost above it is counted as this many: it is more than any
+/// log's limit, so every decision is the same as with the exact count (only `used` saturates).
+pub const MAX_RUN_UNITS: u64 = (1 << UNIT_BITS) - 1;
+/// Offsets from the base must stay below this (2^44 ms, about 557 years; a window is at most 10 years).
+const MAX_OFFSET_MS: u64 = 1 << (64 - UNIT_BITS);
+
+/// A sliding log's state: runs of `(time, units)`, oldest first, each time a whole millisecond.
+///
+/// ```
+/// use floodgate::algorithm::{sliding_log::{apply, LogState}, Op};
+/// use floodgate::Policy;
+/// use std::time::Duration;
+///
+/// let p = Policy::sliding_log(100, Duration::from_secs(1))?;
+/// let mut s = LogState::default();
+/// apply(&mut s, &p, Op::Hit, 1, 5_000_100);
+/// apply(&mut s, &p, Op::Hit, 2, 5_000_900); // the same millisecond: merged
+/// apply(&mut s, &p, Op::Hit, 1, 5_001_100);
+/// assert_eq!(s.runs().collect::<Vec<_>>(), [(5_001_000, 3), (5_002_000, 1)]);
+/// assert_eq!(s.total(), 4);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// The time runs are offset from, in ms since the epoch.
+    base_ms: u64,
+    /// `offset_ms << UNIT_BITS | units`, in time order.
+    runs: VecDeque<u64>,
+    /// The sum of the runs' units.
+    total: u64,
+    /// The latest time seen (µs): a clock that steps back stands still here.
+    last: u64,
+}
+
+impl LogState {
+    /// The runs as `(time in µs since the epoch, units)`, oldest first.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.runs.iter().map(|&r| (self.at(r), r & MAX_RUN_UNITS))
+    }
+
+    /// Units in the log (including runs that have left the window but were not pruned yet).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes the log holds on the heap.
+    ///
+    /// ```
+    /// use floodgate::algorithm::sliding_log::LogState;
+    /// assert_eq!(LogState::default().heap_bytes(), 0);
+    /// ```
+    pub fn heap_bytes(&self) -> usize {
+        self.runs.capacity() * size_of::<u64>()
+    }
+
+    /// A run's time, in µs.
+    #[inline]
+    fn at(&self, run: u64) -> u64 {
+        (self.base_ms + (run >> UNIT_BITS)).saturating_mul(RESOLUTION_US)
+    }
+
+    /// The time the newest run leaves the window (µs), or 0 if the log is empty.
+    fn empty_at(&self, window: u64) -> u64 {
+        self.runs.back().map_or(0, |&r| self.at(r).saturating_add(window))
+    }
+
+    /// Drops the runs that have left the window at `now`: a run at `t` counts while `now < t + window`.
+    fn prune(&mut self, now: u64, window: u64) {
+        while let Some(&r) = self.runs.front() {
+            if self.at(r).saturating_add(window) > now {
+                break;
+            }
+            self.total -= r & MAX_RUN_UNITS;
+            self.runs.pop_front();
+        }
+        // Give memory back once a burst has passed.
+        if self.runs.capacity() > 16 && self.runs.len() * 4 < self.runs.capacity() {
+            self.runs.shrink_to(self.runs.len() * 2);
+        }
+    }
+
+    /// Units that count at `now`, without pruning.
+    fn used_at(&self, now: u64, window: u64) -> u64 {
+        let gone: u64 = self
+            .runs
+            .iter()
+            .take_while(|&&r| self.at(r).saturating_add(window) <= now)
+            .map(|&r| r & MAX_RUN_UNITS)
+            .sum();
+        self.total - gone
+    }
+
+    /// Logs `units` (at most [`MAX_RUN_UNITS`]) at `now`, rounded up to the millisecond.
+    fn push(&mut self, now: u64, units: u64) {
+        let ms = now.div_ceil(RESOLUTION_US);
+        let mut units = units.min(MAX_RUN_UNITS);
+        if self.runs.is_empty() {
+            self.base_ms = ms;
+        } else if ms - self.base_ms >= MAX_OFFSET_MS {
+            self.rebase();
+        }
+        let offset = ms - self.base_ms;
+        if let Some(last) = self.runs.back_mut()
+            && *last >> UNIT_BITS == offset
+        {
+            let add = units.min(MAX_RUN_UNITS - (*last & MAX_RUN_UNITS));
+            *last += add;
+            self.total += add;
+            units -= add;
+        }
+        if units > 0 {
+            self.runs.push_back(offset << UNIT_BITS | units);
+            self.total += units;
+        }
+    }
+
+    /// Moves the base to the oldest run (every live run is within a window, at most 10 years, of now).
+    fn rebase(&mut self) {
+        let Some(&first) = self.runs.front() else { return };
+        let shift = first >> UNIT_BITS;
+        self.base_ms += shift;
+        for r in &mut self.runs {
+            *r -= shift << UNIT_BITS;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.total = 0;
+    }
+
+    /// Wait (µs from `now`) until `cost` more fits: until the oldest runs holding the excess have left.
+    fn wait_for(&self, cost: u64, limit: u64, now: u64, window: u64) -> u64 {
+        let mut left = self.total;
+        for &r in &self.runs {
+            if left.saturating_add(cost) <= limit {
+                break;
+            }
+            left -= r & MAX_RUN_UNITS;
+            if left.saturating_add(cost) <= limit {
+                return self.at(r).saturating_add(window).saturating_sub(now);
+            }
+        }
+        0
+    }
+}
+
+/// Applies an operation (see [`super::apply`]); `now` in µs.
+pub fn apply(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    let window = policy.window_micros();
+    let limit = policy.limit();
+    let now = now.max(s.last);
+    s.last = now;
+    s.prune(now, window);
+    if op == Op::Hit && cost > limit {
+        return over_capacity(policy, limit.saturating_sub(s.total), s.empty_at(window).saturating_sub(now));
+    }
+    let check = cost.max(1);
+    let fits = s.total.saturating_add(check) <= limit;
+    match op {
+        Op::Hit => {
+            if fits && cost > 0 {
+                s.push(now, cost);
+            }
+        }
+        Op::Force => {
+            if cost > 0 {
+                s.push(now, cost);
+            }
+        }
+        Op::Set => {
+            s.clear();
+            if cost > 0 {
+                s.push(now, cost);
+            }
+        }
+    }
+    let allowed = op == Op::Set || fits;
+    let retry_after = (!allowed).then(|| Duration::from_micros(s.wait_for(check.min(limit), limit, now, window)));
+    Decision {
+        allowed,
+        limit,
+        remaining: limit.saturating_sub(s.total),
+        reset_after: Duration::from_micros(s.empty_at(window).saturating_sub(now)),
+        retry_after,
+    }
+}
+
+/// Usage at `now`, or `None` when nothing in the log still counts. `next_window_after` is the time until the
+/// oldest counted unit leaves (one more unit fits then, if the log is full).
+pub fn inspect(s: &LogState, policy: &Policy, now: u64) -> Option<Usage> {
+    let window = policy.window_micros();
+    let now = now.max(s.last);
+    let used = s.used_at(now, window);
+    if used == 0 {
+        return None;
+    }
+    let oldest = s.runs().map(|(t, _)| t.saturating_add(window)).find(|&gone| gone > now).unwrap_or(now);
+    Some(Usage {
+        used,
+        remaining: policy.limit().saturating_sub(used),
+        reset_after: Duration::from_micros(s.empty_at(window).saturating_sub(now)),
+        next_window_after: Duration::from_micros(oldest - now),
+    })
+}
+
+/// When the state is empty again (µs): when the newest run leaves the window.
+pub fn reset_at(s: &LogState, policy: &Policy) -> u64 {
+    s.empty_at(policy.window_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(limit: u64, window_ms: u64) -> Policy {
+        Policy::sliding_log(limit, Duration::from_millis(window_ms)).expect("policy")
+    }
+
+    #[test]
+    fn forced_costs_above_a_run_split_and_saturate() {
+        let p = policy(10, 1000);
+        let mut s = LogState::default();
+        apply(&mut s, &p, Op::Force, MAX_RUN_UNITS - 1, 1_000);
+        apply(&mut s, &p, Op::Force, 5, 1_000);
+        assert_eq!(s.runs().collect::<Vec<_>>(), [(1_000, MAX_RUN_UNITS), (1_000, 4)]);
+        let d = apply(&mut s, &p, Op::Force, u64::MAX, 2_000);
+        assert_eq!(s.total(), 2 * MAX_RUN_UNITS + 4);
+        assert_eq!(d.retry_after, Some(Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn offsets_are_rebased_over_centuries() {
+        let p = Policy::sliding_log(3, Policy::MAX_WINDOW).expect("policy");
+        let mut s = LogState::default();
+        let year_us = 365 * 86_400 * 1_000_000u64;
+        for i in 0..600u64 {
+            apply(&mut s, &p, Op::Hit, 1, i * year_us);
+        }
+        // Windows of 10 years, 3 per window, a hit a year: years 0, 1, 2, 10, 11, 12, ... pass; times stay exact.
+        let runs: Vec<_> = s.runs().collect();
+        assert!(runs.iter().all(|&(t, u)| t % year_us == 0 && u == 1), "{runs:?}");
+        assert_eq!(runs.last().map(|r| r.0), Some(592 * year_us));
+    }
+
+    #[test]
+    fn memory_is_given_back_after_a_burst() {
+        let p = policy(10_000, 10_000);
+        let mut s = LogState::default();
+        for i in 0..5_000u64 {
+            apply(&mut s, &p, Op::Hit, 1, i * 1_000);
+        }
+        assert!(s.heap_bytes() >= 5_000 * 8);
+        apply(&mut s, &p, Op::Hit, 1, 20_000_000);
+        assert!(s.heap_bytes() <= 32 * 8, "{}", s.heap_bytes());
+    }
+}
