@@ -3,7 +3,7 @@
 //! Rate limiting that holds in one process, across a fleet sharing a store, and (soon) across a cluster:
 //! "at most N of these per window", per user, per IP, per API key.
 //!
-//! - [`Policy`]: `limit` units per `window`, by one of five [`Algorithm`]s, with an optional `burst`.
+//! - [`Policy`]: `limit` units per `window`, by one of six [`Algorithm`]s, with an optional `burst`.
 //! - [`Decision`]: allowed, limit, remaining, reset_after, retry_after: the `RateLimit-*` headers' fields.
 //! - [`algorithm`]: the algorithms as pure functions of (state, policy, cost, now), free of I/O.
 //! - [`Store`]: where state lives, pluggable (Hammer's killer feature). [`MemoryStore`] is the default; other
@@ -39,14 +39,16 @@
 //! | fixed window | `2 × limit` (a burst at the end of one window and the start of the next) |
 //! | sliding window | `limit` for steady traffic; `2 × limit − 1` at worst, when a burst sits at a window's very end |
 //! | token / leaky bucket, GCRA | `burst + limit` (a full bucket, then a window of refill) |
+//! | sliding log | `limit` in **every** span of one window, wherever it starts: the only exact bound (its state grows with the hits in a window; see [`algorithm::sliding_log`]) |
 //!
 //! The sliding window weights the previous window's count by how much of it still overlaps the sliding span,
 //! as if its hits had been spread evenly. Hits bunched at the very end of the previous window are therefore
 //! under-counted as the span slides past them. `tests/sliding_window_error.rs` measures it by brute force over
 //! every span: a client that hits whenever it may gets exactly `limit` per span; one that waits for the last
 //! microsecond of a window, bursts, then keeps hitting, gets `2 × limit − 1` (19 at a limit of 10, 199 at 100) in
-//! the worst span. For an exact bound on every span, use a meter (token bucket, leaky bucket, GCRA: `burst` plus
-//! the refill) or a fixed window with the burst in mind.
+//! the worst span. For an exact bound on every span, use the sliding log (`limit`, exactly, at the price of a log
+//! of up to `limit` runs per key), a meter (`burst` plus the refill, in 16 bytes) or a fixed window with the burst
+//! in mind.
 
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
