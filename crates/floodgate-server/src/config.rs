@@ -161,6 +161,36 @@ impl Unit {
             .unwrap_or(Unit::Second)
     }
 
+    /// What `current_limit` reports for a limit of `requests_per_unit` per `window` (RLS can only say
+    /// "N per unit"): with `U` the smallest unit at least as long as the window, `(U, requests_per_unit × U /
+    /// window)` when the window divides `U` exactly (windows align to the epoch, so every `U` holds exactly
+    /// that many windows: the figure is exact over a whole `U`); else the largest unit that divides the window,
+    /// with `requests_per_unit` unchanged (no more than that can pass in one such unit). The product saturates
+    /// at `u32::MAX`.
+    ///
+    /// ```
+    /// use floodgate_server::config::Unit;
+    /// use std::time::Duration;
+    /// let s = Duration::from_secs;
+    /// assert_eq!(Unit::reported(s(60), 10), (Unit::Minute, 10));
+    /// assert_eq!(Unit::reported(s(30), 2), (Unit::Minute, 4));          // window: 30s
+    /// assert_eq!(Unit::reported(s(300), 1), (Unit::Hour, 12));          // 5 minutes
+    /// assert_eq!(Unit::reported(Duration::from_millis(500), 3), (Unit::Second, 6));
+    /// assert_eq!(Unit::reported(s(7), 5), (Unit::Second, 5));           // 7s divides no minute
+    /// assert_eq!(Unit::reported(s(36 * 3600), 5), (Unit::Hour, 5));     // 36h divides no week
+    /// ```
+    pub fn reported(window: Duration, requests_per_unit: u32) -> (Unit, u32) {
+        let w = window.as_micros();
+        let up = Unit::ALL.into_iter().find(|u| u.window().as_micros() >= w);
+        match up {
+            Some(u) if w > 0 && u.window().as_micros().is_multiple_of(w) => {
+                let factor = u32::try_from(u.window().as_micros() / w).unwrap_or(u32::MAX);
+                (u, requests_per_unit.saturating_mul(factor))
+            }
+            _ => (Unit::largest_dividing(window), requests_per_unit),
+        }
+    }
+
     fn parse(s: &str) -> Option<Unit> {
         Unit::ALL.into_iter().find(|u| u.name().eq_ignore_ascii_case(s))
     }
@@ -187,8 +217,12 @@ pub struct RateLimit {
     pub unit: Option<Unit>,
     /// The window: `unit` × `unit_multiplier`, or `window` (zero when unlimited).
     pub window: Duration,
-    /// `requests_per_unit` (0 when unlimited).
+    /// `requests_per_unit` (0 when unlimited): the limit per window.
     pub requests_per_unit: u32,
+    /// The unit reported in the RLS `current_limit` (see [`Unit::reported`]; `None` when unlimited).
+    pub report_unit: Option<Unit>,
+    /// The `requests_per_unit` reported in the RLS `current_limit`: the limit scaled to [`RateLimit::report_unit`].
+    pub report_requests_per_unit: u32,
     /// `algorithm` (Floodgate extension; default `fixed_window`, as Envoy's).
     pub algorithm: Algorithm,
     /// `replaces: [{name: X}, ...]`: the names of the limits this one disables when both apply to one request.
@@ -212,8 +246,22 @@ pub struct Rule {
     pub shadow_mode: bool,
     /// `share_threshold` (wildcard rules only): every value the pattern matches shares one counter.
     pub share_threshold: bool,
-    /// `detailed_metric` (accepted for compatibility with the reference; no effect yet).
+    /// `quota_mode` (as the reference): when this rule's limit is over, its descriptor reports `OVER_LIMIT` but
+    /// the request is answered `OVER_LIMIT` only if every quota-mode descriptor of the request is over (or a
+    /// descriptor not in quota mode is); see [`crate::rls`].
+    pub quota_mode: bool,
+    /// `detailed_metric` (as the reference): this rule's per-rule metrics are keyed by the request's actual
+    /// values (`domain.key_value.key_value`) instead of the rule's path; see [`Rule::stats_key`].
     pub detailed_metric: bool,
+    /// `value_to_metric` (as the reference): an entry that lands on this rule puts its actual value into the
+    /// metric key (unless the leaf rule has `detailed_metric`, which keys by every value).
+    pub value_to_metric: bool,
+    /// `metadata` (as the reference): a free mapping sent back to Envoy in the response's dynamic metadata
+    /// when this rule's descriptor is under its limit (with `--response-dynamic-metadata`).
+    pub metadata: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The reference's stats key of this rule: the domain, then each level's `key` or `key_value` (the value as
+    /// configured), joined with `.`; e.g. `edge.path_/login.user`. The `key` label of the per-rule metrics.
+    pub stats_key: Arc<str>,
     /// `extra_limits` (Floodgate extension): more limits beside `rate_limit`, e.g. a sustained rate beside a
     /// burst; every one must allow.
     pub extra_limits: Vec<RateLimit>,
@@ -339,6 +387,20 @@ pub struct Domain {
     pub root: Level,
     /// This domain's decision counters (the server swaps in the long-lived ones on load).
     pub counters: Arc<DomainCounters>,
+    /// Whether some rule of the domain has `value_to_metric: true` (so metric keys may hold request values).
+    pub value_to_metric: bool,
+}
+
+impl Level {
+    fn any_value_to_metric(&self) -> bool {
+        self.keys.values().any(|k| {
+            k.values
+                .values()
+                .chain(&k.wildcards)
+                .chain(k.any.as_ref())
+                .any(|r| r.value_to_metric || r.children.any_value_to_metric())
+        })
+    }
 }
 
 impl Domain {
@@ -381,6 +443,65 @@ impl Domain {
             level = &rule.children;
         }
         None
+    }
+}
+
+impl Domain {
+    /// The per-rule metric key of a descriptor whose entries landed on `rule` (see [`crate::metrics`]), and
+    /// whether it holds request values (then its number is bounded). As the reference builds it: with
+    /// `detailed_metric` on `rule`, the domain then every entry's `key_value` (an entry matched by a
+    /// `share_threshold` wildcard keeps the pattern); else each level's key as configured, except that an entry
+    /// landing on a key-only or (non-sharing) wildcard rule with `value_to_metric` puts in its actual value.
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let cfg = Config::from_str("t.yaml", "domain: d\ndescriptors:\n  - key: k\n    value_to_metric: true\n    descriptors:\n      - key: u\n        rate_limit: {unit: second, requests_per_unit: 1}\n")?;
+    /// let d = cfg.domain("d").ok_or("no domain")?;
+    /// let rule = d.find([("k", "a"), ("u", "b")]).ok_or("no match")?;
+    /// assert_eq!(&*rule.stats_key, "d.k.u");
+    /// assert_eq!(d.metric_key([("k", "a"), ("u", "b")], rule), ("d.k_a.u".to_string(), true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn metric_key<'k>(
+        &self,
+        entries: impl IntoIterator<Item = (&'k str, &'k str)> + Clone,
+        rule: &Rule,
+    ) -> (String, bool) {
+        if !rule.detailed_metric && !self.value_to_metric {
+            return (rule.stats_key.to_string(), false);
+        }
+        let mut key = String::with_capacity(rule.stats_key.len() + 32);
+        key.push_str(&self.name);
+        let mut level = &self.root;
+        for (key_, value) in entries {
+            key.push('.');
+            key.push_str(key_);
+            let Some(r) = level.get(key_, value) else {
+                // Not reached for a matched rule; keep the request's value.
+                key.push('_');
+                key.push_str(value);
+                continue;
+            };
+            let shared = r.share_threshold && r.is_wildcard();
+            let pattern = r.value.as_deref().unwrap_or_default();
+            if shared {
+                key.push('_');
+                key.push_str(pattern);
+            } else if rule.detailed_metric {
+                key.push('_');
+                key.push_str(value);
+            } else if r.value.is_some() && !(r.is_wildcard() && r.value_to_metric) {
+                // An exact value (the request's own), or a wildcard without value_to_metric (the pattern).
+                key.push('_');
+                key.push_str(pattern);
+            } else if r.value_to_metric && !value.is_empty() {
+                key.push('_');
+                key.push_str(value);
+            }
+            level = &r.children;
+        }
+        let from_request = *key != *rule.stats_key;
+        (key, from_request)
     }
 }
 
@@ -552,6 +673,7 @@ impl Merger {
         let Some((domain, policies)) = parsed else { return };
         if let Some((domain, pos)) = domain {
             if let (true, Some(prev)) = (self.merge_domains, self.config.domains.get_mut(&domain.name)) {
+                prev.value_to_metric |= domain.value_to_metric;
                 for rule in prev.root.absorb(domain.root) {
                     let message = format!(
                         "duplicate rule: {} is already defined by an earlier file of domain {:?} (domains are merged)",
@@ -708,8 +830,12 @@ impl Reader {
         let domain = match (domain, descriptors) {
             (Some((name, node)), descriptors) => {
                 let name: Arc<str> = name.into();
-                let root = descriptors.map(|d| self.level(&name, d, "descriptors", "", 1)).unwrap_or_default();
-                Some((Domain { name, file: self.file.clone(), root, counters: Arc::default() }, node.pos))
+                let root = descriptors.map(|d| self.level(&name, d, "descriptors", ("", &name), 1)).unwrap_or_default();
+                let value_to_metric = root.any_value_to_metric();
+                Some((
+                    Domain { name, file: self.file.clone(), root, counters: Arc::default(), value_to_metric },
+                    node.pos,
+                ))
             }
             (None, Some(d)) => {
                 self.issue(d, "domain", "descriptors need a domain");
@@ -724,7 +850,8 @@ impl Reader {
         Some((domain, policies))
     }
 
-    fn level(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Level {
+    /// `parent` is the parent rule's path and stats key (the root: `""` and the domain).
+    fn level(&mut self, domain: &str, node: &Node, field: &str, parent: (&str, &str), depth: usize) -> Level {
         let mut level = Level::default();
         let Some(items) = self.seq(node, field) else { return level };
         for (i, item) in items.iter().enumerate() {
@@ -759,7 +886,8 @@ impl Reader {
         level
     }
 
-    fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: &str, depth: usize) -> Option<Rule> {
+    fn rule(&mut self, domain: &str, node: &Node, field: &str, parent: (&str, &str), depth: usize) -> Option<Rule> {
+        let (parent, stats_parent) = parent;
         let allowed = [
             "key",
             "value",
@@ -767,12 +895,16 @@ impl Reader {
             "extra_limits",
             "shadow_mode",
             "share_threshold",
+            "quota_mode",
             "detailed_metric",
+            "value_to_metric",
+            "metadata",
             "descriptors",
         ];
         let fields = self.fields(node, field, &allowed)?;
         let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
         let (mut share, mut detailed_metric, mut extra_node) = (None, false, None);
+        let (mut quota_mode, mut value_to_metric, mut metadata) = (false, false, None);
         let mut ok = true;
         for (name, n) in fields {
             let f = join(field, name);
@@ -786,8 +918,10 @@ impl Reader {
                 "extra_limits" => extra_node = Some((n, f)),
                 "shadow_mode" => shadow = self.boolean(n, &f).unwrap_or(false),
                 "share_threshold" => share = self.boolean(n, &f).map(|b| (b, n, f)),
-                // Accepted for compatibility (checked, but no per-rule metrics yet): see the migration page.
+                "quota_mode" => quota_mode = self.boolean(n, &f).unwrap_or(false),
                 "detailed_metric" => detailed_metric = self.boolean(n, &f).unwrap_or(false),
+                "value_to_metric" => value_to_metric = self.boolean(n, &f).unwrap_or(false),
+                "metadata" => metadata = self.metadata(n, &f).map(Arc::new),
                 _ => children = Some((n, f)),
             }
         }
@@ -814,6 +948,12 @@ impl Reader {
             (None, false) => format!("{parent}/{key}"),
         }
         .into();
+        // The reference's stats key: each level's `key`, or `key_value` when the rule has a value.
+        let stats_key: Arc<str> = match &value {
+            Some(v) => format!("{stats_parent}.{key}_{v}"),
+            None => format!("{stats_parent}.{key}"),
+        }
+        .into();
         let mut extra_limits = Vec::new();
         if let Some((n, f)) = extra_node {
             if limit_node.is_none() {
@@ -832,7 +972,7 @@ impl Reader {
                 self.issue(node, field, format!("rules nest deeper than {MAX_RULE_DEPTH} levels"));
                 Level::default()
             }
-            Some((n, f)) => self.level(domain, n, &f, &path, depth + 1),
+            Some((n, f)) => self.level(domain, n, &f, (&path, &stats_key), depth + 1),
             None => Level::default(),
         };
         Some(Rule {
@@ -842,7 +982,11 @@ impl Reader {
             rate_limit,
             shadow_mode: shadow,
             share_threshold,
+            quota_mode,
             detailed_metric,
+            value_to_metric,
+            metadata,
+            stats_key,
             extra_limits,
             children,
             pos: node.pos,
@@ -983,7 +1127,91 @@ impl Reader {
                 }
             }
         };
-        Some(RateLimit { name: name.into(), unit, window, requests_per_unit: rpu, algorithm, replaces, kind })
+        let (report_unit, report_requests_per_unit) = match unit {
+            Some(_) => {
+                let (u, r) = Unit::reported(window, rpu);
+                (Some(u), r)
+            }
+            None => (None, 0),
+        };
+        Some(RateLimit {
+            name: name.into(),
+            unit,
+            window,
+            requests_per_unit: rpu,
+            report_unit,
+            report_requests_per_unit,
+            algorithm,
+            replaces,
+            kind,
+        })
+    }
+
+    /// `metadata`: a mapping of string keys to any YAML value (scalars as strings, numbers or booleans when
+    /// written plain), at most [`MAX_METADATA_NODES`] nodes; `null` is no metadata.
+    fn metadata(&mut self, node: &Node, field: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if node.is_null() {
+            return None;
+        }
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.issue(node, field, format!("expected a mapping, found {}", node.kind_name()));
+            return None;
+        }
+        let mut budget = MAX_METADATA_NODES;
+        match self.metadata_value(node, field, &mut budget)? {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    fn metadata_value(&mut self, node: &Node, field: &str, budget: &mut usize) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        if *budget == 0 {
+            self.issue(node, field, format!("metadata holds more than {MAX_METADATA_NODES} values"));
+            return None;
+        }
+        *budget -= 1;
+        Some(match &node.kind {
+            _ if node.is_null() => J::Null,
+            Kind::Scalar { value, plain: false } => J::String(value.clone()),
+            Kind::Scalar { value, plain: true } => match value.as_str() {
+                "true" | "True" | "TRUE" => J::Bool(true),
+                "false" | "False" | "FALSE" => J::Bool(false),
+                v => match v.parse::<i64>() {
+                    Ok(i) => J::from(i),
+                    Err(_) => {
+                        match v.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64) {
+                            Some(n) => J::Number(n),
+                            None => J::String(v.to_owned()),
+                        }
+                    }
+                },
+            },
+            Kind::Seq(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    out.push(self.metadata_value(item, &format!("{field}[{i}]"), budget)?);
+                }
+                J::Array(out)
+            }
+            Kind::Map(items) => {
+                let mut out = serde_json::Map::new();
+                for (k, v) in items {
+                    let Kind::Scalar { value: name, .. } = &k.kind else {
+                        self.issue(k, field, "a mapping key must be a plain string");
+                        return None;
+                    };
+                    let f = join(field, name);
+                    if out.contains_key(name) {
+                        self.issue(k, &f, "field given twice");
+                        return None;
+                    }
+                    let v = self.metadata_value(v, &f, budget)?;
+                    out.insert(name.clone(), v);
+                }
+                J::Object(out)
+            }
+        })
     }
 
     /// `replaces: [{name: X}, ...]`: each item a mapping with a non-empty `name` only.
@@ -1088,6 +1316,9 @@ impl Reader {
         }
     }
 }
+
+/// The most values (scalars, sequences, mappings) one rule's `metadata` may hold.
+pub const MAX_METADATA_NODES: usize = 1_000;
 
 /// How deep `descriptors` may nest.
 pub const MAX_RULE_DEPTH: usize = 16;
@@ -1388,6 +1619,50 @@ descriptors:
         assert!(e[0].contains("duplicate rule: key \"k\" without a value"), "{e:?}");
         let e = errors("domain: d\ndescriptors:\n  - key: k\n    detailed_metric: yes\n");
         assert!(e[0].contains("descriptors[0].detailed_metric: expected true or false"), "{e:?}");
+    }
+
+    #[test]
+    fn quota_mode_value_to_metric_and_metadata() {
+        let src = "domain: d
+descriptors:
+  - key: k
+    value: v
+    quota_mode: true
+    value_to_metric: true
+    metadata:
+      backend: gpt-5
+      weight: 2
+      ratio: 0.5
+      on: true
+      quoted: \"7\"
+      tags: [a, b]
+      nested: {x: ~}
+    rate_limit: {unit: second, requests_per_unit: 1}
+";
+        let cfg = Config::from_str("t.yaml", src).map_err(|e| e.to_string()).expect("valid");
+        let d = cfg.domain("d").expect("domain");
+        let rule = d.find([("k", "v")]).expect("rule");
+        assert!(rule.quota_mode && rule.value_to_metric && d.value_to_metric);
+        assert_eq!(&*rule.stats_key, "d.k_v");
+        let md = serde_json::Value::Object((**rule.metadata.as_ref().expect("metadata")).clone());
+        assert_eq!(
+            md,
+            serde_json::json!({"backend": "gpt-5", "weight": 2, "ratio": 0.5, "on": true, "quoted": "7",
+                "tags": ["a", "b"], "nested": {"x": null}})
+        );
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    metadata: [a]\n");
+        assert_eq!(e, vec!["t.yaml:4:15: descriptors[0].metadata: expected a mapping, found a sequence"]);
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    metadata: {a: 1, a: 2}\n");
+        assert!(e[0].contains("descriptors[0].metadata.a: field given twice"), "{e:?}");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    quota_mode: 1\n");
+        assert!(e[0].contains("descriptors[0].quota_mode: expected true or false"), "{e:?}");
+        let e = errors(
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1, metadata: {}}\n",
+        );
+        assert!(e[0].contains("rate_limit.metadata: unknown field"), "{e:?}");
+        let big = (0..=MAX_METADATA_NODES).map(|i| format!("k{i}: 1")).collect::<Vec<_>>().join(", ");
+        let e = errors(&format!("domain: d\ndescriptors:\n  - key: k\n    metadata: {{{big}}}\n"));
+        assert!(e[0].contains("metadata holds more than"), "{e:?}");
     }
 
     #[test]

@@ -144,5 +144,32 @@ pub fn response_to_json(r: &RateLimitResponse) -> Value {
             Value::Object(o)
         })
         .collect();
-    json!({ "overallCode": code(r.overall_code), "statuses": statuses })
+    let mut out = json!({ "overallCode": code(r.overall_code), "statuses": statuses });
+    if let (Some(md), Some(obj)) = (&r.dynamic_metadata, out.as_object_mut()) {
+        obj.insert("dynamicMetadata".into(), struct_to_json(md));
+    }
+    out
+}
+
+/// A `google.protobuf.Struct` in proto3 JSON.
+fn struct_to_json(s: &envoy_types::pb::google::protobuf::Struct) -> Value {
+    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), proto_value_to_json(v))).collect())
+}
+
+fn proto_value_to_json(v: &envoy_types::pb::google::protobuf::Value) -> Value {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(Value::Null, |n| {
+            // Whole numbers as integers, as Go's protojson writes them.
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => json!(f as i64),
+                _ => Value::Number(n),
+            }
+        }),
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(proto_value_to_json).collect()),
+    }
 }

@@ -100,6 +100,14 @@ struct ServeArgs {
     /// RLS: global shadow mode (the reference's SHADOW_MODE): decide and count, but answer OK overall.
     #[arg(long, env = "FLOODGATE_SHADOW_MODE")]
     shadow_mode: bool,
+    /// RLS: fill the response's dynamic metadata (the reference's RESPONSE_DYNAMIC_METADATA): the request's
+    /// descriptors, quotaModeEnabled / quotaModeViolations, and the `metadata` of rules under their limit.
+    #[arg(long, env = "FLOODGATE_RESPONSE_DYNAMIC_METADATA")]
+    response_dynamic_metadata: bool,
+    /// Per-rule metrics: the most metric keys made from request values (detailed_metric, value_to_metric,
+    /// limit overrides) per domain; past it, hits count under key="__overflow__".
+    #[arg(long, default_value_t = floodgate_server::metrics::DEFAULT_MAX_RULE_KEYS, env = "FLOODGATE_MAX_METRIC_KEYS")]
+    max_metric_keys: u64,
     /// In-memory store: bound the number of keys (default: unbounded).
     #[arg(long)]
     max_keys: Option<usize>,
@@ -215,6 +223,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
     state.reference_counting = args.reference_counting;
     state.global_shadow_mode = args.shadow_mode;
+    state.response_dynamic_metadata = args.response_dynamic_metadata;
+    state.metrics.set_max_rule_keys(args.max_metric_keys);
     state.response_headers = match args.response_headers {
         Headers::Off => ResponseHeaders::Off,
         Headers::Draft => ResponseHeaders::Draft,

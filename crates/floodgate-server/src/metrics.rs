@@ -12,15 +12,33 @@
 //! | `floodgate_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `floodgate_config_last_reload_successful` | gauge | 1 if the last reload (or the start) loaded its config |
 //!
+//! | `floodgate_rls_rule_total_hits_total` | counter | `domain`, `key` (the reference's stats key of the rule, see below): hits (`hits_addend` units) on a matched limit |
+//! | `floodgate_rls_rule_within_limit_total` | counter | `domain`, `key`: hits within the limit |
+//! | `floodgate_rls_rule_near_limit_total` | counter | `domain`, `key`: hits past 80% of the limit (the reference's `NEAR_LIMIT_RATIO`), over or not |
+//! | `floodgate_rls_rule_over_limit_total` | counter | `domain`, `key`: hits over the limit (shadow mode too) |
+//! | `floodgate_rls_rule_shadow_mode_total` | counter | `domain`, `key`: hits over the limit of a `shadow_mode` rule (answered OK) |
+//!
 //! Per-domain series exist for configured domains only, and survive reloads.
+//!
+//! **Per-rule series** are named as envoyproxy/ratelimit names its stats
+//! (`ratelimit.service.rate_limit.<key>.total_hits` there): `key` is the domain, then for each level of the
+//! matched rule its `key`, or `key_value` when the rule has a value (as configured, `*` included), joined with
+//! `.`: `edge.path_/login.user`. A rule with `detailed_metric: true` is keyed by the request's actual values
+//! instead (`edge.path_/login.user_alice`), and an entry landing on a rule with `value_to_metric: true` puts its
+//! actual value in its place; an entry matched by a `share_threshold` wildcard keeps the pattern. `:` and
+//! `|` become `_` (as the reference's stat names). Those keys come from requests, so their number is bounded:
+//! at most [`DEFAULT_MAX_RULE_KEYS`] (`--max-metric-keys`) request-derived keys per domain, each at most
+//! [`MAX_RULE_KEY_BYTES`] bytes; hits past the bound are counted under `key="__overflow__"` (and in
+//! `floodgate_rls_rule_keys_overflow_total`). The keys of rules without those options come from the config and
+//! are not bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 /// Decision counters of one domain.
 #[derive(Debug, Default)]
@@ -35,6 +53,100 @@ pub struct DomainCounters {
     pub requests_ok: AtomicU64,
     /// Requests answered OVER_LIMIT.
     pub requests_over: AtomicU64,
+    /// Per-rule counters, by stats key.
+    rules: RwLock<HashMap<Box<str>, Arc<RuleCounters>>>,
+    /// How many of `rules` were made from request values (bounded by `max_rule_keys`).
+    dynamic_rule_keys: AtomicU64,
+    /// The bound on request-derived keys (0: [`DEFAULT_MAX_RULE_KEYS`]).
+    max_rule_keys: AtomicU64,
+    /// Hits whose key was past the bound.
+    pub rule_keys_overflow: AtomicU64,
+}
+
+/// The per-rule counters of one stats key (units: hits, i.e. `hits_addend`, as the reference counts).
+#[derive(Debug, Default)]
+pub struct RuleCounters {
+    /// Every hit on a matched limit.
+    pub total_hits: AtomicU64,
+    /// Hits within the limit.
+    pub within_limit: AtomicU64,
+    /// Hits past the near-limit threshold (80% of the limit).
+    pub near_limit: AtomicU64,
+    /// Hits over the limit.
+    pub over_limit: AtomicU64,
+    /// Hits over the limit of a rule in shadow mode.
+    pub shadow_mode: AtomicU64,
+}
+
+/// The reference's `NEAR_LIMIT_RATIO` default: a hit past this share of the limit is "near" it.
+pub const NEAR_LIMIT_RATIO: f64 = 0.8;
+
+impl RuleCounters {
+    /// Records one decision of `cost` hits on a limit of `limit`, of which `used_before` were used before it
+    /// (the reference's arithmetic: the hits past the near-limit threshold are near, past the limit over).
+    pub fn record(&self, cost: u64, limit: u64, used_before: u64, allowed: bool, shadow: bool) {
+        let near = (limit as f64 * NEAR_LIMIT_RATIO).floor() as u64;
+        let after = used_before.saturating_add(cost);
+        self.total_hits.fetch_add(cost, Relaxed);
+        if allowed {
+            self.within_limit.fetch_add(cost, Relaxed);
+            if after > near {
+                self.near_limit.fetch_add(after - near.max(used_before), Relaxed);
+            }
+            return;
+        }
+        let over = if used_before >= limit { cost } else { after.saturating_sub(limit) };
+        self.over_limit.fetch_add(over, Relaxed);
+        if used_before < limit {
+            self.near_limit.fetch_add(limit - near.max(used_before), Relaxed);
+        }
+        if shadow {
+            self.shadow_mode.fetch_add(cost, Relaxed);
+        }
+    }
+}
+
+/// The default bound on request-derived per-rule metric keys, per domain (`--max-metric-keys`).
+pub const DEFAULT_MAX_RULE_KEYS: u64 = 1_000;
+/// The longest per-rule metric key kept as its own series (longer ones count under `__overflow__`).
+pub const MAX_RULE_KEY_BYTES: usize = 256;
+/// The key under which hits past the bounds are counted.
+pub const OVERFLOW_KEY: &str = "__overflow__";
+
+impl DomainCounters {
+    /// The counters of the per-rule stats `key`. `from_request` keys (made from request values) are bounded;
+    /// past the bound, the `__overflow__` counters are returned.
+    pub fn rule(&self, key: &str, from_request: bool) -> Arc<RuleCounters> {
+        if let Some(c) = self.rules.read().get(key) {
+            return c.clone();
+        }
+        let max = match self.max_rule_keys.load(Relaxed) {
+            0 => DEFAULT_MAX_RULE_KEYS,
+            n => n,
+        };
+        let full = from_request && (key.len() > MAX_RULE_KEY_BYTES || self.dynamic_rule_keys.load(Relaxed) >= max);
+        let key = if full {
+            self.rule_keys_overflow.fetch_add(1, Relaxed);
+            OVERFLOW_KEY
+        } else {
+            key
+        };
+        let mut rules = self.rules.write();
+        if let Some(c) = rules.get(key) {
+            return c.clone();
+        }
+        if from_request && !full {
+            self.dynamic_rule_keys.fetch_add(1, Relaxed);
+        }
+        let c = Arc::new(RuleCounters::default());
+        rules.insert(key.into(), c.clone());
+        c
+    }
+}
+
+/// A stats key as the reference writes stat names: `:` and `|` become `_`.
+pub fn sanitize_stat_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.contains([':', '|']) { key.replace([':', '|'], "_").into() } else { key.into() }
 }
 
 /// Upper bounds of the store latency histogram's buckets, in seconds.
@@ -47,6 +159,8 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     domains: Mutex<BTreeMap<Arc<str>, Arc<DomainCounters>>>,
+    /// The bound on request-derived per-rule metric keys per domain (0: [`DEFAULT_MAX_RULE_KEYS`]).
+    max_rule_keys: AtomicU64,
     /// Decisions of the HTTP API.
     pub http: DomainCounters,
     /// RLS requests for a domain not in the config.
@@ -74,7 +188,23 @@ impl Metrics {
 
     /// The counters of `domain` (created on first use; call only with configured domains).
     pub fn domain(&self, domain: &Arc<str>) -> Arc<DomainCounters> {
-        self.domains.lock().entry(domain.clone()).or_default().clone()
+        self.domains
+            .lock()
+            .entry(domain.clone())
+            .or_insert_with(|| {
+                let c = DomainCounters::default();
+                c.max_rule_keys.store(self.max_rule_keys.load(Relaxed), Relaxed);
+                Arc::new(c)
+            })
+            .clone()
+    }
+
+    /// Sets the bound on request-derived per-rule metric keys per domain (`--max-metric-keys`; 0: the default).
+    pub fn set_max_rule_keys(&self, n: u64) {
+        self.max_rule_keys.store(n, Relaxed);
+        for c in self.domains.lock().values() {
+            c.max_rule_keys.store(n, Relaxed);
+        }
     }
 
     /// Records one store call.
@@ -146,6 +276,7 @@ impl Metrics {
             "RLS requests over a limit but answered OK by the global shadow mode.",
             &self.global_shadow,
         );
+        self.render_rules(&mut out, &domains);
         counter(&mut out, "floodgate_store_errors_total", "Store calls that failed.", &self.store_errors);
         out.push_str("# HELP floodgate_store_latency_seconds Latency of store calls.\n");
         out.push_str("# TYPE floodgate_store_latency_seconds histogram\n");
@@ -167,6 +298,48 @@ impl Metrics {
         out.push_str("# TYPE floodgate_config_last_reload_successful gauge\n");
         let _ = writeln!(out, "floodgate_config_last_reload_successful {}", self.last_reload_ok.load(Relaxed));
         out
+    }
+}
+
+impl Metrics {
+    fn render_rules(&self, out: &mut String, domains: &[(Arc<str>, Arc<DomainCounters>)]) {
+        type Stat = fn(&RuleCounters) -> &AtomicU64;
+        let families: [(&str, &str, Stat); 5] = [
+            ("total_hits", "Hits on a matched limit, per rule key.", |c| &c.total_hits),
+            ("within_limit", "Hits within the limit, per rule key.", |c| &c.within_limit),
+            ("near_limit", "Hits past the near-limit threshold (80%), per rule key.", |c| &c.near_limit),
+            ("over_limit", "Hits over the limit, per rule key.", |c| &c.over_limit),
+            ("shadow_mode", "Hits over the limit of a shadow_mode rule, per rule key.", |c| &c.shadow_mode),
+        ];
+        type Keys = Vec<(Box<str>, Arc<RuleCounters>)>;
+        let rules: Vec<(&str, Keys)> = domains
+            .iter()
+            .map(|(d, c)| {
+                let mut v: Vec<_> = c.rules.read().iter().map(|(k, c)| (k.clone(), c.clone())).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                (&**d, v)
+            })
+            .collect();
+        for (stat, help, get) in families {
+            let name = format!("floodgate_rls_rule_{stat}_total");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (domain, keys) in &rules {
+                for (key, c) in keys {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{domain=\"{}\",key=\"{}\"}} {}",
+                        escape(domain),
+                        escape(key),
+                        get(c).load(Relaxed)
+                    );
+                }
+            }
+        }
+        let overflow: u64 = domains.iter().map(|(_, c)| c.rule_keys_overflow.load(Relaxed)).sum();
+        let _ = writeln!(
+            out,
+            "# HELP floodgate_rls_rule_keys_overflow_total Hits whose per-rule metric key was past the bound (counted under key=\"__overflow__\").\n# TYPE floodgate_rls_rule_keys_overflow_total counter\nfloodgate_rls_rule_keys_overflow_total {overflow}"
+        );
     }
 }
 

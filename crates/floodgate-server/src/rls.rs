@@ -54,6 +54,7 @@ use floodgate::{Algorithm, Policy};
 use tonic::{Request, Response, Status};
 
 use crate::config::{LimitKind, Match, RateLimit, Unit, rule_policy_name};
+use crate::metrics::sanitize_stat_key;
 use crate::state::{AppState, ResponseHeaders};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 
@@ -106,9 +107,13 @@ impl Rls {
         };
         let request_addend = if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) };
         let mut statuses = Vec::with_capacity(req.descriptors.len());
-        let mut over = false;
-        // (remaining, index, window) of the tightest limit, for the response headers.
-        let mut tightest: Option<(u32, usize, Duration)> = None;
+        // Over, counting descriptors not in quota mode only.
+        let mut over_strict = false;
+        // Quota-mode descriptors, and the indices of those over their limit.
+        let mut quota_descriptors = 0usize;
+        let mut quota_violations: Vec<usize> = Vec::new();
+        // (remaining, index, window, limit per window) of the tightest limit, for the response headers.
+        let mut tightest: Option<(u32, usize, Duration, u32)> = None;
         let mut matches: Vec<_> = req
             .descriptors
             .iter()
@@ -124,6 +129,8 @@ impl Rls {
                 state.metrics.invalid_requests.fetch_add(1, Relaxed);
             })?;
         drop_replaced(&mut matches);
+        // The `metadata` of the rules whose descriptors are under their limit, for the dynamic metadata.
+        let mut passed_metadata = Vec::new();
         for (desc, found) in req.descriptors.iter().zip(matches) {
             let Some((limit, m)) = found else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
@@ -135,14 +142,18 @@ impl Rls {
             };
             let rule = m.as_ref().map(|m| m.rule);
             let shadow = rule.is_some_and(|r| r.shadow_mode);
+            let quota = rule.is_some_and(|r| r.quota_mode) && !matches!(limit.kind, LimitKind::Unlimited);
             let denied_code = if shadow { Code::Ok } else { Code::OverLimit };
-            // (status, window, denied) of the limit reported: the first that denies, else the least remaining.
-            let mut chosen: Option<(DescriptorStatus, Duration, bool)> = None;
+            let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
+            let cost = if desc.is_negative_hits { 0 } else { cost };
+            // The limit reported: the first that denies, else the least remaining.
+            let mut chosen: Option<Chosen> = None;
             for limit in std::iter::once(&*limit).chain(extras) {
-                let (status, denied) = match &limit.kind {
+                let (status, denied, capacity) = match &limit.kind {
                     LimitKind::Unlimited => (
                         DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() },
                         false,
+                        None,
                     ),
                     LimitKind::DenyAll => {
                         let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
@@ -156,11 +167,10 @@ impl Rls {
                                 quota: None,
                             },
                             true,
+                            Some(0),
                         )
                     }
                     LimitKind::Limited(policy) => {
-                        let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
-                        let cost = if desc.is_negative_hits { 0 } else { cost };
                         let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
                         let d = if state.reference_counting {
                             state.inc(&id, policy, cost).await
@@ -186,41 +196,173 @@ impl Rls {
                                 quota: None,
                             },
                             !d.allowed,
+                            Some(policy.capacity()),
                         )
                     }
                 };
                 let better =
-                    chosen.as_ref().is_none_or(|(c, _, _)| denied || status.limit_remaining < c.limit_remaining);
+                    chosen.as_ref().is_none_or(|c| denied || status.limit_remaining < c.status.limit_remaining);
                 if better {
-                    chosen = Some((status, limit.window, denied));
+                    let per_window = limit.requests_per_unit;
+                    chosen = Some(Chosen { status, window: limit.window, denied, capacity, per_window });
                 }
                 if denied {
                     break;
                 }
             }
-            let Some((status, window, _)) = chosen else { continue };
-            over |= status.code == Code::OverLimit as i32;
-            if status.current_limit.is_some() && tightest.is_none_or(|(r, _, _)| status.limit_remaining < r) {
-                tightest = Some((status.limit_remaining, statuses.len(), window));
+            let Some(c) = chosen else {
+                statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+                continue;
+            };
+            if let Some(capacity) = c.capacity {
+                let used_after_or_now = capacity.saturating_sub(u64::from(c.status.limit_remaining));
+                let consumed = !c.denied || state.reference_counting;
+                let used_before = if consumed { used_after_or_now.saturating_sub(cost) } else { used_after_or_now };
+                let (key, from_request) = match rule {
+                    Some(r) => domain.metric_key(desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())), r),
+                    None => (override_metric_key(&req.domain, desc), true),
+                };
+                domain.counters.rule(&sanitize_stat_key(&key), from_request).record(
+                    cost,
+                    capacity,
+                    used_before,
+                    !c.denied,
+                    shadow,
+                );
             }
-            statuses.push(status);
+            let index = statuses.len();
+            let is_over = c.status.code == Code::OverLimit as i32;
+            if quota {
+                quota_descriptors += 1;
+                if is_over {
+                    quota_violations.push(index);
+                }
+            } else {
+                over_strict |= is_over;
+            }
+            if !is_over && let Some(md) = rule.and_then(|r| r.metadata.as_ref()) {
+                passed_metadata.push(md.clone());
+            }
+            if c.status.current_limit.is_some() && tightest.is_none_or(|(r, ..)| c.status.limit_remaining < r) {
+                tightest = Some((c.status.limit_remaining, index, c.window, c.per_window));
+            }
+            statuses.push(c.status);
         }
+        // As the reference (quota_mode): over if a descriptor not in quota mode is over, or if every quota-mode
+        // descriptor is.
+        let mut over = over_strict || (quota_descriptors > 0 && quota_violations.len() == quota_descriptors);
         if over { &domain.counters.requests_over } else { &domain.counters.requests_ok }.fetch_add(1, Relaxed);
         if over && state.global_shadow_mode {
             state.metrics.global_shadow.fetch_add(1, Relaxed);
             over = false;
         }
         let response_headers_to_add = match tightest {
-            Some((_, i, window)) => rate_limit_headers(state.response_headers, &statuses[i], window),
+            Some((_, i, window, per_window)) => {
+                rate_limit_headers(state.response_headers, &statuses[i], window, per_window)
+            }
             None => Vec::new(),
         };
+        let dynamic_metadata = state
+            .response_dynamic_metadata
+            .then(|| dynamic_metadata(req, quota_descriptors > 0, &quota_violations, &passed_metadata));
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
             response_headers_to_add,
+            dynamic_metadata,
             ..Default::default()
         })
     }
+}
+
+/// The limit reported for one descriptor.
+struct Chosen {
+    status: DescriptorStatus,
+    /// Its window.
+    window: Duration,
+    /// Whether it denied.
+    denied: bool,
+    /// Its capacity, for the per-rule metrics (`None`: unlimited, not counted, as the reference).
+    capacity: Option<u64>,
+    /// Its limit per window (for the response headers, which describe the window).
+    per_window: u32,
+}
+
+/// The reference's stats key of a limit override: the domain, then each entry's `key_value` (`key` when the
+/// value is empty), joined with `.`.
+fn override_metric_key(domain: &str, desc: &RateLimitDescriptor) -> String {
+    let mut key = String::from(domain);
+    for e in &desc.entries {
+        key.push('.');
+        key.push_str(&e.key);
+        if !e.value.is_empty() {
+            key.push('_');
+            key.push_str(&e.value);
+        }
+    }
+    key
+}
+
+/// The response's dynamic metadata (`--response-dynamic-metadata`, the reference's
+/// `RESPONSE_DYNAMIC_METADATA`): `domain`, `descriptors` (`[{entries: ["key=value", ...]}]`), `hitsAddend`
+/// (when set), `quotaModeEnabled`, `quotaModeViolations` (indices of the quota-mode descriptors over their
+/// limit, when any), then the `metadata` of every rule whose descriptor is under its limit, merged in request
+/// order (a later rule's key replaces an earlier one's; the keys above are never replaced).
+fn dynamic_metadata(
+    req: &RateLimitRequest,
+    quota_mode: bool,
+    violations: &[usize],
+    passed: &[Arc<serde_json::Map<String, serde_json::Value>>],
+) -> protobuf::Struct {
+    use protobuf::value::Kind;
+    let string = |s: String| protobuf::Value { kind: Some(Kind::StringValue(s)) };
+    let number = |n: f64| protobuf::Value { kind: Some(Kind::NumberValue(n)) };
+    let list =
+        |values: Vec<protobuf::Value>| protobuf::Value { kind: Some(Kind::ListValue(protobuf::ListValue { values })) };
+    let mut fields = std::collections::HashMap::new();
+    for md in passed {
+        for (k, v) in md.iter() {
+            fields.insert(k.clone(), json_to_proto(v));
+        }
+    }
+    fields.insert("domain".to_owned(), string(req.domain.clone()));
+    let descriptors = req
+        .descriptors
+        .iter()
+        .map(|d| {
+            let entries = d.entries.iter().map(|e| string(format!("{}={}", e.key, e.value))).collect();
+            let mut f = std::collections::HashMap::new();
+            f.insert("entries".to_owned(), list(entries));
+            protobuf::Value { kind: Some(Kind::StructValue(protobuf::Struct { fields: f })) }
+        })
+        .collect();
+    fields.insert("descriptors".to_owned(), list(descriptors));
+    if req.hits_addend != 0 {
+        fields.insert("hitsAddend".to_owned(), number(f64::from(req.hits_addend)));
+    }
+    fields.insert("quotaModeEnabled".to_owned(), protobuf::Value { kind: Some(Kind::BoolValue(quota_mode)) });
+    if !violations.is_empty() {
+        let v = violations.iter().map(|i| number(*i as f64)).collect();
+        fields.insert("quotaModeViolations".to_owned(), list(v));
+    }
+    protobuf::Struct { fields }
+}
+
+/// A JSON value as a `google.protobuf.Value`.
+fn json_to_proto(v: &serde_json::Value) -> protobuf::Value {
+    use protobuf::value::Kind;
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(protobuf::ListValue { values: a.iter().map(json_to_proto).collect() }),
+        J::Object(o) => Kind::StructValue(protobuf::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_proto(v))).collect(),
+        }),
+    };
+    protobuf::Value { kind: Some(kind) }
 }
 
 /// `replaces`: a named limit is dropped (the descriptor answers as if no rule matched) when another limit
@@ -265,6 +407,8 @@ fn override_limit(domain: &str, o: &RateLimitOverride) -> Result<RateLimit, Stat
         unit: Some(unit),
         window: unit.window(),
         requests_per_unit: o.requests_per_unit,
+        report_unit: Some(unit),
+        report_requests_per_unit: o.requests_per_unit,
         algorithm: Algorithm::FixedWindow,
         replaces: Vec::new(),
         kind,
@@ -272,13 +416,19 @@ fn override_limit(domain: &str, o: &RateLimitOverride) -> Result<RateLimit, Stat
 }
 
 /// The rate-limit headers describing `status` (the request's tightest limit) in the `style` asked for.
-fn rate_limit_headers(style: ResponseHeaders, status: &DescriptorStatus, window: Duration) -> Vec<HeaderValue> {
+/// `quota` is the limit per `window` (the `current_limit` may be scaled to a whole unit).
+fn rate_limit_headers(
+    style: ResponseHeaders,
+    status: &DescriptorStatus,
+    window: Duration,
+    quota: u32,
+) -> Vec<HeaderValue> {
     let Some(limit) = &status.current_limit else { return Vec::new() };
     let reset = status.duration_until_reset.map_or(0, |d| {
         let secs = u64::try_from(d.seconds).unwrap_or(0);
         if d.nanos > 0 { secs + 1 } else { secs }
     });
-    let (quota, remaining) = (limit.requests_per_unit, status.limit_remaining);
+    let remaining = status.limit_remaining;
     let header = |key: &str, value: String| HeaderValue { key: key.into(), value, ..Default::default() };
     let three = |prefix: &str| {
         vec![
@@ -391,8 +541,8 @@ pub fn counter_id_shared(domain: &str, desc: &RateLimitDescriptor, shared: &[(us
 fn current_limit(limit: &RateLimit) -> rate_limit_response::RateLimit {
     rate_limit_response::RateLimit {
         name: limit.name.to_string(),
-        requests_per_unit: limit.requests_per_unit,
-        unit: limit.unit.map_or(rate_limit::Unit::Unknown, proto_unit) as i32,
+        requests_per_unit: limit.report_requests_per_unit,
+        unit: limit.report_unit.map_or(rate_limit::Unit::Unknown, proto_unit) as i32,
     }
 }
 

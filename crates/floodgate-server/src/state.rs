@@ -120,6 +120,10 @@ pub struct AppState {
     pub global_shadow_mode: bool,
     /// RLS: the rate-limit headers to add to Envoy's response, describing the tightest limit of the request.
     pub response_headers: ResponseHeaders,
+    /// RLS: fill the response's `dynamic_metadata` (`--response-dynamic-metadata`, the reference's
+    /// `RESPONSE_DYNAMIC_METADATA`): the request, the quota-mode violations, and the `metadata` of the rules
+    /// whose descriptors are under their limit.
+    pub response_dynamic_metadata: bool,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -150,6 +154,7 @@ impl AppState {
             reference_counting: false,
             global_shadow_mode: false,
             response_headers: ResponseHeaders::Off,
+            response_dynamic_metadata: false,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

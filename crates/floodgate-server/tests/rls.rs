@@ -291,16 +291,19 @@ descriptors:
     )
     .await;
     let mut c = s.client().await;
-    for (key, window, unit, remaining, code) in [
-        ("multi", 10 * 86_400u64, rate_limit::Unit::Day, 1, Code::Ok),
-        ("window", 36 * 3_600, rate_limit::Unit::Hour, 0, Code::Ok),
-        ("deny", 7 * 86_400, rate_limit::Unit::Week, 0, Code::OverLimit),
+    // current_limit: a 10-day window divides a month (30 days) exactly, so 2 per 10 days is reported as 6 per
+    // month; 36 hours divides no week, so it is reported per hour (the largest unit dividing it), unscaled.
+    for (key, window, unit, per_unit, remaining, code) in [
+        ("multi", 10 * 86_400u64, rate_limit::Unit::Month, 6, 1, Code::Ok),
+        ("window", 36 * 3_600, rate_limit::Unit::Hour, 1, 0, Code::Ok),
+        ("deny", 7 * 86_400, rate_limit::Unit::Week, 0, 0, Code::OverLimit),
     ] {
         let r = c.should_rate_limit(request("w", vec![desc(&[(key, "x")])])).await.unwrap().into_inner();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         let st = &r.statuses[0];
         assert_eq!((st.code, st.limit_remaining), (code as i32, remaining), "{key}");
-        assert_eq!(st.current_limit.as_ref().unwrap().unit, unit as i32, "{key}");
+        let limit = st.current_limit.as_ref().unwrap();
+        assert_eq!((limit.unit, limit.requests_per_unit), (unit as i32, per_unit), "{key}");
         let expected = window - now % window;
         let got = st.duration_until_reset.unwrap().seconds.unsigned_abs();
         assert!(got.abs_diff(expected) <= 2, "{key}: reset in {got}s, expected {expected}s");
@@ -591,4 +594,161 @@ descriptors:
     assert_eq!(hit().await, (ok, "daily".into(), 1));
     assert_eq!(hit().await, (ok, "daily".into(), 0));
     assert_eq!(hit().await, (over, "daily".into(), 0), "the burst allows, the daily limit denies");
+}
+
+const QUOTA: &str = "
+domain: q
+descriptors:
+  - key: backend
+    value: a
+    quota_mode: true
+    metadata: {backend: a, weight: 2}
+    rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: backend
+    value: b
+    quota_mode: true
+    metadata: {backend: b}
+    rate_limit: {unit: hour, requests_per_unit: 2}
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 10}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_mode_is_over_only_when_every_quota_descriptor_is() {
+    let s = common::start_tuned(QUOTA, None, false, 0, |st| st.response_dynamic_metadata = true).await;
+    let mut c = s.client().await;
+    let ask = |descs: &[(&str, &str)]| request("q", descs.iter().map(|(k, v)| desc(&[(k, v)])).collect());
+    let codes = |r: &envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse| {
+        (r.overall_code, r.statuses.iter().map(|s| s.code).collect::<Vec<_>>())
+    };
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    let both = [("backend", "a"), ("backend", "b")];
+    // a: 1 per hour, b: 2 per hour.
+    let r = c.should_rate_limit(ask(&both)).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (ok, vec![ok, ok]));
+    // a is over; b is not: the descriptor says OVER_LIMIT, the request is OK.
+    let r = c.should_rate_limit(ask(&both)).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (ok, vec![over, ok]));
+    let md = r.dynamic_metadata.clone().expect("dynamic metadata");
+    let json = floodgate_server::json_rls::response_to_json(&r);
+    let md_json = &json["dynamicMetadata"];
+    assert_eq!(md_json["quotaModeEnabled"], serde_json::json!(true), "{json}");
+    assert_eq!(md_json["quotaModeViolations"], serde_json::json!([0]), "{json}");
+    assert_eq!(md_json["domain"], serde_json::json!("q"));
+    assert_eq!(md_json["descriptors"][1]["entries"], serde_json::json!(["backend=b"]));
+    // Only b passed: its metadata is merged in, a's is not.
+    assert_eq!(md_json["backend"], serde_json::json!("b"), "{json}");
+    assert!(md_json.get("weight").is_none(), "{json}");
+    assert_eq!(md.fields.len(), 5, "{json}");
+    // Both over: the request is over.
+    let r = c.should_rate_limit(ask(&both)).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (over, vec![over, over]));
+    // A lone quota-mode descriptor over is every quota-mode descriptor over.
+    let r = c.should_rate_limit(ask(&[("backend", "a")])).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (over, vec![over]));
+    // A descriptor not in quota mode counts as usual beside them.
+    let r = c.should_rate_limit(ask(&[("backend", "a"), ("user", "u")])).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (over, vec![over, ok]), "every quota descriptor is over");
+    let r = c.should_rate_limit(ask(&[("user", "u")])).await.unwrap().into_inner();
+    assert_eq!(codes(&r), (ok, vec![ok]));
+    let md = floodgate_server::json_rls::response_to_json(&r);
+    assert_eq!(md["dynamicMetadata"]["quotaModeEnabled"], serde_json::json!(false), "{md}");
+    assert!(md["dynamicMetadata"].get("quotaModeViolations").is_none(), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_dynamic_metadata_unless_asked() {
+    let s = start(QUOTA).await;
+    let mut c = s.client().await;
+    let r = c.should_rate_limit(request("q", vec![desc(&[("backend", "a")])])).await.unwrap().into_inner();
+    assert!(r.dynamic_metadata.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_rule_metrics_named_as_the_reference() {
+    let yaml = "
+domain: m
+descriptors:
+  - key: path
+    value: /login
+    descriptors:
+      - key: user
+        rate_limit: {unit: hour, requests_per_unit: 5}
+  - key: client
+    detailed_metric: true
+    rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: tenant
+    value_to_metric: true
+    descriptors:
+      - key: route
+        rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: shadow
+    shadow_mode: true
+    rate_limit: {unit: hour, requests_per_unit: 1}
+";
+    let s = common::start_tuned(yaml, None, false, 0, |st| st.metrics.set_max_rule_keys(3)).await;
+    let mut c = s.client().await;
+    let hit = |entries: &[(&str, &str)], addend: u32| {
+        let mut r = request("m", vec![desc(entries)]);
+        r.hits_addend = addend;
+        r
+    };
+    for _ in 0..6 {
+        c.should_rate_limit(hit(&[("path", "/login"), ("user", "alice")], 1)).await.unwrap();
+    }
+    c.should_rate_limit(hit(&[("path", "/login"), ("user", "bob")], 2)).await.unwrap();
+    c.should_rate_limit(hit(&[("client", "c1")], 1)).await.unwrap();
+    c.should_rate_limit(hit(&[("client", "c1")], 1)).await.unwrap();
+    c.should_rate_limit(hit(&[("tenant", "t1"), ("route", "r1")], 1)).await.unwrap();
+    c.should_rate_limit(hit(&[("shadow", "x")], 1)).await.unwrap();
+    c.should_rate_limit(hit(&[("shadow", "x")], 1)).await.unwrap();
+    // Two more request-derived keys: past the bound of 3 (c1, t1 and c2 fit), c3 overflows.
+    c.should_rate_limit(hit(&[("client", "c2")], 1)).await.unwrap();
+    c.should_rate_limit(hit(&[("client", "c3")], 1)).await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    let value = |family: &str, key: &str| -> u64 {
+        let line = format!("floodgate_rls_rule_{family}_total{{domain=\"m\",key=\"{key}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    // One key for the rule, whatever the user: 6 alice + 2 bob = 8 hits. Limit 5, near past 4: alice's 5th is
+    // near, her 6th over; bob's counter is his own (2 of 5 used: within, not near).
+    assert_eq!(value("total_hits", "m.path_/login.user"), 8);
+    assert_eq!(value("within_limit", "m.path_/login.user"), 7);
+    assert_eq!(value("near_limit", "m.path_/login.user"), 1);
+    assert_eq!(value("over_limit", "m.path_/login.user"), 1);
+    // detailed_metric: the request's value.
+    assert_eq!(value("total_hits", "m.client_c1"), 2);
+    assert_eq!(value("over_limit", "m.client_c1"), 1);
+    // value_to_metric on the parent: its value, the child as configured.
+    assert_eq!(value("within_limit", "m.tenant_t1.route"), 1);
+    assert_eq!(value("shadow_mode", "m.shadow"), 1);
+    assert_eq!(value("over_limit", "m.shadow"), 1);
+    assert_eq!(value("total_hits", "m.client_c2"), 1);
+    assert_eq!(value("total_hits", "__overflow__"), 1);
+    assert!(!text.contains("m.client_c3"), "{text}");
+    assert!(text.contains("floodgate_rls_rule_keys_overflow_total 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn current_limit_of_a_30s_window_is_per_minute() {
+    let s = start(
+        "domain: w\ndescriptors:\n  - key: k\n    rate_limit: {window: 30s, requests_per_unit: 2}\n  - key: five\n    rate_limit: {unit: minute, unit_multiplier: 5, requests_per_unit: 3}\n",
+    )
+    .await;
+    let mut c = s.client().await;
+    let r = c.should_rate_limit(request("w", vec![desc(&[("k", "x")]), desc(&[("five", "x")])])).await.unwrap();
+    let r = r.into_inner();
+    let limit = |i: usize| {
+        let l = r.statuses[i].current_limit.as_ref().unwrap();
+        (l.unit, l.requests_per_unit, r.statuses[i].limit_remaining)
+    };
+    // 2 per 30s = 4 per minute (each minute holds exactly two epoch-aligned windows); remaining stays per window.
+    assert_eq!(limit(0), (rate_limit::Unit::Minute as i32, 4, 1));
+    // 3 per 5 minutes = 36 per hour.
+    assert_eq!(limit(1), (rate_limit::Unit::Hour as i32, 36, 2));
+    assert!(r.statuses[0].duration_until_reset.unwrap().seconds <= 30);
 }
