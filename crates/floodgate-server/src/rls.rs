@@ -12,6 +12,16 @@
 //! | `requests_per_unit: 0` | `OVER_LIMIT` |
 //! | a limit | `OK` or `OVER_LIMIT`, `current_limit`, `limit_remaining`, `duration_until_reset` |
 //! | over, in `shadow_mode` | `OK` (counted in `floodgate_decisions_total{decision="shadow_denied"}`) |
+//! | over, in `quota_mode` | `OVER_LIMIT`; the request is `OVER_LIMIT` only if every quota-mode descriptor is |
+//!
+//! **`quota_mode`** (as the reference since its PR #1059): the overall code is `OVER_LIMIT` if a descriptor
+//! not in quota mode is over, or if every quota-mode descriptor of the request is over. With
+//! `--response-dynamic-metadata` the answer's dynamic metadata lists the request's descriptors, whether any
+//! quota-mode limit applied (`quotaModeEnabled`), the indices of the quota-mode descriptors over
+//! (`quotaModeViolations`), and the `metadata` of the rules whose descriptors are under their limit.
+//!
+//! **Per-rule metrics**: every descriptor decided by a limit (not `unlimited`) is counted under its rule's
+//! stats key in hits (see [`crate::metrics`]).
 //!
 //! **Limit override**: a descriptor with a `limit` (`requests_per_unit`, `unit`) is decided by that limit
 //! instead of the config's, as the reference does: a fixed window on the descriptor's own counter, applied
