@@ -1,4 +1,5 @@
-//! Key layout: `<prefix>:{<id>}:<policy key>` for a bucket and `<prefix>:{<id>}` for the id's index.
+//! Key layout: `<prefix>:{<id>}:<policy key>` for a bucket, `<prefix>:{<id>}` for the id's index, and
+//! `<prefix>:{<id>}#<policy key>` for a sliding log's runs (a sorted set beside its bucket).
 //!
 //! The id is percent-encoded inside the hash tag: every byte that is printable ASCII other than `%`, `{` and `}`
 //! stands for itself, every other byte is `%XX` (upper-case hex), and the empty id is a lone `%`. The encoding
@@ -40,6 +41,17 @@ pub(crate) fn bucket_key(index_key: &[u8], policy_key: &str) -> Vec<u8> {
     k
 }
 
+/// The run set of a sliding log: `<prefix>:{<encoded id>}#<policy key>`. It never equals a bucket or index key
+/// (of any id or prefix): the first `}` ends the hash tag, and only this key has a `#` after it. `delete.lua`
+/// derives it from the bucket key the same way.
+pub(crate) fn log_key(index_key: &[u8], policy_key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(index_key.len() + policy_key.len() + 1);
+    k.extend_from_slice(index_key);
+    k.push(b'#');
+    k.extend_from_slice(policy_key.as_bytes());
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +67,7 @@ mod tests {
         assert_eq!(enc(b"user:42"), "user:42");
         assert_eq!(index_key("fg", b"ip:10.0.0.1"), b"fg:{ip:10.0.0.1}".to_vec());
         assert_eq!(bucket_key(&index_key("fg", b"u"), "gcra:5/1000000us:b5"), b"fg:{u}:gcra:5/1000000us:b5".to_vec());
+        assert_eq!(log_key(&index_key("fg", b"u"), "plan"), b"fg:{u}#plan".to_vec());
     }
 
     #[test]

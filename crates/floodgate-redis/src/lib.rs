@@ -652,7 +652,14 @@ impl RedisStore {
                 })
                 .await?
             }
-            _ => {
+            Algorithm::SlidingLog => {
+                let log = key::log_key(index, policy.key());
+                self.eval(script, &[bucket, index, &log], |c| {
+                    c.arg(op).arg(cost).arg(now).arg(keep).arg(slack).arg(policy.limit()).arg(policy.window_micros());
+                })
+                .await?
+            }
+            a if a.is_meter() => {
                 self.eval(script, &[bucket, index], |c| {
                     c.arg(op)
                         .arg(cost)
@@ -664,6 +671,9 @@ impl RedisStore {
                         .arg(policy.capacity());
                 })
                 .await?
+            }
+            a => {
+                return Err(RedisStoreError::Config(format!("algorithm {a} is not supported by this floodgate-redis")));
             }
         };
         Ok(v)

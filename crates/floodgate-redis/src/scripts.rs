@@ -40,7 +40,7 @@ impl ScriptSource {
         delete()
     }
 
-    /// `fixed_window`, `sliding_window`, `meter` or `delete`.
+    /// `fixed_window`, `sliding_window`, `meter`, `sliding_log` or `delete`.
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -66,12 +66,16 @@ pub(crate) fn for_algorithm(algorithm: Algorithm) -> &'static ScriptSource {
     static FIXED: OnceLock<ScriptSource> = OnceLock::new();
     static SLIDING: OnceLock<ScriptSource> = OnceLock::new();
     static METER: OnceLock<ScriptSource> = OnceLock::new();
+    static LOG: OnceLock<ScriptSource> = OnceLock::new();
     match algorithm {
         Algorithm::FixedWindow => {
             FIXED.get_or_init(|| algorithm_script("fixed_window", 'w', include_str!("lua/fixed_window.lua")))
         }
         Algorithm::SlidingWindow => {
             SLIDING.get_or_init(|| algorithm_script("sliding_window", 's', include_str!("lua/sliding_window.lua")))
+        }
+        Algorithm::SlidingLog => {
+            LOG.get_or_init(|| algorithm_script("sliding_log", 'l', include_str!("lua/sliding_log.lua")))
         }
         _ => METER.get_or_init(|| algorithm_script("meter", 'm', include_str!("lua/meter.lua"))),
     }

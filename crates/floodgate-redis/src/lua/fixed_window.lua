@@ -21,7 +21,7 @@ if op == 'h' then
   if cost > limit then
     local reset = 0
     if count > 0 then reset = until_next end
-    if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
+    if not same then discard() end
     return {0, limit, math.max(limit - count, 0), reset, -1}
   end
   if fits and cost > 0 then count = count + cost end
@@ -36,7 +36,7 @@ if op ~= 'h' or (fits and cost > 0) then
   if count > 0 then reset = start + window end
   save(start, count, 0, reset)
 elseif not same then
-  save(0, 0, 0, 0)
+  discard()
 end
 local reset_after, retry = 0, -1
 if count > 0 then reset_after = until_next end

@@ -31,7 +31,7 @@ end
 local n = math.max(t, sb)
 local level = level_at(n)
 if op == 'h' and cost > burst then
-  if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
+  if not same then discard() end
   return {0, burst, remaining(level), drain_time(level), -1}
 end
 local need = math.max(cost, 1) * unit
@@ -48,7 +48,7 @@ local allowed = op == 's' or fits
 if write then
   save(level, n, unit, n + drain_time(level))
 elseif not same then
-  save(0, 0, 0, 0)
+  discard()
 end
 local retry = -1
 if not allowed then retry = drain_time(level + math.min(need, cap) - cap) end

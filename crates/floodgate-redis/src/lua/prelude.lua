@@ -5,8 +5,9 @@
 -- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
 -- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
 -- ARGV[6..] = the policy
--- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter), a b c = state, cr = created, up = updated,
--- e = when the state is empty again (the logical expiry, in the decision clock's microseconds).
+-- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
+-- cr = created, up = updated, e = when the state is empty again (the logical expiry, in the decision clock's
+-- microseconds).
 -- Every number stays an integer below 2^53, so doubles compute exactly what the Rust core computes in u64.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local MAX = 9007199254740992 -- 2^53
@@ -64,7 +65,7 @@ if t < 0 then
 end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e')
+local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
 local sa, sb, sc = 0, 0, 0
@@ -77,9 +78,16 @@ if live then
   end
 end
 
--- Writes the state (a, b, c) that empties at `reset`, or drops the bucket when it is already empty.
+-- The logical expiry (µs) and the TTL (ms) of a bucket written now whose state empties at `reset` (> t).
+local function expiry(reset)
+  local exp = reset
+  if t + keep > exp then exp = t + keep end
+  return exp, muldiv_ceil(exp - t, 1, 1000) + slack
+end
+
+-- Writes the state (a, b, c) that empties at `reset`, or drops the bucket when it is already empty. Written
+-- even when the state is unchanged (an inc of 0, a set to the same count): the bucket was updated, as in memory.
 local function save(a, b, c, reset)
-  if same and a == sa and b == sb and c == sc then return end
   if reset <= t then
     if h[7] then
       redis.call('DEL', key)
@@ -87,14 +95,23 @@ local function save(a, b, c, reset)
     end
     return
   end
-  local exp = reset
-  if t + keep > exp then exp = t + keep end
-  local ttl = muldiv_ceil(exp - t, 1, 1000) + slack
+  local exp, ttl = expiry(reset)
   redis.call('HSET', key, 'k', KIND, 'a', fmt(a), 'b', fmt(b), 'c', fmt(c), 'cr', fmt(created), 'up', fmt(t),
     'e', fmt(exp))
   redis.call('PEXPIRE', key, ttl)
   if not h[7] then redis.call('SADD', idx, key) end
   if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
+end
+
+-- Another algorithm's live state under this key (a named policy whose algorithm changed) becomes this
+-- algorithm's empty state, keeping the bucket's times and expiry, as in memory; a dead bucket is dropped.
+local function discard()
+  if live then
+    redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', '0', 'c', '0')
+  elseif h[7] then
+    redis.call('DEL', key)
+    redis.call('SREM', idx, key)
+  end
 end
 
 local function inspected(used, remaining, reset_after, next_window_after)

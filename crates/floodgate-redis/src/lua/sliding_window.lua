@@ -40,7 +40,7 @@ local e = n % window
 local start = n - e
 local cur, prev = counts(start)
 if op == 'h' and cost > limit then
-  if not same then save(0, 0, 0, 0) end -- another algorithm's state is discarded, as in memory
+  if not same then discard() end
   return {0, limit, room(cur, prev, e), reset_after(cur, prev, e), -1}
 end
 local check = math.max(cost, 1)
@@ -59,7 +59,7 @@ if cur ~= before_cur or prev ~= before_prev or op ~= 'h' then
   if cur > 0 then reset = start + 2 * window elseif prev > 0 then reset = start + window end
   save(start, cur, prev, reset)
 elseif not same then
-  save(0, 0, 0, 0)
+  discard()
 end
 local retry = -1
 if not allowed then

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use floodgate::algorithm::sliding_log::MAX_RUN_UNITS;
 use floodgate::{Algorithm, Clock, ManualClock, MemoryStore, Policy, Store, StoreError, Timestamp};
 use floodgate_redis::RedisStore;
 
@@ -57,6 +58,13 @@ fn policies() -> Vec<Policy> {
         p(Policy::gcra(5, s(10)).and_then(|p| p.named("meter"))),
         p(Policy::gcra(7, s(3)).and_then(|p| p.with_burst(9)).and_then(|p| p.named("meter"))),
         p(Policy::leaky_bucket(3, s(10)).and_then(|p| p.named("plan"))),
+        // Sliding logs: a short window, one not a whole number of ms, a busy one, the largest, and a named one
+        // that takes over the other algorithms' "plan" state (and is taken over by them).
+        p(Policy::sliding_log(5, s(10))),
+        p(Policy::sliding_log(3, Duration::from_micros(2_500_700))),
+        p(Policy::sliding_log(40, Duration::from_millis(900))),
+        p(Policy::sliding_log(Policy::MAX_LOG_LIMIT, ten_years)),
+        p(Policy::sliding_log(4, s(10)).and_then(|p| p.named("plan"))),
     ]
 }
 
@@ -75,6 +83,8 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
     let ps = policies();
     let ids: [&[u8]; 3] = [b"a", b"b}{", b"\xff\x00"];
     let mut rng = Rng(seed);
+    // The last retry_after and reset_after answered: some steps wait exactly that long (or 1 µs less).
+    let mut waits: Vec<Duration> = Vec::new();
     for step in 0..steps {
         let p = &ps[rng.below(ps.len() as u64) as usize];
         let id = ids[rng.below(ids.len() as u64) as usize];
@@ -93,15 +103,30 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
                 let r = redis.hit(id, p, cost).await.expect("redis hit");
                 let m = memory.hit(id, p, cost).await.expect("memory hit");
                 assert_eq!(r, m, "hit cost {cost}: {}", ctx());
+                // (Up to a day: time must stay below 2^53 µs, see below.)
+                waits = [r.retry_after, Some(r.reset_after)]
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(86_400))
+                    .collect();
             }
             50..=59 => {
-                let cost = rng.below(4);
+                let cost = match rng.below(16) {
+                    // Past one run of the log (2^20 - 1 units), which splits (memory) or merges (Redis).
+                    0 if p.algorithm() == Algorithm::SlidingLog => {
+                        [MAX_RUN_UNITS - 1, MAX_RUN_UNITS + 3, u64::MAX][rng.below(3) as usize]
+                    }
+                    _ => rng.below(4),
+                };
                 let r = redis.inc(id, p, cost).await.expect("redis inc");
                 let m = memory.inc(id, p, cost).await.expect("memory inc");
                 assert_eq!(r, m, "inc cost {cost}: {}", ctx());
             }
             60..=64 => {
-                let used = rng.below(cap.min(1 << 40) + 2);
+                let used = match rng.below(8) {
+                    0 if p.algorithm() == Algorithm::SlidingLog => [MAX_RUN_UNITS + 7, u64::MAX][rng.below(2) as usize],
+                    _ => rng.below(cap.min(1 << 40) + 2),
+                };
                 let r = redis.set(id, p, used).await.expect("redis set");
                 let m = memory.set(id, p, used).await.expect("memory set");
                 assert_eq!(r, m, "set {used}: {}", ctx());
@@ -121,6 +146,10 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
             77..=81 => clock.advance(Duration::from_micros(rng.below(30_000_000))),
             // Up to ~1.3 years at once: the ten-year windows roll over, and time stays below 2^53 µs (year 2255).
             82 => clock.advance(Duration::from_secs(rng.below(40_000_000))),
+            83..=87 if !waits.is_empty() => {
+                let w = waits[rng.below(waits.len() as u64) as usize];
+                clock.advance(if rng.below(2) == 0 { w } else { w - Duration::from_micros(1) });
+            }
             _ => clock.advance(Duration::from_micros(rng.below(700_000))),
         }
     }
@@ -158,10 +187,12 @@ async fn every_key_has_a_millisecond_ttl() {
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut con = client.get_multiplexed_async_connection().await.expect("connect");
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut con).await.expect("KEYS");
-    // 5 policies × (ttl:{b}, "", and 6 clocked ids, ttl:set) buckets + their indexes; ttl:a was deleted.
+    // 6 policies × (ttl:{b}, "", and 6 clocked ids, ttl:set) buckets + the sliding log's 9 run sets + their
+    // indexes; ttl:a was deleted.
+    assert_eq!(Algorithm::ALL.len(), 6);
     assert_eq!(
         keys.len(),
-        5 * 9 + 9,
+        6 * 9 + 9 + 9,
         "keys: {:?}",
         keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()
     );
