@@ -101,8 +101,8 @@ local function push(units)
 end
 
 -- A call that logs nothing still moves the clock and the pruning forward (as the in-memory state does),
--- without changing the bucket's expiry or times. Another algorithm's live state becomes an empty log, as in
--- memory (the bucket keeps its times); a dead bucket is dropped.
+-- without changing the bucket's expiry. Another algorithm's live state, or a dead bucket, becomes an empty log
+-- that stands still at n, as in memory (a dead one is created again now).
 local function keep_state()
   if same then
     if total > 0 then
@@ -110,11 +110,8 @@ local function keep_state()
     elseif pruned or n > last then
       redis.call('HSET', key, 'a', '0', 'b', fmt(n))
     end
-  elseif live then
-    redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', fmt(n))
   elseif h[7] then
-    redis.call('DEL', key, log)
-    redis.call('SREM', idx, key)
+    redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', fmt(n), 'cr', fmt(created))
   end
 end
 
@@ -140,8 +137,14 @@ end
 
 if op ~= 'h' or (fits and cost > 0) then
   if total == 0 then
-    redis.call('DEL', key, log)
-    if h[7] then redis.call('SREM', idx, key) end
+    redis.call('DEL', log)
+    -- Empty. A bucket that exists is kept, as in memory, until `keep` has passed: a call from before now (a clock
+    -- that stepped back) still stands still at n. A new one is not written.
+    if h[7] then
+      local exp, ttl = expiry(t)
+      redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', fmt(n), 'cr', fmt(created), 'up', fmt(t), 'e', fmt(exp))
+      redis.call('PEXPIRE', key, ttl)
+    end
   else
     local exp, ttl = expiry(new_ms * 1000 + window)
     redis.call('HSET', key, 'k', KIND, 'a', fmt(total), 'b', fmt(n), 'c', newest, 'd', oldest, 'cr', fmt(created),

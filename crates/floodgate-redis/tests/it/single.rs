@@ -75,6 +75,13 @@ async fn redis_decides_exactly_as_memory() {
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(123_457));
     let redis = make_single_store(clock.clone()).await;
     differential(&redis, &clock, 0x9e37_79b9_7f4a_7c15, 20_000).await;
+    // FG_DIFF_SEEDS=n runs n more seeds (a longer local check; CI runs the one above).
+    let more: u64 = std::env::var("FG_DIFF_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for seed in 1..=more {
+        let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(seed * 7_919));
+        let redis = make_single_store(clock.clone()).await;
+        differential(&redis, &clock, seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 20_000).await;
+    }
 }
 
 /// Runs `steps` random operations on `redis` and on a fresh memory store driven by `clock`, comparing each.
@@ -91,7 +98,7 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
         let cap = p.capacity();
         let huge = cap > 1_000_000;
         let what = rng.below(100);
-        let ctx = || format!("step {step}: policy {} id {id:?} at {:?}", p.key(), clock.now());
+        let ctx = || format!("seed {seed:#x} step {step}: policy {} id {id:?} at {:?}", p.key(), clock.now());
         match what {
             0..=49 => {
                 let cost = match rng.below(10) {
@@ -155,6 +162,98 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
     }
 }
 
+/// The sliding log alone, busier and with a clock that also steps back (the log stands still at the latest time
+/// it has seen, in both stores): many hits per millisecond (runs merge), bursts that fill the log with hundreds
+/// of runs (long prunes and `retry_after` walks), forced costs past one run, and waits of exactly `retry_after`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_log_decides_exactly_as_memory_with_steps_back() {
+    // FG_LOG_SEEDS=n runs n seeds (a longer local check).
+    let seeds: u64 = std::env::var("FG_LOG_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    for seed in 0..seeds {
+        log_differential(0x005e_ed0f_1065 + seed * 0x9e37_79b9).await;
+    }
+}
+
+async fn log_differential(seed: u64) {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000) + Duration::from_micros(999_999));
+    let redis = make_single_store(clock.clone()).await;
+    let memory = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
+    let ms = Duration::from_millis;
+    let ps: Vec<Policy> = [
+        Policy::sliding_log(5, Duration::from_secs(10)),
+        Policy::sliding_log(3, Duration::from_micros(2_500_700)),
+        Policy::sliding_log(40, ms(900)),
+        Policy::sliding_log(700, ms(1_500)),
+        Policy::sliding_log(1, Duration::from_micros(1)),
+    ]
+    .into_iter()
+    .map(|p| p.expect("policy"))
+    .collect();
+    let ids: [&[u8]; 2] = [b"x", b"y{}"];
+    let mut rng = Rng(seed);
+    let mut waits: Vec<Duration> = Vec::new();
+    for step in 0..12_000 {
+        let p = &ps[rng.below(ps.len() as u64) as usize];
+        let id = ids[rng.below(2) as usize];
+        let cap = p.capacity();
+        let ctx = || format!("seed {seed:#x} step {step}: policy {} id {id:?} at {:?}", p.key(), clock.now());
+        match rng.below(100) {
+            0..=54 => {
+                let cost = match rng.below(12) {
+                    0 => 0,
+                    1 => cap + 1,
+                    2 => 1 + rng.below(cap),
+                    _ => 1 + rng.below(cap.min(3)),
+                };
+                let r = redis.hit(id, p, cost).await.expect("redis hit");
+                let m = memory.hit(id, p, cost).await.expect("memory hit");
+                assert_eq!(r, m, "hit cost {cost}: {}", ctx());
+                waits = [r.retry_after, Some(r.reset_after)].into_iter().flatten().filter(|d| !d.is_zero()).collect();
+            }
+            55..=62 => {
+                let cost = match rng.below(10) {
+                    0 => [MAX_RUN_UNITS, MAX_RUN_UNITS + 1, u64::MAX][rng.below(3) as usize],
+                    _ => rng.below(4),
+                };
+                let r = redis.inc(id, p, cost).await.expect("redis inc");
+                let m = memory.inc(id, p, cost).await.expect("memory inc");
+                assert_eq!(r, m, "inc cost {cost}: {}", ctx());
+                waits = r.retry_after.into_iter().filter(|d| !d.is_zero()).collect();
+            }
+            63..=65 => {
+                let used = match rng.below(6) {
+                    0 => MAX_RUN_UNITS + rng.below(3),
+                    _ => rng.below(cap + 2),
+                };
+                let r = redis.set(id, p, used).await.expect("redis set");
+                let m = memory.set(id, p, used).await.expect("memory set");
+                assert_eq!(r, m, "set {used}: {}", ctx());
+            }
+            66..=73 => {
+                let r = redis.inspect(id, p).await.expect("redis inspect");
+                let m = memory.inspect(id, p).await.expect("memory inspect");
+                assert_eq!(r, m, "inspect: {}", ctx());
+            }
+            74 => {
+                let r = redis.delete_buckets(id).await.expect("redis delete");
+                let m = memory.delete_buckets(id).await.expect("memory delete");
+                assert_eq!(r, m, "delete_buckets: {}", ctx());
+            }
+            75..=79 if !waits.is_empty() => {
+                let w = waits[rng.below(waits.len() as u64) as usize];
+                clock.advance(if rng.below(2) == 0 { w } else { w - Duration::from_micros(1) });
+            }
+            80..=83 => {
+                let back = Duration::from_micros(rng.below(3_000_000));
+                clock.set(Timestamp::from_micros(clock.now().as_micros() - back.as_micros() as u64));
+            }
+            84..=89 => clock.advance(Duration::from_micros(rng.below(3_000_000))),
+            // Mostly within one millisecond, so hits merge into runs.
+            _ => clock.advance(Duration::from_micros(rng.below(1_500))),
+        }
+    }
+}
+
 /// Every key the store writes has a TTL (read back with PTTL), under every algorithm and operation, with
 /// Redis TIME and with an injected clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +303,13 @@ async fn every_key_has_a_millisecond_ttl() {
         assert!(pttl <= 66_002, "key {name} lives too long: PTTL {pttl}");
     }
     assert!(!keys.iter().any(|k| k.starts_with(format!("{prefix}:{{ttl:a}}").as_bytes())), "deleted id left keys");
+    // The sliding log's run sets: sorted sets beside their buckets, in the id's hash tag.
+    let logs: Vec<&Vec<u8>> = keys.iter().filter(|k| k.windows(2).any(|w| w == b"}#")).collect();
+    assert_eq!(logs.len(), 9);
+    for k in logs {
+        let t: String = redis::cmd("TYPE").arg(k).query_async(&mut con).await.expect("TYPE");
+        assert_eq!(t, "zset", "{}", String::from_utf8_lossy(k));
+    }
 }
 
 /// With Redis TIME (the default), decisions work and windows follow Redis's clock.
