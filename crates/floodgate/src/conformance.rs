@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::{Algorithm, Clock, Decision, ManualClock, Policy, Store, Timestamp};
+use crate::{Algorithm, BucketInfo, Clock, Decision, Hit, ManualClock, Policy, Store, Timestamp};
 
 /// Makes a fresh, empty store whose time source is the given clock.
 pub trait Factory: Send + Sync + 'static {
@@ -143,6 +143,7 @@ cases! {
     named_policy_change_keeps_used_units;
     clock_going_backwards_never_admits_more;
     racing_hits_admit_exactly_the_limit;
+    hit_all_decides_in_order;
 }
 
 /// Hits of one unit pass until the capacity is used, with `remaining` counting down; the next is denied with
@@ -431,5 +432,39 @@ pub async fn racing_hits_admit_exactly_the_limit<F: Factory>(f: &F) {
             total += t.await.unwrap_or_else(|e| panic!("task failed: {e}"));
         }
         assert_eq!(total, 100, "{algorithm}: 16 tasks × 25 hits admitted {total}, not 100");
+    }
+}
+
+/// `hit_all` answers each hit as `hit` would, in order (a repeated hit sees the one before it); when one is
+/// denied, an atomic store counts none of the batch and answers the others as pure checks, and any other store
+/// counts exactly the hits it admitted.
+pub async fn hit_all_decides_in_order<F: Factory>(f: &F) {
+    for p in policies() {
+        let (s, _clock) = setup(f).await;
+        let wide = Policy::fixed_window(100, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+        let used = |d: Option<BucketInfo>| d.map_or(0, |b| b.used);
+        // Both fit: both counted.
+        let batch = [Hit { id: b"a", policy: &wide, cost: 2 }, Hit { id: b"b", policy: &p, cost: 2 }];
+        let ds = s.hit_all(&batch).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(ds.len() == 2 && ds[0].allowed && ds[1].allowed, "{}: {ds:?}", p.key());
+        assert_eq!((ds[0].remaining, ds[1].remaining), (98, 3), "{}", p.key());
+        // The same id and policy twice: the second sees the first (2 + 1 + 3 > 5), so it is denied.
+        let twice = [
+            Hit { id: b"a", policy: &wide, cost: 1 },
+            Hit { id: b"b", policy: &p, cost: 1 },
+            Hit { id: b"b", policy: &p, cost: 3 },
+        ];
+        let ds = s.hit_all(&twice).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!ds[2].allowed && ds[2].retry_after.is_some(), "{}: {ds:?}", p.key());
+        let (a, b) = (
+            used(s.inspect(b"a", &wide).await.unwrap_or_else(|e| panic!("{e}"))),
+            used(s.inspect(b"b", &p).await.unwrap_or_else(|e| panic!("{e}"))),
+        );
+        if s.hit_all_is_atomic() {
+            assert_eq!((a, b), (2, 2), "{}: an atomic batch with a denial counted something", p.key());
+            assert!(ds[0].allowed && ds[0].remaining == 98 && ds[1].allowed && ds[1].remaining == 3, "{ds:?}");
+        } else {
+            assert_eq!((a, b), (3, 3), "{}: a batch decided hit by hit", p.key());
+        }
     }
 }

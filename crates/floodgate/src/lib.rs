@@ -68,5 +68,5 @@ pub use decision::Decision;
 pub use limiter::{Limiter, LimiterError};
 pub use memory::{Expired, MemoryStore, MemoryStoreBuilder};
 pub use policy::{Algorithm, Policy, PolicyError};
-pub use store::{BoxFuture, BoxStore, BucketInfo, DynStore, Store, StoreError, StoreResult};
+pub use store::{BoxFuture, BoxStore, BucketInfo, DynStore, Hit, Store, StoreError, StoreResult};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

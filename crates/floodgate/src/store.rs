@@ -64,6 +64,26 @@ pub struct BucketInfo {
     pub updated: Timestamp,
 }
 
+/// One hit of a batch given to [`Store::hit_all`].
+///
+/// ```
+/// use floodgate::{Hit, Policy};
+/// use std::time::Duration;
+/// let per_user = Policy::gcra(10, Duration::from_secs(1))?;
+/// let hit = Hit { id: b"user:1", policy: &per_user, cost: 1 };
+/// assert_eq!(hit.cost, 1);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Hit<'a> {
+    /// The id.
+    pub id: &'a [u8],
+    /// The policy.
+    pub policy: &'a Policy,
+    /// Units to take (0: a pure check).
+    pub cost: u64,
+}
+
 /// The result of a store call.
 ///
 /// ```
@@ -122,6 +142,46 @@ pub trait Store: Send + Sync {
     /// Deletes every bucket of `id` under every policy, and returns how many live buckets were deleted. Costs
     /// O(the id's buckets), never a scan of the store.
     fn delete_buckets(&self, id: &[u8]) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    /// Hits several (id, policy, cost) at once, in order, and returns one decision each: a request checked
+    /// against a per-user and a per-route limit, a burst and a sustained limit, the descriptors of one Envoy
+    /// rate-limit request.
+    ///
+    /// Where [`hit_all_is_atomic`](Self::hit_all_is_atomic) is true (the in-memory store), the batch is all or
+    /// nothing: if any hit is denied, none is counted, and each hit that would have passed is answered as a pure
+    /// check (allowed, with its remaining units as they are). The default decides each hit on its own with
+    /// [`hit`](Self::hit), so hits that pass are counted even when another is denied.
+    ///
+    /// ```
+    /// use floodgate::{Hit, MemoryStore, Policy, Store};
+    /// use std::time::Duration;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let store = MemoryStore::new();
+    /// let (burst, sustained) = (Policy::fixed_window(5, Duration::from_secs(1))?, Policy::fixed_window(1, Duration::from_secs(60))?);
+    /// let both = [Hit { id: b"k", policy: &burst, cost: 1 }, Hit { id: b"k", policy: &sustained, cost: 1 }];
+    /// assert!(store.hit_all(&both).await?.iter().all(|d| d.allowed));
+    /// let again = store.hit_all(&both).await?;
+    /// assert!(again[0].allowed && !again[1].allowed);
+    /// // The burst limit counted nothing for the denied request: 4 of 5 are left, not 3.
+    /// assert_eq!(store.inspect(b"k", &burst).await?.map(|b| b.remaining), Some(4));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    fn hit_all(&self, hits: &[Hit<'_>]) -> impl Future<Output = StoreResult<Vec<Decision>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(hits.len());
+            for h in hits {
+                out.push(self.hit(h.id, h.policy, h.cost).await?);
+            }
+            Ok(out)
+        }
+    }
+
+    /// Whether [`hit_all`](Self::hit_all) counts nothing when any hit of the batch is denied.
+    fn hit_all_is_atomic(&self) -> bool {
+        false
+    }
 }
 
 /// A boxed future, as [`DynStore`] returns.
@@ -158,6 +218,10 @@ pub trait DynStore: Send + Sync {
     fn inspect_dyn<'a>(&'a self, id: &'a [u8], policy: &'a Policy) -> BoxFuture<'a, StoreResult<Option<BucketInfo>>>;
     /// See [`Store::delete_buckets`].
     fn delete_buckets_dyn<'a>(&'a self, id: &'a [u8]) -> BoxFuture<'a, StoreResult<u64>>;
+    /// See [`Store::hit_all`].
+    fn hit_all_dyn<'a>(&'a self, hits: &'a [Hit<'a>]) -> BoxFuture<'a, StoreResult<Vec<Decision>>>;
+    /// See [`Store::hit_all_is_atomic`].
+    fn hit_all_is_atomic_dyn(&self) -> bool;
 }
 
 impl<S: Store> DynStore for S {
@@ -175,6 +239,12 @@ impl<S: Store> DynStore for S {
     }
     fn delete_buckets_dyn<'a>(&'a self, id: &'a [u8]) -> BoxFuture<'a, StoreResult<u64>> {
         Box::pin(self.delete_buckets(id))
+    }
+    fn hit_all_dyn<'a>(&'a self, hits: &'a [Hit<'a>]) -> BoxFuture<'a, StoreResult<Vec<Decision>>> {
+        Box::pin(self.hit_all(hits))
+    }
+    fn hit_all_is_atomic_dyn(&self) -> bool {
+        self.hit_all_is_atomic()
     }
 }
 
@@ -197,6 +267,12 @@ impl Store for BoxStore {
     async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
         (**self).delete_buckets_dyn(id).await
     }
+    async fn hit_all(&self, hits: &[Hit<'_>]) -> StoreResult<Vec<Decision>> {
+        (**self).hit_all_dyn(hits).await
+    }
+    fn hit_all_is_atomic(&self) -> bool {
+        (**self).hit_all_is_atomic_dyn()
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -214,5 +290,11 @@ impl<S: Store> Store for Arc<S> {
     }
     fn delete_buckets(&self, id: &[u8]) -> impl Future<Output = StoreResult<u64>> + Send {
         (**self).delete_buckets(id)
+    }
+    fn hit_all(&self, hits: &[Hit<'_>]) -> impl Future<Output = StoreResult<Vec<Decision>>> + Send {
+        (**self).hit_all(hits)
+    }
+    fn hit_all_is_atomic(&self) -> bool {
+        (**self).hit_all_is_atomic()
     }
 }

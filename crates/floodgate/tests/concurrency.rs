@@ -4,7 +4,7 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
-use floodgate::{Algorithm, ManualClock, MemoryStore, Policy, Timestamp};
+use floodgate::{Algorithm, Hit, ManualClock, MemoryStore, Policy, Timestamp};
 
 const THREADS: usize = 8;
 const HITS_PER_THREAD: usize = 5_000;
@@ -91,5 +91,39 @@ fn racing_threads_on_many_keys_admit_exactly_the_limit_each() {
     assert_eq!(admitted, 500 * 10);
     for k in &keys {
         assert_eq!(store.hit_sync(&k[..], &policy, 0).remaining, 0);
+    }
+}
+
+/// Batches over two keys, in both orders, from many threads: no deadlock, and every batch is all or nothing,
+/// so both keys end with exactly the admitted batches counted (the tighter limit admits 300 batches; the other
+/// key, limit 1 000, shows 300 too, never the 5 000 it would if denied batches counted their first hit).
+#[test]
+fn racing_batches_are_all_or_nothing() {
+    for algorithm in Algorithm::ALL {
+        let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+        let store = MemoryStore::builder().clock(clock).cleanup_interval(None).build();
+        let tight = Policy::new(algorithm, 300, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let loose = Policy::new(algorithm, 1_000, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let forward = [Hit { id: b"user:1", policy: &loose, cost: 1 }, Hit { id: b"/route", policy: &tight, cost: 1 }];
+        let backward = [forward[1], forward[0]];
+        let barrier = Barrier::new(THREADS);
+        let admitted: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (store, barrier) = (&store, &barrier);
+                    let batch = if t % 2 == 0 { &forward } else { &backward };
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let now = Timestamp::from_secs(1_800_000_000);
+                        (0..625).filter(|_| store.hit_all_at(batch, now).iter().all(|d| d.allowed)).count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a racing thread panicked"))).sum()
+        });
+        let now = Timestamp::from_secs(1_800_000_000);
+        let used = |id: &[u8], p: &Policy| store.inspect_at(id, p, now).map_or(0, |b| b.used);
+        assert_eq!(admitted, 300, "{algorithm}");
+        assert_eq!((used(b"user:1", &loose), used(b"/route", &tight)), (300, 300), "{algorithm}");
     }
 }

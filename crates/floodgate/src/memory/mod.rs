@@ -36,7 +36,7 @@ pub use key::{ByteKey, ToKey};
 use sweeper::Sweeper;
 
 use crate::algorithm::{self, Op, State};
-use crate::store::{BucketInfo, Store, StoreResult};
+use crate::store::{BucketInfo, Hit, Store, StoreResult};
 use crate::time::duration_micros;
 use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
 
@@ -405,43 +405,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
         let mut table = inner.shard(hash).table.lock();
-        let fp = policy.fingerprint();
-        let t = now.as_micros();
-        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
-            if let Some(b) = entry.buckets.iter_mut().find(|b| b.policy == fp) {
-                if b.expires <= t {
-                    b.state = State::Empty;
-                    b.created = t;
-                }
-                let d = algorithm::apply(&mut b.state, policy, op, cost, now);
-                if op != Op::Hit || (d.allowed && cost > 0) {
-                    b.updated = t;
-                    b.expires = inner.expires(&b.state, policy, t);
-                }
-                return d;
-            }
-            let mut state = State::Empty;
-            let d = algorithm::apply(&mut state, policy, op, cost, now);
-            if !d.reset_after.is_zero() {
-                entry.buckets.push(inner.new_bucket(state, policy, t));
-                inner.remember(hash, policy);
-            }
-            return d;
-        }
-        // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
-        let mut state = State::Empty;
-        let d = algorithm::apply(&mut state, policy, op, cost, now);
-        if !d.reset_after.is_zero() {
-            if table.len() >= inner.max_per_shard {
-                inner.make_room(&mut table, t);
-            }
-            let bucket = inner.new_bucket(state, policy, t);
-            let mut buckets = SmallVec::new();
-            buckets.push(bucket);
-            table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| inner.hasher.hash_one(&e.key));
-            inner.remember(hash, policy);
-        }
-        d
+        inner.apply_locked(&mut table, hash, key, policy, op, cost, now)
     }
 
     /// Reports `key`'s state under `policy` at `now` (see [`Store::inspect`]).
@@ -546,10 +510,101 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
 }
 
 impl<K: Hash + Eq> Inner<K> {
+    /// [`MemoryStore::apply_at`] on a shard table already locked.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn apply_locked<Q>(
+        &self,
+        table: &mut HashTable<Entry<K>>,
+        hash: u64,
+        key: &Q,
+        policy: &Policy,
+        op: Op,
+        cost: u64,
+        now: Timestamp,
+    ) -> Decision
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToKey<K> + ?Sized,
+    {
+        let fp = policy.fingerprint();
+        let t = now.as_micros();
+        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
+            if let Some(b) = entry.buckets.iter_mut().find(|b| b.policy == fp) {
+                if b.expires <= t {
+                    b.state = State::Empty;
+                    b.created = t;
+                }
+                let d = algorithm::apply(&mut b.state, policy, op, cost, now);
+                if op != Op::Hit || (d.allowed && cost > 0) {
+                    b.updated = t;
+                    b.expires = self.expires(&b.state, policy, t);
+                }
+                return d;
+            }
+            let mut state = State::Empty;
+            let d = algorithm::apply(&mut state, policy, op, cost, now);
+            if !d.reset_after.is_zero() {
+                entry.buckets.push(self.new_bucket(state, policy, t));
+                self.remember(hash, policy);
+            }
+            return d;
+        }
+        // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
+        let mut state = State::Empty;
+        let d = algorithm::apply(&mut state, policy, op, cost, now);
+        if !d.reset_after.is_zero() {
+            if table.len() >= self.max_per_shard {
+                self.make_room(table, t);
+            }
+            let bucket = self.new_bucket(state, policy, t);
+            let mut buckets = SmallVec::new();
+            buckets.push(bucket);
+            table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| self.hasher.hash_one(&e.key));
+            self.remember(hash, policy);
+        }
+        d
+    }
+
+    /// A copy of `key`'s bucket under the policy `fp`, to put back with [`restore`](Self::restore).
+    fn snapshot(&self, table: &HashTable<Entry<K>>, hash: u64, key: &[u8], fp: u64) -> Option<Bucket>
+    where
+        K: Borrow<[u8]>,
+    {
+        table.find(hash, |e| e.key.borrow() == key)?.buckets.iter().find(|b| b.policy == fp).cloned()
+    }
+
+    /// Puts back what [`snapshot`](Self::snapshot) saw: the old bucket, or no bucket (and no key, if it was new).
+    fn restore(&self, table: &mut HashTable<Entry<K>>, hash: u64, key: &[u8], fp: u64, old: Option<Bucket>)
+    where
+        K: Borrow<[u8]>,
+    {
+        let Ok(mut entry) = table.find_entry(hash, |e| e.key.borrow() == key) else {
+            // Evicted to make room by a later hit of the batch: nothing of it is left to undo.
+            return;
+        };
+        let buckets = &mut entry.get_mut().buckets;
+        match (buckets.iter().position(|b| b.policy == fp), old) {
+            (Some(i), Some(b)) => buckets[i] = b,
+            (Some(i), None) => {
+                buckets.swap_remove(i);
+                if buckets.is_empty() {
+                    entry.remove();
+                }
+            }
+            (None, Some(b)) => buckets.push(b),
+            (None, None) => {}
+        }
+    }
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K> {
-        // hashbrown uses the low bits for the slot and the top 7 for its tags: take the shard from the middle.
-        &self.shards[((hash >> 32) & self.shard_mask) as usize]
+        &self.shards[self.shard_index(hash)]
+    }
+
+    /// hashbrown uses the low bits for the slot and the top 7 for its tags: take the shard from the middle.
+    #[inline]
+    fn shard_index(&self, hash: u64) -> usize {
+        ((hash >> 32) & self.shard_mask) as usize
     }
 
     /// When a bucket written at `now` may be forgotten: once its state is empty and `expiry` has passed.
@@ -675,6 +730,61 @@ impl<K: Hash + Eq> Inner<K> {
     }
 }
 
+impl<K> MemoryStore<K>
+where
+    K: Borrow<[u8]> + Hash + Eq + Send + Sync + 'static,
+    [u8]: ToKey<K>,
+{
+    /// [`Store::hit_all`] at `now`: all or nothing. The shards of every hit are locked together (in shard
+    /// order, so batches never deadlock), the hits are applied in order, and if any is denied every change is
+    /// undone before the locks are released: no other call ever sees a partly counted batch.
+    ///
+    /// ```
+    /// use floodgate::{Hit, MemoryStore, Policy, Timestamp};
+    /// use std::time::Duration;
+    ///
+    /// let store = MemoryStore::new();
+    /// let (user, route) = (Policy::fixed_window(2, Duration::from_secs(1))?, Policy::fixed_window(1, Duration::from_secs(1))?);
+    /// let now = Timestamp::from_secs(10);
+    /// let batch = [Hit { id: b"user:1", policy: &user, cost: 1 }, Hit { id: b"/login", policy: &route, cost: 1 }];
+    /// assert!(store.hit_all_at(&batch, now).iter().all(|d| d.allowed));
+    /// let denied = store.hit_all_at(&batch, now);
+    /// assert!(denied[0].allowed && !denied[1].allowed);
+    /// assert_eq!(denied[0].remaining, 1); // user:1 was not counted a second time
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn hit_all_at(&self, hits: &[Hit<'_>], now: Timestamp) -> Vec<Decision> {
+        let inner = &*self.inner;
+        let hashes: Vec<u64> = hits.iter().map(|h| inner.hasher.hash_one(h.id)).collect();
+        let mut shards: Vec<usize> = hashes.iter().map(|&h| inner.shard_index(h)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut tables: Vec<_> = shards.iter().map(|&i| inner.shards[i].table.lock()).collect();
+        // Every hit's shard is in `shards`, so the search always finds it.
+        let table_of = |hash: u64| shards.binary_search(&inner.shard_index(hash)).unwrap_or_default();
+        let mut undo = Vec::with_capacity(hits.len());
+        let mut decisions = Vec::with_capacity(hits.len());
+        for (h, &hash) in hits.iter().zip(&hashes) {
+            let table = &mut tables[table_of(hash)];
+            undo.push(inner.snapshot(table, hash, h.id, h.policy.fingerprint()));
+            decisions.push(inner.apply_locked(table, hash, h.id, h.policy, Op::Hit, h.cost, now));
+        }
+        if decisions.iter().all(|d| d.allowed) {
+            return decisions;
+        }
+        for ((h, &hash), old) in hits.iter().zip(&hashes).zip(undo).rev() {
+            inner.restore(&mut tables[table_of(hash)], hash, h.id, h.policy.fingerprint(), old);
+        }
+        // What would have passed is answered as a pure check of the state as it is.
+        for ((h, &hash), d) in hits.iter().zip(&hashes).zip(&mut decisions) {
+            if d.allowed {
+                *d = inner.apply_locked(&mut tables[table_of(hash)], hash, h.id, h.policy, Op::Hit, 0, now);
+            }
+        }
+        decisions
+    }
+}
+
 impl<K> Store for MemoryStore<K>
 where
     K: Borrow<[u8]> + Hash + Eq + Send + Sync + 'static,
@@ -698,5 +808,13 @@ where
 
     async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
         Ok(self.delete_at(id, self.inner.clock.now()))
+    }
+
+    async fn hit_all(&self, hits: &[Hit<'_>]) -> StoreResult<Vec<Decision>> {
+        Ok(self.hit_all_at(hits, self.inner.clock.now()))
+    }
+
+    fn hit_all_is_atomic(&self) -> bool {
+        true
     }
 }
