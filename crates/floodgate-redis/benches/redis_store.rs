@@ -6,6 +6,9 @@
 //! 1. one caller: the store's `hit` in a loop, vs `redis-benchmark -c 1` sending the store's exact `EVALSHA`;
 //! 2. fifty concurrent callers sharing the store's one multiplexed connection, vs `redis-benchmark -c 50 -P 16`.
 //!
+//! 3. one caller, time per `hit` by algorithm: the fixed window against the sliding log (admitted hits, and
+//!    denials at the limit), to show what the log's sorted set costs per round trip.
+//!
 //! Each figure is the best of `ROUNDS` alternating rounds (the machine is shared). Bounded: a fixed number of
 //! calls per round. Prints a Markdown table for BENCHMARKS.md.
 
@@ -104,6 +107,8 @@ fn main() {
         median_ratio(2, 1)
     );
     println!();
+    per_algorithm(&rt, &store);
+    println!();
     println!(
         "Best of {ROUNDS} alternating rounds ({CALLS_1} calls at 1 caller, {CALLS_50} at 50). Script: `{}` (sha {}), GCRA, \
          every hit admitted and written. {}",
@@ -163,4 +168,43 @@ fn redis_benchmark(port: u16, opts: &[&str], args: &[String]) -> f64 {
     let line = text.rsplit('\r').next().unwrap_or_default();
     let rps = line.split(": ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse::<f64>().ok());
     rps.unwrap_or_else(|| panic!("could not read redis-benchmark's output: {text:?}"))
+}
+
+/// Time per hit, one caller, by algorithm: fixed window vs sliding log, admitted and denied at the limit.
+fn per_algorithm(rt: &tokio::runtime::Runtime, store: &RedisStore) {
+    const CALLS: u64 = 20_000;
+    let s = Duration::from_secs;
+    let cases: Vec<(&str, Policy, bool)> = vec![
+        ("fixed window, admitted", Policy::fixed_window(Policy::MAX_LIMIT, s(3600)).expect("policy"), true),
+        // 100 000 per second: every hit admitted, ~20 hits merged per millisecond run, ~1 000 runs in the log.
+        ("sliding log, admitted", Policy::sliding_log(Policy::MAX_LOG_LIMIT, s(1)).expect("policy"), true),
+        ("fixed window, denied at the limit", Policy::fixed_window(100, s(3600)).expect("policy"), false),
+        ("sliding log, denied at the limit (100 runs)", Policy::sliding_log(100, s(3600)).expect("policy"), false),
+    ];
+    let mut best = vec![f64::MAX; cases.len()];
+    for _ in 0..3 {
+        for (i, (_, p, admitted)) in cases.iter().enumerate() {
+            let id = format!("algo:{i}");
+            rt.block_on(async {
+                store.delete_buckets(id.as_bytes()).await.expect("delete");
+                if !admitted {
+                    for _ in 0..p.limit() {
+                        store.hit(id.as_bytes(), p, 1).await.expect("fill");
+                    }
+                }
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    let d = store.hit(id.as_bytes(), p, 1).await.expect("hit");
+                    assert_eq!(d.allowed, *admitted);
+                }
+                best[i] = best[i].min(start.elapsed().as_secs_f64() * 1e6 / CALLS as f64);
+            });
+        }
+    }
+    println!("| one caller, `hit` | µs per hit (best of 3 × {CALLS}) | vs fixed window |");
+    println!("|---|---|---|");
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let base = if i < 2 { best[0] } else { best[2] };
+        println!("| {name} | {:.1} | {:.2}× |", best[i], best[i] / base);
+    }
 }

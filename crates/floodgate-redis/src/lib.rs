@@ -3,11 +3,12 @@
 //! A [`floodgate::Store`] on Redis or Redis Cluster: every algorithm of the core, decided inside Redis by one Lua
 //! script per algorithm, in one round trip per call, bit for bit as the in-memory store decides.
 //!
-//! - **Scripts.** `fixed_window`, `sliding_window` and `meter` (token bucket, leaky bucket, GCRA), plus one that
-//!   deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
+//! - **Scripts.** `fixed_window`, `sliding_window`, `meter` (token bucket, leaky bucket, GCRA) and `sliding_log`,
+//!   plus one that deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
 //! - **Keys.** `<prefix>:{<id>}:<policy key>` holds one bucket (a hash of its state, times and logical expiry);
-//!   `<prefix>:{<id>}` is the id's index (the set of its bucket keys), so
+//!   `<prefix>:{<id>}` is the id's index (the set of its bucket keys); a sliding log keeps its runs beside its
+//!   bucket in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag). So
 //!   [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script, on a cluster too. The id is
 //!   percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with another id).
 //!   Every key has a millisecond TTL that covers its state, so Redis memory is bounded with no sweeper.
@@ -573,6 +574,23 @@ impl RedisStore {
     /// ```
     pub fn bucket_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
         key::bucket_key(&key::index_key(&self.inner.prefix, id), policy.key())
+    }
+
+    /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the bucket):
+    /// `<prefix>:{<encoded id>}#<policy key>`. Only [`Algorithm::SlidingLog`] policies write it.
+    ///
+    /// ```no_run
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
+    /// let policy = Policy::sliding_log(10, Duration::from_secs(1))?;
+    /// assert_eq!(store.log_key(b"user:1", &policy), b"rl:{user:1}#sliding_log:10/1000000us");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn log_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
+        key::log_key(&key::index_key(&self.inner.prefix, id), policy.key())
     }
 
     /// The Redis key of `id`'s index, the set of its bucket keys: `<prefix>:{<encoded id>}`.
