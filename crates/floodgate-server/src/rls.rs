@@ -139,9 +139,57 @@ impl Rls {
                 state.metrics.invalid_requests.fetch_add(1, Relaxed);
             })?;
         drop_replaced(&mut matches);
+        // Default counting: the enforced limits of the whole request (not shadow, not quota mode) are hit as one
+        // batch, all or nothing on stores that can: a denied request consumes nothing (the reference counts every
+        // descriptor, and with --reference-counting so do we, below, one by one).
+        // Per descriptor, the decisions of its batched limits, in order.
+        let mut batched: Vec<Vec<floodgate::Decision>> = vec![Vec::new(); req.descriptors.len()];
+        // Under the global shadow switch every request passes, so each limit counts on its own, as before.
+        let batching = !state.reference_counting && !state.global_shadow_mode;
+        if batching {
+            let mut owned: Vec<(usize, Vec<u8>, &Policy, u64)> = Vec::new();
+            let mut deny_all = false;
+            for (di, (desc, found)) in req.descriptors.iter().zip(&matches).enumerate() {
+                let Some((limit, m)) = found else { continue };
+                let rule = m.as_ref().map(|m| m.rule);
+                if rule.is_some_and(|r| r.shadow_mode || r.quota_mode) {
+                    continue;
+                }
+                let extras: &[RateLimit] = match (m, limit) {
+                    (Some(m), Cow::Borrowed(_)) => &m.rule.extra_limits,
+                    _ => &[],
+                };
+                let cost = if desc.is_negative_hits { 0 } else { desc.hits_addend.map_or(request_addend, |v| v.value) };
+                for limit in std::iter::once(&**limit).chain(extras) {
+                    match &limit.kind {
+                        LimitKind::Limited(policy) => {
+                            let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
+                            owned.push((di, id, policy, cost));
+                        }
+                        LimitKind::DenyAll => deny_all = true,
+                        LimitKind::Unlimited => {}
+                    }
+                }
+            }
+            // A limit of 0 denies the request whatever the others say: then they are only checked.
+            let hits: Vec<floodgate::Hit<'_>> = owned
+                .iter()
+                .map(|(_, id, policy, cost)| floodgate::Hit { id, policy, cost: if deny_all { 0 } else { *cost } })
+                .collect();
+            if !hits.is_empty() {
+                let ds = state.hit_all(&hits).await.map_err(|e| {
+                    tracing::warn!(error = %e, domain = %clip(&req.domain), "store failed");
+                    Status::unavailable(format!("store failed: {e}"))
+                })?;
+                for ((di, ..), d) in owned.iter().zip(ds) {
+                    batched[*di].push(d);
+                }
+            }
+        }
         // The `metadata` of the rules whose descriptors are under their limit, for the dynamic metadata.
         let mut passed_metadata = Vec::new();
-        for (desc, found) in req.descriptors.iter().zip(matches) {
+        for (di, (desc, found)) in req.descriptors.iter().zip(matches).enumerate() {
+            let mut mine = std::mem::take(&mut batched[di]).into_iter();
             let Some((limit, m)) = found else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
@@ -181,11 +229,18 @@ impl Rls {
                         )
                     }
                     LimitKind::Limited(policy) => {
-                        let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
-                        let d = if state.reference_counting {
-                            state.inc(&id, policy, cost).await
+                        let in_batch = batching && !shadow && !rule.is_some_and(|r| r.quota_mode);
+                        let d = if in_batch {
+                            mine.next().ok_or_else(|| {
+                                floodgate::StoreError::Backend("the store answered fewer decisions than hits".into())
+                            })
                         } else {
-                            state.hit(&id, policy, cost).await
+                            let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
+                            if state.reference_counting {
+                                state.inc(&id, policy, cost).await
+                            } else {
+                                state.hit(&id, policy, cost).await
+                            }
                         };
                         let d = d.map_err(|e| {
                             let rule = rule.map_or("<limit override>", |r| &r.path);

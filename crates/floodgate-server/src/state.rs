@@ -242,6 +242,17 @@ impl AppState {
         r
     }
 
+    /// [`Store::hit_all`] (all or nothing on the in-memory store), timed as one store call.
+    pub async fn hit_all(&self, hits: &[floodgate::Hit<'_>]) -> StoreResult<Vec<Decision>> {
+        let start = Instant::now();
+        let r = match &self.backend {
+            Backend::Memory(m) => m.hit_all(hits).await,
+            Backend::Dyn(d) => d.hit_all(hits).await,
+        };
+        self.metrics.observe_store(start.elapsed(), r.is_err());
+        r
+    }
+
     /// [`Store::inc`] (counts `cost` whether or not it fits), timed.
     pub async fn inc(&self, id: &[u8], policy: &Policy, cost: u64) -> StoreResult<Decision> {
         let start = Instant::now();
