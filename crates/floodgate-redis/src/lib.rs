@@ -844,10 +844,11 @@ fn parse_decision(v: Value) -> Result<Decision, RedisStoreError> {
 fn parse_info(v: Value) -> Result<Option<BucketInfo>, RedisStoreError> {
     match v {
         Value::Nil => Ok(None),
-        Value::Array(items) if items.len() == 6 => Ok(Some(BucketInfo {
+        Value::Array(items) if items.len() == 7 => Ok(Some(BucketInfo {
             used: micros(&items[0])?,
             remaining: micros(&items[1])?,
             reset_after: Duration::from_micros(micros(&items[2])?),
+            expires_at: Timestamp::from_micros(micros(&items[6])?) + Duration::from_micros(micros(&items[2])?),
             next_window_after: Duration::from_micros(micros(&items[3])?),
             created: Timestamp::from_micros(micros(&items[4])?),
             updated: Timestamp::from_micros(micros(&items[5])?),

@@ -249,6 +249,7 @@ async fn inspect(
             "next_window_after_ms": ms(b.next_window_after),
             "created_unix_us": b.created.as_micros(),
             "updated_unix_us": b.updated.as_micros(),
+            "expires_at_unix_us": b.expires_at.as_micros(),
         })),
     })))
 }

@@ -61,6 +61,13 @@ async fn inspect_and_reset() {
     let (st, _, d) = post(format!("{}/v1/inspect", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!((d["bucket"]["used"].as_u64(), d["bucket"]["remaining"].as_u64()), (Some(1), Some(1)), "{d}");
+    let b = &d["bucket"];
+    let (updated, expires, reset_ms) =
+        (b["updated_unix_us"].as_u64(), b["expires_at_unix_us"].as_u64(), b["reset_after_ms"].as_u64());
+    assert!(
+        matches!((updated, expires, reset_ms), (Some(u), Some(e), Some(r)) if e > u && e - u <= (r + 1) * 1000 + 1_000_000),
+        "{d}"
+    );
     let (st, _, d) = post(format!("{}/v1/reset", s.base), json!({"id": "x"})).await;
     assert_eq!((st, d["deleted"].as_u64()), (StatusCode::OK, Some(2)));
     let (_, _, d) = post(format!("{}/v1/inspect", s.base), json!({"id": "x", "policy": "two_per_hour"})).await;

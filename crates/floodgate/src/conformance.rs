@@ -298,6 +298,7 @@ pub async fn inspect_reports_state<F: Factory>(f: &F) {
         let info = s.inspect(b"k", &p).await.ok().flatten().unwrap_or_else(|| panic!("{}: no state", p.key()));
         assert_eq!(info.remaining, last.remaining, "{}", p.key());
         assert_eq!(info.reset_after, last.reset_after, "{}", p.key());
+        assert_eq!(info.expires_at, clock.now() + last.reset_after, "{}: expires_at", p.key());
         assert_eq!(info.used, p.capacity() - last.remaining, "{}", p.key());
         assert_eq!(info.created, t0, "{}: created", p.key());
         assert_eq!(info.updated, t0 + Duration::from_secs(1), "{}: updated", p.key());

@@ -62,6 +62,9 @@ pub struct BucketInfo {
     pub created: Timestamp,
     /// When this state was last written.
     pub updated: Timestamp,
+    /// When the state is empty again, by the store's clock: the time of the inspection plus `reset_after`
+    /// (Hammer's `expires_at`). A hit at the same instant reports the same `reset_after`.
+    pub expires_at: Timestamp,
 }
 
 /// One hit of a batch given to [`Store::hit_all`].

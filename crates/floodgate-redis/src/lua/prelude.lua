@@ -115,5 +115,6 @@ local function discard()
 end
 
 local function inspected(used, remaining, reset_after, next_window_after)
-  return {used, remaining, reset_after, next_window_after, created, updated}
+  -- The time of the inspection last: Rust adds reset_after to it (the sum can pass 2^53, where doubles round).
+  return {used, remaining, reset_after, next_window_after, created, updated, t}
 end

@@ -440,6 +440,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             next_window_after: usage.next_window_after,
             created: Timestamp::from_micros(b.created),
             updated: Timestamp::from_micros(b.updated),
+            expires_at: now + usage.reset_after,
         })
     }
 
