@@ -754,3 +754,27 @@ async fn current_limit_of_a_30s_window_is_per_minute() {
     assert_eq!(limit(1), (rate_limit::Unit::Hour as i32, 36, 2));
     assert!(r.statuses[0].duration_until_reset.unwrap().seconds <= 30);
 }
+
+/// A rule can pick the exact sliding window: `limit` in every span of the window, wherever it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sliding_log_rule() {
+    let yaml = "
+domain: log
+descriptors:
+  - key: k
+    rate_limit: {unit: hour, requests_per_unit: 2, algorithm: sliding_log}
+";
+    let s = start(yaml).await;
+    let mut c = s.client().await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let r = c.should_rate_limit(request("log", vec![desc(&[("k", "a")])])).await.unwrap().into_inner();
+        codes.push((r.statuses[0].code, r.statuses[0].limit_remaining));
+    }
+    let (ok, over) = (Code::Ok as i32, Code::OverLimit as i32);
+    assert_eq!(codes, [(ok, 1), (ok, 0), (over, 0)]);
+    // Empty again an hour after the last admitted hit (logged rounded up to the ms), not at an hour boundary.
+    let r = c.should_rate_limit(request("log", vec![desc(&[("k", "a")])])).await.unwrap().into_inner();
+    let reset = r.statuses[0].duration_until_reset.unwrap();
+    assert!((3598..=3600).contains(&reset.seconds), "{reset:?}");
+}
