@@ -139,7 +139,8 @@ pub struct Usage {
 /// assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
 /// # Ok::<(), floodgate::PolicyError>(())
 /// ```
-#[inline]
+// Always inlined: the stores call it once per hit, and a call would pass the decision through memory.
+#[inline(always)]
 pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision {
     let now = now.as_micros();
     match policy.algorithm() {
