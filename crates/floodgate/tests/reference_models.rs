@@ -244,8 +244,20 @@ impl Model for Exact {
         self.used(t) == 0
     }
     fn count(&mut self, t: u64, cost: u64) {
-        if cost > 0 {
-            self.entries.push((t.div_ceil(1000) * 1000, cost));
+        if cost == 0 {
+            return;
+        }
+        // Runs that no longer count are gone for good (time only moves forward here).
+        let window = self.window;
+        self.entries.retain(|(at, _)| t < at + window);
+        let at = t.div_ceil(1000) * 1000;
+        let full = self.entries.len() as u64 >= self.limit;
+        match self.entries.last_mut() {
+            // Units of one millisecond share a run.
+            Some(last) if last.0 == at => last.1 += cost,
+            // At `limit` runs (only forced units get there), the newest run takes the units and moves to now.
+            Some(last) if full => *last = (at, last.1 + cost),
+            _ => self.entries.push((at, cost)),
         }
     }
     fn set(&mut self, t: u64, used: u64) {
@@ -291,7 +303,7 @@ fn step(window: u64, capacity: u64) -> impl Strategy<Value = Step> {
 
 fn scenario(algorithm: Algorithm) -> impl Strategy<Value = (Policy, u64, u64, Vec<Step>)> {
     // The log keeps milliseconds: give it windows of a few, so rounding and merging are exercised.
-    let windows = if algorithm == Algorithm::SlidingLog { 1u64..=4_000 } else { 1u64..=400 };
+    let windows = if algorithm == Algorithm::SlidingLog { 1u64..=20_000 } else { 1u64..=400 };
     (1u64..=12, windows, 1u64..=15, 0u64..=1_000_000_000_000).prop_flat_map(move |(limit, window, burst, start)| {
         let base = Policy::new(algorithm, limit, Duration::from_micros(window)).expect("valid policy");
         let (policy, burst) =
@@ -352,4 +364,20 @@ proptest! {
 
     #[test]
     fn sliding_log_matches_its_model(s in scenario(Algorithm::SlidingLog)) { check(Algorithm::SlidingLog, s)?; }
+}
+
+/// The sliding log's bound on runs, against its model: two hits fill a limit of 2 in two runs, a forced unit
+/// moves the newest run to now, and the denial after it waits for that run.
+#[test]
+fn sliding_log_forced_units_move_the_newest_run() {
+    let policy = Policy::sliding_log(2, Duration::from_millis(20)).expect("valid policy");
+    let step = |advance, op, cost| Step { obey: false, advance, op, cost };
+    let steps = vec![
+        step(0, Op::Hit, 1),
+        step(2_000, Op::Hit, 1),
+        step(2_000, Op::Force, 1),
+        step(1_000, Op::Hit, 1),
+        step(0, Op::Hit, 0),
+    ];
+    check(Algorithm::SlidingLog, (policy, 2, 1_000_000_000, steps)).expect("matches the model");
 }

@@ -134,7 +134,12 @@ impl LogState {
     }
 
     /// Logs `units` (at most [`MAX_RUN_UNITS`]) at `now`, rounded up to the millisecond.
-    fn push(&mut self, now: u64, units: u64) {
+    ///
+    /// `limit` runs at most: hits add a run only while the log holds less than `limit` units, so only forced
+    /// units (`inc`, counting past the limit) can reach the bound. Then the newest run takes the new units and
+    /// moves to `now`: its units leave later than they would have, never earlier, so a log flooded with forced
+    /// hits stays `limit` runs long and never admits more than exactly (at most `retry_after` grows).
+    fn push(&mut self, now: u64, units: u64, limit: u64) {
         let ms = now.div_ceil(RESOLUTION_US);
         let mut units = units.min(MAX_RUN_UNITS);
         if self.runs.is_empty() {
@@ -143,6 +148,15 @@ impl LogState {
             self.rebase();
         }
         let offset = ms - self.base_ms;
+        if self.runs.len() as u64 >= limit
+            && let Some(last) = self.runs.back_mut()
+            && *last >> UNIT_BITS != offset
+        {
+            let merged = ((*last & MAX_RUN_UNITS) + units).min(MAX_RUN_UNITS);
+            self.total += merged - (*last & MAX_RUN_UNITS);
+            *last = offset << UNIT_BITS | merged;
+            return;
+        }
         if let Some(last) = self.runs.back_mut()
             && *last >> UNIT_BITS == offset
         {
@@ -203,18 +217,18 @@ pub fn apply(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> 
     match op {
         Op::Hit => {
             if fits && cost > 0 {
-                s.push(now, cost);
+                s.push(now, cost, limit);
             }
         }
         Op::Force => {
             if cost > 0 {
-                s.push(now, cost);
+                s.push(now, cost, limit);
             }
         }
         Op::Set => {
             s.clear();
             if cost > 0 {
-                s.push(now, cost);
+                s.push(now, cost, limit);
             }
         }
     }
@@ -270,6 +284,20 @@ mod tests {
         let d = apply(&mut s, &p, Op::Force, u64::MAX, 2_000);
         assert_eq!(s.total(), 2 * MAX_RUN_UNITS + 4);
         assert_eq!(d.retry_after, Some(Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn forced_floods_keep_the_log_at_limit_runs() {
+        let p = policy(3, 60_000);
+        let mut s = LogState::default();
+        for i in 0..10_000u64 {
+            apply(&mut s, &p, Op::Force, 1, 1_000_000 + i * 1_000);
+        }
+        assert_eq!(s.runs().count(), 3);
+        assert_eq!(s.total(), 10_000);
+        // The newest run was moved to the last forced hit: nothing fits until it has left.
+        let d = apply(&mut s, &p, Op::Hit, 1, 1_000_000 + 10_000 * 1_000);
+        assert_eq!(d.retry_after, Some(Duration::from_millis(60_000 - 1)));
     }
 
     #[test]
