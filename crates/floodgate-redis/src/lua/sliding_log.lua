@@ -83,10 +83,22 @@ if total > 0 and old_ms <= cut then
   end
 end
 
--- Logs `units` at n, rounded up to the ms; merges with the newest run if it is of the same ms.
+-- Logs `units` at n, rounded up to the ms; merges with the newest run if it is of the same ms. At `limit` runs
+-- (only forced units get there) the newest run takes the units and moves to this ms, as in memory.
 local function push(units)
   units = math.min(units, RUN)
   local ms = muldiv_ceil(n, 1, 1000)
+  if total > 0 and new_ms ~= ms and redis.call('ZCARD', log) >= limit then
+    local single = oldest == newest
+    redis.call('ZREM', log, newest)
+    local merged = math.min(new_units + units, RUN)
+    total = total + merged - new_units
+    new_ms, new_units = ms, merged
+    newest = member(new_ms, new_units)
+    redis.call('ZADD', log, fmt(new_ms), newest)
+    if single then oldest, old_ms, old_units = newest, new_ms, new_units end
+    return
+  end
   if total > 0 and new_ms == ms then
     redis.call('ZREM', log, newest)
     new_units = new_units + units
