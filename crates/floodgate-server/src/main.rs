@@ -108,6 +108,10 @@ struct ServeArgs {
     /// limit overrides) per domain; past it, hits count under key="__overflow__".
     #[arg(long, default_value_t = floodgate_server::metrics::DEFAULT_MAX_RULE_KEYS, env = "FLOODGATE_MAX_METRIC_KEYS")]
     max_metric_keys: u64,
+    /// Per-rule metrics: the share of a limit past which hits count as near it (the reference's
+    /// NEAR_LIMIT_RATIO), above 0 and at most 1.
+    #[arg(long, default_value_t = floodgate_server::metrics::NEAR_LIMIT_RATIO, value_parser = ratio, env = "FLOODGATE_NEAR_LIMIT_RATIO")]
+    near_limit_ratio: f64,
     /// In-memory store: bound the number of keys (default: unbounded).
     #[arg(long)]
     max_keys: Option<usize>,
@@ -225,6 +229,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     state.global_shadow_mode = args.shadow_mode;
     state.response_dynamic_metadata = args.response_dynamic_metadata;
     state.metrics.set_max_rule_keys(args.max_metric_keys);
+    state.near_limit_ratio = args.near_limit_ratio;
     state.response_headers = match args.response_headers {
         Headers::Off => ResponseHeaders::Off,
         Headers::Draft => ResponseHeaders::Draft,
@@ -313,4 +318,13 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
 async fn signals(_state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();
+}
+
+/// Parses a ratio in (0, 1].
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        Ok(r) => Err(format!("{r} is not above 0 and at most 1")),
+        Err(e) => Err(format!("not a number: {e}")),
+    }
 }

@@ -14,7 +14,7 @@
 //!
 //! | `floodgate_rls_rule_total_hits_total` | counter | `domain`, `key` (the reference's stats key of the rule, see below): hits (`hits_addend` units) on a matched limit |
 //! | `floodgate_rls_rule_within_limit_total` | counter | `domain`, `key`: hits within the limit |
-//! | `floodgate_rls_rule_near_limit_total` | counter | `domain`, `key`: hits past 80% of the limit (the reference's `NEAR_LIMIT_RATIO`), over or not |
+//! | `floodgate_rls_rule_near_limit_total` | counter | `domain`, `key`: hits past 80% of the limit (`--near-limit-ratio`, the reference's `NEAR_LIMIT_RATIO`), over or not |
 //! | `floodgate_rls_rule_over_limit_total` | counter | `domain`, `key`: hits over the limit (shadow mode too) |
 //! | `floodgate_rls_rule_shadow_mode_total` | counter | `domain`, `key`: hits over the limit of a `shadow_mode` rule (answered OK) |
 //!
@@ -70,7 +70,7 @@ pub struct RuleCounters {
     pub total_hits: AtomicU64,
     /// Hits within the limit.
     pub within_limit: AtomicU64,
-    /// Hits past the near-limit threshold (80% of the limit).
+    /// Hits past the near-limit threshold (80% of the limit unless `--near-limit-ratio` says otherwise).
     pub near_limit: AtomicU64,
     /// Hits over the limit.
     pub over_limit: AtomicU64,
@@ -78,14 +78,15 @@ pub struct RuleCounters {
     pub shadow_mode: AtomicU64,
 }
 
-/// The reference's `NEAR_LIMIT_RATIO` default: a hit past this share of the limit is "near" it.
+/// The reference's `NEAR_LIMIT_RATIO` default: a hit past this share of the limit is "near" it
+/// (`--near-limit-ratio` changes it).
 pub const NEAR_LIMIT_RATIO: f64 = 0.8;
 
 impl RuleCounters {
     /// Records one decision of `cost` hits on a limit of `limit`, of which `used_before` were used before it
-    /// (the reference's arithmetic: the hits past the near-limit threshold are near, past the limit over).
-    pub fn record(&self, cost: u64, limit: u64, used_before: u64, allowed: bool, shadow: bool) {
-        let near = (limit as f64 * NEAR_LIMIT_RATIO).floor() as u64;
+    /// (the reference's arithmetic: the hits past `near_ratio × limit` are near, past the limit over).
+    pub fn record(&self, cost: u64, limit: u64, used_before: u64, allowed: bool, shadow: bool, near_ratio: f64) {
+        let near = (limit as f64 * near_ratio).floor() as u64;
         let after = used_before.saturating_add(cost);
         self.total_hits.fetch_add(cost, Relaxed);
         if allowed {
@@ -307,7 +308,7 @@ impl Metrics {
         let families: [(&str, &str, Stat); 5] = [
             ("total_hits", "Hits on a matched limit, per rule key.", |c| &c.total_hits),
             ("within_limit", "Hits within the limit, per rule key.", |c| &c.within_limit),
-            ("near_limit", "Hits past the near-limit threshold (80%), per rule key.", |c| &c.near_limit),
+            ("near_limit", "Hits past the near-limit threshold (--near-limit-ratio), per rule key.", |c| &c.near_limit),
             ("over_limit", "Hits over the limit, per rule key.", |c| &c.over_limit),
             ("shadow_mode", "Hits over the limit of a shadow_mode rule, per rule key.", |c| &c.shadow_mode),
         ];
@@ -355,6 +356,19 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn near_limit_follows_the_ratio() {
+        // Limit 10: at 0.8 the 9th and 10th hits are near; at 0.5, the 6th to the 10th.
+        for (ratio, near) in [(0.8, 2), (0.5, 5), (1.0, 0)] {
+            let c = RuleCounters::default();
+            for used in 0..10 {
+                c.record(1, 10, used, true, false, ratio);
+            }
+            assert_eq!(c.near_limit.load(Relaxed), near, "ratio {ratio}");
+            assert_eq!(c.within_limit.load(Relaxed), 10);
+        }
+    }
 
     #[test]
     fn renders_histogram_and_labels() {

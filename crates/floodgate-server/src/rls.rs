@@ -293,6 +293,7 @@ impl Rls {
                     used_before,
                     !c.denied,
                     shadow,
+                    state.near_limit_ratio,
                 );
             }
             let index = statuses.len();

@@ -124,6 +124,9 @@ pub struct AppState {
     /// `RESPONSE_DYNAMIC_METADATA`): the request, the quota-mode violations, and the `metadata` of the rules
     /// whose descriptors are under their limit.
     pub response_dynamic_metadata: bool,
+    /// Per-rule metrics: the share of a limit past which hits count as near it (`--near-limit-ratio`, the
+    /// reference's `NEAR_LIMIT_RATIO`; default 0.8).
+    pub near_limit_ratio: f64,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -155,6 +158,7 @@ impl AppState {
             global_shadow_mode: false,
             response_headers: ResponseHeaders::Off,
             response_dynamic_metadata: false,
+            near_limit_ratio: crate::metrics::NEAR_LIMIT_RATIO,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -218,6 +218,16 @@ fn serve_takes_the_reference_compatibility_switches() {
     }
 }
 
+/// `--near-limit-ratio` takes a share of the limit, and says why it refuses anything else.
+#[test]
+fn near_limit_ratio_is_checked() {
+    for bad in ["1.5", "0", "x"] {
+        let out = Command::new(BIN).args(["serve", "--near-limit-ratio", bad]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--near-limit-ratio"), "{bad}: {err}");
+    }
+}
+
 /// Every `--flag` the migration page tells users to set exists.
 #[test]
 fn migration_page_names_only_real_flags() {
