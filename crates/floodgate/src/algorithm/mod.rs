@@ -142,13 +142,6 @@ pub struct Usage {
 // Always inlined: the stores call it once per hit, and a call would pass the decision through memory.
 #[inline(always)]
 pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision {
-    apply_reset(state, policy, op, cost, now).0
-}
-
-/// [`apply`], and the state's [`reset_at`] afterwards (µs), computed from the new state while it is still in
-/// registers: a store then reads neither the state back from memory nor recomputes it later.
-#[inline(always)]
-pub(crate) fn apply_reset(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> (Decision, u64) {
     let now = now.as_micros();
     match policy.algorithm() {
         Algorithm::FixedWindow => {
@@ -158,7 +151,7 @@ pub(crate) fn apply_reset(state: &mut State, policy: &Policy, op: Op, cost: u64,
             };
             let d = fixed_window::apply(&mut s, policy, op, cost, now);
             *state = State::Window(s);
-            (d, fixed_window::reset_at(&s, policy))
+            d
         }
         Algorithm::SlidingWindow => {
             let mut s = match *state {
@@ -167,7 +160,7 @@ pub(crate) fn apply_reset(state: &mut State, policy: &Policy, op: Op, cost: u64,
             };
             let d = sliding_window::apply(&mut s, policy, op, cost, now);
             *state = State::Sliding(s);
-            (d, sliding_window::reset_at(&s, policy))
+            d
         }
         Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra => {
             let mut s = match *state {
@@ -176,18 +169,16 @@ pub(crate) fn apply_reset(state: &mut State, policy: &Policy, op: Op, cost: u64,
             };
             let d = meter::apply(&mut s, policy, op, cost, now);
             *state = State::Meter(s);
-            (d, meter::reset_at(&s, policy))
+            d
         }
         Algorithm::SlidingLog => {
             if let State::Log(s) = state {
-                let d = sliding_log::apply(s, policy, op, cost, now);
-                return (d, sliding_log::reset_at(s, policy));
+                return sliding_log::apply(s, policy, op, cost, now);
             }
             let mut s = Box::<sliding_log::LogState>::default();
             let d = sliding_log::apply(&mut s, policy, op, cost, now);
-            let at = sliding_log::reset_at(&s, policy);
             *state = State::Log(s);
-            (d, at)
+            d
         }
     }
 }

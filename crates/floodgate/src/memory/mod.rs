@@ -536,30 +536,29 @@ impl<K: Hash + Eq> Inner<K> {
                     b.state = State::Empty;
                     b.created = t;
                 }
-                let (d, reset_at) = algorithm::apply_reset(&mut b.state, policy, op, cost, now);
+                let d = algorithm::apply(&mut b.state, policy, op, cost, now);
                 if op != Op::Hit || (d.allowed && cost > 0) {
                     b.updated = t;
-                    b.expires = self.expires(reset_at, t);
-                    debug_assert_eq!(reset_at, algorithm::reset_at(&b.state, policy).as_micros());
+                    b.expires = self.expires(&b.state, policy, t);
                 }
                 return d;
             }
             let mut state = State::Empty;
-            let (d, reset_at) = algorithm::apply_reset(&mut state, policy, op, cost, now);
+            let d = algorithm::apply(&mut state, policy, op, cost, now);
             if !d.reset_after.is_zero() {
-                entry.buckets.push(self.new_bucket(state, reset_at, policy, t));
+                entry.buckets.push(self.new_bucket(state, policy, t));
                 self.remember(hash, policy);
             }
             return d;
         }
         // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
         let mut state = State::Empty;
-        let (d, reset_at) = algorithm::apply_reset(&mut state, policy, op, cost, now);
+        let d = algorithm::apply(&mut state, policy, op, cost, now);
         if !d.reset_after.is_zero() {
             if table.len() >= self.max_per_shard {
                 self.make_room(table, t);
             }
-            let bucket = self.new_bucket(state, reset_at, policy, t);
+            let bucket = self.new_bucket(state, policy, t);
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| self.hasher.hash_one(&e.key));
@@ -611,17 +610,22 @@ impl<K: Hash + Eq> Inner<K> {
 
     /// When a bucket written at `now` may be forgotten: once its state is empty and `expiry` has passed.
     ///
-    /// From the state's own reset time (`algorithm::reset_at`, as `apply_reset` returns it), not from the
-    /// decision's `reset_after`: after a clock step back the algorithms stand still at the state's own (later)
-    /// time, and `now + reset_after` would forget live state early.
+    /// From the state itself, not from the decision's `reset_after`: after a clock step back the algorithms
+    /// stand still at the state's own (later) time, and `now + reset_after` would forget live state early.
     #[inline]
-    fn expires(&self, reset_at: u64, now: u64) -> u64 {
-        reset_at.max(now.saturating_add(self.expiry_us))
+    fn expires(&self, state: &State, policy: &Policy, now: u64) -> u64 {
+        algorithm::reset_at(state, policy).as_micros().max(now.saturating_add(self.expiry_us))
     }
 
     #[inline]
-    fn new_bucket(&self, state: State, reset_at: u64, policy: &Policy, now: u64) -> Bucket {
-        Bucket { policy: policy.fingerprint(), expires: self.expires(reset_at, now), state, created: now, updated: now }
+    fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
+        Bucket {
+            policy: policy.fingerprint(),
+            expires: self.expires(&state, policy, now),
+            state,
+            created: now,
+            updated: now,
+        }
     }
 
     /// With an expiry hook: remembers the policy's key under its fingerprint, for the hook.
