@@ -54,6 +54,10 @@ fn counts(s: &SlidingState, start: u64, window: u64) -> (u64, u64) {
 /// `cur + cost + faded(prev) <= limit`, since the right side is a whole number.
 #[inline]
 fn faded(prev: u64, policy: &Policy, elapsed: u64) -> u64 {
+    // The previous window is often empty (a key's first window, an idle spell): no division then.
+    if prev == 0 {
+        return 0;
+    }
     let window = policy.window_micros();
     match prev.checked_mul(window - elapsed) {
         Some(x) => policy.div_ceil_window(x),
