@@ -63,7 +63,7 @@ use envoy_types::pb::google::protobuf;
 use floodgate::{Algorithm, Policy};
 use tonic::{Request, Response, Status};
 
-use crate::config::{LimitKind, Match, RateLimit, Unit, rule_policy_name};
+use crate::config::{LimitKind, Match, RateLimit, Rule, Unit, rule_policy_name};
 use crate::metrics::sanitize_stat_key;
 use crate::state::{AppState, ResponseHeaders};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
@@ -146,24 +146,28 @@ impl Rls {
         let mut batched: Vec<Vec<floodgate::Decision>> = vec![Vec::new(); req.descriptors.len()];
         // Under the global shadow switch every request passes, so each limit counts on its own, as before.
         let batching = !state.reference_counting && !state.global_shadow_mode;
+        let in_batch = |rule: Option<&Rule>| batching && !rule.is_some_and(|r| r.shadow_mode || r.quota_mode);
         if batching {
-            let mut owned: Vec<(usize, Vec<u8>, &Policy, u64)> = Vec::new();
+            // (descriptor, its counter id in `ids`, policy, cost) of every batched limit.
+            let mut ids: Vec<Vec<u8>> = Vec::new();
+            let mut owned: Vec<(usize, usize, &Policy, u64)> = Vec::new();
             let mut deny_all = false;
             for (di, (desc, found)) in req.descriptors.iter().zip(&matches).enumerate() {
-                let Some((limit, m)) = found else { continue };
-                let rule = m.as_ref().map(|m| m.rule);
-                if rule.is_some_and(|r| r.shadow_mode || r.quota_mode) {
+                let Some(found) = found else { continue };
+                let m = &found.1;
+                if !in_batch(m.as_ref().map(|m| m.rule)) {
                     continue;
                 }
-                let extras: &[RateLimit] = match (m, limit) {
-                    (Some(m), Cow::Borrowed(_)) => &m.rule.extra_limits,
-                    _ => &[],
-                };
-                let cost = if desc.is_negative_hits { 0 } else { desc.hits_addend.map_or(request_addend, |v| v.value) };
-                for limit in std::iter::once(&**limit).chain(extras) {
+                let cost = descriptor_cost(desc, request_addend);
+                // The descriptor's counter id, made once for all its limits.
+                let mut id = None;
+                for limit in descriptor_limits(found) {
                     match &limit.kind {
                         LimitKind::Limited(policy) => {
-                            let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
+                            let id = *id.get_or_insert_with(|| {
+                                ids.push(counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared)));
+                                ids.len() - 1
+                            });
                             owned.push((di, id, policy, cost));
                         }
                         LimitKind::DenyAll => deny_all = true,
@@ -174,7 +178,11 @@ impl Rls {
             // A limit of 0 denies the request whatever the others say: then they are only checked.
             let hits: Vec<floodgate::Hit<'_>> = owned
                 .iter()
-                .map(|(_, id, policy, cost)| floodgate::Hit { id, policy, cost: if deny_all { 0 } else { *cost } })
+                .map(|&(_, id, policy, cost)| floodgate::Hit {
+                    id: &ids[id],
+                    policy,
+                    cost: if deny_all { 0 } else { cost },
+                })
                 .collect();
             if !hits.is_empty() {
                 let ds = state.hit_all(&hits).await.map_err(|e| {
@@ -190,23 +198,19 @@ impl Rls {
         let mut passed_metadata = Vec::new();
         for (di, (desc, found)) in req.descriptors.iter().zip(matches).enumerate() {
             let mut mine = std::mem::take(&mut batched[di]).into_iter();
-            let Some((limit, m)) = found else {
+            let Some(found) = found else {
                 statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
                 continue;
             };
-            let extras: &[RateLimit] = match (&m, &limit) {
-                (Some(m), Cow::Borrowed(_)) => &m.rule.extra_limits,
-                _ => &[],
-            };
+            let (limit, m) = &found;
             let rule = m.as_ref().map(|m| m.rule);
             let shadow = rule.is_some_and(|r| r.shadow_mode);
             let quota = rule.is_some_and(|r| r.quota_mode) && !matches!(limit.kind, LimitKind::Unlimited);
             let denied_code = if shadow { Code::Ok } else { Code::OverLimit };
-            let cost = desc.hits_addend.map_or(request_addend, |v| v.value);
-            let cost = if desc.is_negative_hits { 0 } else { cost };
+            let cost = descriptor_cost(desc, request_addend);
             // The limit reported: the first that denies, else the least remaining.
             let mut chosen: Option<Chosen> = None;
-            for limit in std::iter::once(&*limit).chain(extras) {
+            for limit in descriptor_limits(&found) {
                 let (status, denied, capacity) = match &limit.kind {
                     LimitKind::Unlimited => (
                         DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() },
@@ -229,8 +233,7 @@ impl Rls {
                         )
                     }
                     LimitKind::Limited(policy) => {
-                        let in_batch = batching && !shadow && !rule.is_some_and(|r| r.quota_mode);
-                        let d = if in_batch {
+                        let d = if in_batch(rule) {
                             mine.next().ok_or_else(|| {
                                 floodgate::StoreError::Backend("the store answered fewer decisions than hits".into())
                             })
@@ -339,6 +342,23 @@ impl Rls {
             ..Default::default()
         })
     }
+}
+
+/// The limits a matched descriptor is judged by: its own, then its rule's `extra_limits` (a limit override from
+/// the request has none).
+fn descriptor_limits<'a>(
+    (limit, m): &'a (Cow<'_, RateLimit>, Option<Match<'_>>),
+) -> impl Iterator<Item = &'a RateLimit> {
+    let extras: &[RateLimit] = match (m, limit) {
+        (Some(m), Cow::Borrowed(_)) => &m.rule.extra_limits,
+        _ => &[],
+    };
+    std::iter::once(&**limit).chain(extras)
+}
+
+/// The hits a descriptor adds: its own `hits_addend`, else the request's; none when `is_negative_hits`.
+fn descriptor_cost(desc: &RateLimitDescriptor, request_addend: u64) -> u64 {
+    if desc.is_negative_hits { 0 } else { desc.hits_addend.map_or(request_addend, |v| v.value) }
 }
 
 /// The limit reported for one descriptor.
