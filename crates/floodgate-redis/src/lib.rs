@@ -844,15 +844,19 @@ fn parse_decision(v: Value) -> Result<Decision, RedisStoreError> {
 fn parse_info(v: Value) -> Result<Option<BucketInfo>, RedisStoreError> {
     match v {
         Value::Nil => Ok(None),
-        Value::Array(items) if items.len() == 7 => Ok(Some(BucketInfo {
-            used: micros(&items[0])?,
-            remaining: micros(&items[1])?,
-            reset_after: Duration::from_micros(micros(&items[2])?),
-            expires_at: Timestamp::from_micros(micros(&items[6])?) + Duration::from_micros(micros(&items[2])?),
-            next_window_after: Duration::from_micros(micros(&items[3])?),
-            created: Timestamp::from_micros(micros(&items[4])?),
-            updated: Timestamp::from_micros(micros(&items[5])?),
-        })),
+        Value::Array(items) if items.len() == 7 => {
+            let reset_after = Duration::from_micros(micros(&items[2])?);
+            Ok(Some(BucketInfo {
+                used: micros(&items[0])?,
+                remaining: micros(&items[1])?,
+                reset_after,
+                // The script's time of the inspection, plus reset_after: summed here, past 2^53 doubles round.
+                expires_at: Timestamp::from_micros(micros(&items[6])?) + reset_after,
+                next_window_after: Duration::from_micros(micros(&items[3])?),
+                created: Timestamp::from_micros(micros(&items[4])?),
+                updated: Timestamp::from_micros(micros(&items[5])?),
+            }))
+        }
         other => Err(RedisStoreError::Reply(format!("expected bucket info, got {other:?}"))),
     }
 }

@@ -102,15 +102,21 @@ impl LogState {
         (self.base_ms + (run >> UNIT_BITS)).saturating_mul(RESOLUTION_US)
     }
 
+    /// When a run leaves the window (µs): it counts while `now < leaves(run)`.
+    #[inline]
+    fn leaves(&self, run: u64, window: u64) -> u64 {
+        self.at(run).saturating_add(window)
+    }
+
     /// The time the newest run leaves the window (µs), or 0 if the log is empty.
     fn empty_at(&self, window: u64) -> u64 {
-        self.runs.back().map_or(0, |&r| self.at(r).saturating_add(window))
+        self.runs.back().map_or(0, |&r| self.leaves(r, window))
     }
 
     /// Drops the runs that have left the window at `now`: a run at `t` counts while `now < t + window`.
     fn prune(&mut self, now: u64, window: u64) {
         while let Some(&r) = self.runs.front() {
-            if self.at(r).saturating_add(window) > now {
+            if self.leaves(r, window) > now {
                 break;
             }
             self.total -= r & MAX_RUN_UNITS;
@@ -124,12 +130,8 @@ impl LogState {
 
     /// Units that count at `now`, without pruning.
     fn used_at(&self, now: u64, window: u64) -> u64 {
-        let gone: u64 = self
-            .runs
-            .iter()
-            .take_while(|&&r| self.at(r).saturating_add(window) <= now)
-            .map(|&r| r & MAX_RUN_UNITS)
-            .sum();
+        let gone: u64 =
+            self.runs.iter().take_while(|&&r| self.leaves(r, window) <= now).map(|&r| r & MAX_RUN_UNITS).sum();
         self.total - gone
     }
 
@@ -195,7 +197,7 @@ impl LogState {
             }
             left -= r & MAX_RUN_UNITS;
             if left.saturating_add(cost) <= limit {
-                return self.at(r).saturating_add(window).saturating_sub(now);
+                return self.leaves(r, window).saturating_sub(now);
             }
         }
         0
@@ -252,7 +254,7 @@ pub fn inspect(s: &LogState, policy: &Policy, now: u64) -> Option<Usage> {
     if used == 0 {
         return None;
     }
-    let oldest = s.runs().map(|(t, _)| t.saturating_add(window)).find(|&gone| gone > now).unwrap_or(now);
+    let oldest = s.runs.iter().map(|&r| s.leaves(r, window)).find(|&gone| gone > now).unwrap_or(now);
     Some(Usage {
         used,
         remaining: policy.limit().saturating_sub(used),
