@@ -150,3 +150,36 @@ fn a_write_after_a_clock_step_back_keeps_state_alive() {
         assert_eq!(store.sweep(), 0, "{}: live state swept", p.key());
     }
 }
+
+/// Hammer's `inspect_bucket` reports when a bucket was created: a bucket that expired (empty, and idle for
+/// `expiry`) and is written again starts anew, while one that is still live or still kept keeps its time.
+#[test]
+fn a_bucket_written_after_it_expired_is_created_anew() {
+    for a in floodgate::Algorithm::ALL {
+        for expiry in [Duration::ZERO, Duration::from_secs(60)] {
+            let clock = start();
+            let store = MemoryStore::builder().clock(clock.clone()).expiry(expiry).cleanup_interval(None).build();
+            let p = Policy::new(a, 2, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+            let t0 = clock_now(&clock);
+            store.hit_sync(&b"k"[..], &p, 1);
+            clock.advance(Duration::from_secs(1));
+            store.hit_sync(&b"k"[..], &p, 1);
+            let info = store.inspect_at(&b"k"[..], &p, clock_now(&clock)).unwrap_or_else(|| panic!("{a}: no state"));
+            assert_eq!((info.created, info.updated), (t0, clock_now(&clock)), "{a}: a live bucket");
+            // Long enough for every algorithm to empty, and past `expiry` when it is 60 s.
+            clock.advance(Duration::from_secs(61));
+            store.hit_sync(&b"k"[..], &p, 0);
+            store.hit_sync(&b"k"[..], &p, 1);
+            let info = store.inspect_at(&b"k"[..], &p, clock_now(&clock)).unwrap_or_else(|| panic!("{a}: no state"));
+            assert_eq!(info.created, clock_now(&clock), "{a}, expiry {expiry:?}: an expired bucket kept its created");
+            // Emptied but still within `expiry` of its last update: the same bucket.
+            if !expiry.is_zero() {
+                let created = info.created;
+                clock.advance(Duration::from_secs(30));
+                store.hit_sync(&b"k"[..], &p, 1);
+                let info = store.inspect_at(&b"k"[..], &p, clock_now(&clock)).unwrap_or_else(|| panic!("{a}: none"));
+                assert_eq!(info.created, created, "{a}: a bucket kept for expiry was created anew");
+            }
+        }
+    }
+}
