@@ -378,7 +378,13 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToKey<K> + ?Sized,
     {
-        self.apply_at(key, policy, Op::Hit, cost, self.inner.clock.now())
+        let inner = &*self.inner;
+        // The key is hashed before the clock is read: reading the clock first keeps the CPU from loading the
+        // key (a cache miss when keys are many) in the shadow of the previous call, ~80 ns a check at a million
+        // keys (`benches/floor.rs`).
+        let hash = inner.hasher.hash_one(key);
+        let now = inner.clock.now();
+        inner.apply_locked(&mut inner.shard(hash).table.lock(), hash, key, policy, Op::Hit, cost, now)
     }
 
     /// Applies `op` with `cost` for `key` at `now`: the store's one synchronous entry point, with no clock

@@ -1,0 +1,149 @@
+//! How fast can a million-key check be? A bench binary (not criterion: it alternates its cases in rounds within
+//! one process, so a noisy machine moves them together) that puts side by side, on one million `user:<i>` keys
+//! visited in a fixed shuffled order, one thread:
+//!
+//! - `governor` and `governor-foldhash`: governor 0.10's keyed limiter, as shipped and with a fast hasher;
+//! - `floodgate-gcra` and `floodgate-fixed_window`: `MemoryStore::hit_sync`, as users call it;
+//! - `bare`: the least a design like ours can do: shards of `parking_lot::Mutex<hashbrown::HashTable>` holding
+//!   the key inline and a GCRA time, no policy lookup, no expiry, no decision beyond a bool;
+//! - `bare+chain-N`: `bare` with N dependent multiply-xor steps (3 instructions each) after the missed load of
+//!   the entry, standing for the work a real store does there (the algorithm, the decision, the timestamps).
+//!
+//! Run: `cargo bench -p floodgate --bench floor` (about a minute). Findings: `BENCHMARKS.md`.
+
+use std::hash::BuildHasher;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use floodgate::{Algorithm, MemoryStore, Policy};
+use governor::{Quota, RateLimiter};
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+const KEYS: usize = 1_000_000;
+const CHECKS: usize = 4 * KEYS;
+const ROUNDS: usize = 3;
+
+/// `user:<i>` for every i, in a fixed shuffled order (xorshift), as the criterion bench visits them.
+fn keys() -> Vec<String> {
+    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..keys.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        keys.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    keys
+}
+
+/// A key inline and its GCRA theoretical arrival time (µs).
+type BareEntry = (SmallVec<[u8; 24]>, u64);
+
+/// A sharded table that keeps only a GCRA time per key: `CHAIN` extra dependent steps after the entry's load.
+struct Bare<const CHAIN: usize> {
+    shards: Vec<Mutex<HashTable<BareEntry>>>,
+    hasher: foldhash::fast::RandomState,
+    clock: floodgate::SystemClock,
+}
+
+impl<const CHAIN: usize> Bare<CHAIN> {
+    /// A million per hour: 3 600 µs per unit, one hour of burst tolerance.
+    const INCREMENT: u64 = 3_600;
+    const TOLERANCE: u64 = 3_600_000_000;
+
+    fn new() -> Self {
+        Bare {
+            shards: (0..64).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            clock: floodgate::SystemClock::new(),
+        }
+    }
+
+    #[inline(never)]
+    fn hit(&self, key: &[u8]) -> bool {
+        // Hash, then read the clock: the other order costs ~80 ns here (see `BENCHMARKS.md`).
+        let hash = self.hasher.hash_one(key);
+        let now = floodgate::Clock::now(&self.clock).as_micros();
+        let mut table = self.shards[((hash >> 32) & 63) as usize].lock();
+        match table.find_mut(hash, |e| &e.0[..] == key) {
+            Some(entry) => {
+                let mut x = entry.1;
+                for _ in 0..CHAIN {
+                    x = x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (x >> 29);
+                }
+                // The chain's last bit joins the stored time (at most 1 µs more), so it cannot be left out.
+                let tat = entry.1.max(now) + Self::INCREMENT + (x & 1);
+                let allowed = tat - now <= Self::TOLERANCE;
+                if allowed {
+                    entry.1 = tat;
+                }
+                allowed
+            }
+            None => {
+                let entry = (SmallVec::from_slice(key), now + Self::INCREMENT);
+                table.insert_unique(hash, entry, |e| self.hasher.hash_one(&e.0[..]));
+                true
+            }
+        }
+    }
+}
+
+/// Runs `check` over the keys `CHECKS` times and returns the time per check (ns).
+fn time(keys: &[String], mut check: impl FnMut(&String) -> bool) -> f64 {
+    let start = Instant::now();
+    let mut admitted = 0usize;
+    for i in 0..CHECKS {
+        admitted += usize::from(check(&keys[i % KEYS]));
+    }
+    black_box(admitted);
+    start.elapsed().as_nanos() as f64 / CHECKS as f64
+}
+
+fn policy(a: Algorithm) -> Policy {
+    Policy::new(a, 1_000_000, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with no `--bench`: nothing to measure then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let keys = keys();
+    let quota = Quota::per_hour(NonZeroU32::new(1_000_000).unwrap_or(NonZeroU32::MIN));
+    let governor = RateLimiter::keyed(quota);
+    let governor_foldhash = RateLimiter::dashmap_with_hasher(quota, foldhash::fast::RandomState::default());
+    let (gcra, fixed) = (policy(Algorithm::Gcra), policy(Algorithm::FixedWindow));
+    let (store_gcra, store_fixed) = (MemoryStore::new(), MemoryStore::new());
+    let (bare, chain8, chain16, chain32) = (Bare::<0>::new(), Bare::<8>::new(), Bare::<16>::new(), Bare::<32>::new());
+
+    let names = [
+        "governor",
+        "governor-foldhash",
+        "floodgate-gcra",
+        "floodgate-fixed_window",
+        "bare",
+        "bare+chain-8",
+        "bare+chain-16",
+        "bare+chain-32",
+    ];
+    println!("ns per check, {CHECKS} checks over {KEYS} keys per case, {ROUNDS} rounds (the first one inserts)");
+    let mut figures = vec![Vec::new(); names.len()];
+    for _ in 0..ROUNDS {
+        // Written out, not boxed: each case's loop is compiled for it, as in a user's code.
+        figures[0].push(time(&keys, |k| governor.check_key(k).is_ok()));
+        figures[1].push(time(&keys, |k| governor_foldhash.check_key(k).is_ok()));
+        figures[2].push(time(&keys, |k| store_gcra.hit_sync(k.as_bytes(), &gcra, 1).allowed));
+        figures[3].push(time(&keys, |k| store_fixed.hit_sync(k.as_bytes(), &fixed, 1).allowed));
+        figures[4].push(time(&keys, |k| bare.hit(k.as_bytes())));
+        figures[5].push(time(&keys, |k| chain8.hit(k.as_bytes())));
+        figures[6].push(time(&keys, |k| chain16.hit(k.as_bytes())));
+        figures[7].push(time(&keys, |k| chain32.hit(k.as_bytes())));
+    }
+    println!("{:<24}{}", "case", (0..ROUNDS).map(|r| format!("{:>10}", format!("round {r}"))).collect::<String>());
+    for (name, f) in names.iter().zip(&figures) {
+        println!("{name:<24}{}", f.iter().map(|ns| format!("{ns:>10.1}")).collect::<String>());
+    }
+}
