@@ -13,31 +13,20 @@
 
 use std::hash::BuildHasher;
 use std::hint::black_box;
-use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use floodgate::{Algorithm, MemoryStore, Policy};
-use governor::{Quota, RateLimiter};
+use floodgate::{Algorithm, MemoryStore};
+use governor::RateLimiter;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-const KEYS: usize = 1_000_000;
+mod shared;
+
+use shared::{KEYS, keys, policy, quota};
+
 const CHECKS: usize = 4 * KEYS;
 const ROUNDS: usize = 3;
-
-/// `user:<i>` for every i, in a fixed shuffled order (xorshift), as the criterion bench visits them.
-fn keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..keys.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        keys.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    keys
-}
 
 /// A key inline and its GCRA theoretical arrival time (µs).
 type BareEntry = (SmallVec<[u8; 24]>, u64);
@@ -102,19 +91,14 @@ fn time(keys: &[String], mut check: impl FnMut(&String) -> bool) -> f64 {
     start.elapsed().as_nanos() as f64 / CHECKS as f64
 }
 
-fn policy(a: Algorithm) -> Policy {
-    Policy::new(a, 1_000_000, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench`: nothing to measure then.
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
     let keys = keys();
-    let quota = Quota::per_hour(NonZeroU32::new(1_000_000).unwrap_or(NonZeroU32::MIN));
-    let governor = RateLimiter::keyed(quota);
-    let governor_foldhash = RateLimiter::dashmap_with_hasher(quota, foldhash::fast::RandomState::default());
+    let governor = RateLimiter::keyed(quota());
+    let governor_foldhash = RateLimiter::dashmap_with_hasher(quota(), foldhash::fast::RandomState::default());
     let (gcra, fixed) = (policy(Algorithm::Gcra), policy(Algorithm::FixedWindow));
     let (store_gcra, store_fixed) = (MemoryStore::new(), MemoryStore::new());
     let (bare, chain8, chain16, chain32) = (Bare::<0>::new(), Bare::<8>::new(), Bare::<16>::new(), Bare::<32>::new());

@@ -10,39 +10,15 @@
 //! Both sides have the same quota, a million per hour per key, and read their clock on every check.
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use floodgate::{Algorithm, MemoryStore, Policy};
-use governor::{Quota, RateLimiter};
+use governor::RateLimiter;
 
-const KEYS: usize = 1_000_000;
+mod shared;
 
-fn keys() -> Vec<String> {
-    let mut keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
-    // A fixed shuffle (xorshift), so consecutive checks touch unrelated memory.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..keys.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        keys.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    keys
-}
-
-/// A million per hour per key: the million-key runs never deny and state never expires during a run; the hot
-/// key is denied after its first million, on both sides alike.
-fn quota() -> Quota {
-    Quota::per_hour(NonZeroU32::new(1_000_000).unwrap_or(NonZeroU32::MIN))
-}
-
-/// The sliding log's limit is capped at 100 000 per window: it gets that per hour.
-fn policy(a: Algorithm) -> Policy {
-    let limit = if a == Algorithm::SlidingLog { Policy::MAX_LOG_LIMIT } else { 1_000_000 };
-    Policy::new(a, limit, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"))
-}
+use shared::{KEYS, keys, policy, quota};
 
 /// Runs `f(i)` for `iters` iterations split over `threads` threads; returns the aggregate time per iteration
 /// times `iters` (what criterion's `iter_custom` wants).
