@@ -93,9 +93,13 @@ fn time(keys: &[String], mut check: impl FnMut(&String) -> bool) -> f64 {
 
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench`: nothing to measure then.
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
+    // Other arguments name the cases to run (`-- --bench bare floodgate-gcra`); none runs them all.
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|f| *f == name);
     let keys = keys();
     let governor = RateLimiter::keyed(quota());
     let governor_foldhash = RateLimiter::dashmap_with_hasher(quota(), foldhash::fast::RandomState::default());
@@ -115,19 +119,24 @@ fn main() {
     ];
     println!("ns per check, {CHECKS} checks over {KEYS} keys per case, {ROUNDS} rounds (the first one inserts)");
     let mut figures = vec![Vec::new(); names.len()];
+    let run = |i: usize, figures: &mut Vec<Vec<f64>>, case: &dyn Fn() -> f64| {
+        if wanted(names[i]) {
+            figures[i].push(case());
+        }
+    };
     for _ in 0..ROUNDS {
         // Written out, not boxed: each case's loop is compiled for it, as in a user's code.
-        figures[0].push(time(&keys, |k| governor.check_key(k).is_ok()));
-        figures[1].push(time(&keys, |k| governor_foldhash.check_key(k).is_ok()));
-        figures[2].push(time(&keys, |k| store_gcra.hit_sync(k.as_bytes(), &gcra, 1).allowed));
-        figures[3].push(time(&keys, |k| store_fixed.hit_sync(k.as_bytes(), &fixed, 1).allowed));
-        figures[4].push(time(&keys, |k| bare.hit(k.as_bytes())));
-        figures[5].push(time(&keys, |k| chain8.hit(k.as_bytes())));
-        figures[6].push(time(&keys, |k| chain16.hit(k.as_bytes())));
-        figures[7].push(time(&keys, |k| chain32.hit(k.as_bytes())));
+        run(0, &mut figures, &|| time(&keys, |k| governor.check_key(k).is_ok()));
+        run(1, &mut figures, &|| time(&keys, |k| governor_foldhash.check_key(k).is_ok()));
+        run(2, &mut figures, &|| time(&keys, |k| store_gcra.hit_sync(k.as_bytes(), &gcra, 1).allowed));
+        run(3, &mut figures, &|| time(&keys, |k| store_fixed.hit_sync(k.as_bytes(), &fixed, 1).allowed));
+        run(4, &mut figures, &|| time(&keys, |k| bare.hit(k.as_bytes())));
+        run(5, &mut figures, &|| time(&keys, |k| chain8.hit(k.as_bytes())));
+        run(6, &mut figures, &|| time(&keys, |k| chain16.hit(k.as_bytes())));
+        run(7, &mut figures, &|| time(&keys, |k| chain32.hit(k.as_bytes())));
     }
     println!("{:<24}{}", "case", (0..ROUNDS).map(|r| format!("{:>10}", format!("round {r}"))).collect::<String>());
-    for (name, f) in names.iter().zip(&figures) {
+    for (name, f) in names.iter().zip(&figures).filter(|(_, f)| !f.is_empty()) {
         println!("{name:<24}{}", f.iter().map(|ns| format!("{ns:>10.1}")).collect::<String>());
     }
 }

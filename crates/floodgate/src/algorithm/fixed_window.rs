@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use super::{Op, Usage, over_capacity};
+use super::{Op, Outcome, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A fixed window's state: which window, and its count.
@@ -37,11 +37,23 @@ fn current(s: &WindowState, start: u64) -> u64 {
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    step(s, policy, op, cost, now).decision
+}
+
+/// [`apply`], with the instant the state is empty again.
+// Always inlined into the memory store, which inlines it into its callers (see `MemoryStore::hit_sync`).
+#[inline(always)]
+pub(crate) fn step(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     let window = policy.window_micros();
     let limit = policy.limit();
-    // A clock that went backwards stands still at the start of the latest window the state has seen.
-    let now = now.max(s.start);
-    let start = policy.window_start(now);
+    // The window is found from the clock alone, not from the state, so the CPU can work it out while the
+    // state is still on its way from memory. A clock that went backwards stands still at the start of the
+    // latest window the state has seen.
+    let (mut now, mut start) = (now, policy.window_start(now));
+    if s.start > now {
+        now = s.start;
+        start = policy.window_start(now);
+    }
     let until_next = start + window - now;
     let mut count = current(s, start);
     let check = cost.max(1);
@@ -49,7 +61,8 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
     match op {
         Op::Hit => {
             if cost > limit {
-                return over_capacity(policy, limit.saturating_sub(count), if count > 0 { until_next } else { 0 });
+                let reset_after = if count > 0 { until_next } else { 0 };
+                return over_capacity(policy, limit.saturating_sub(count), reset_after, now);
             }
             if fits && cost > 0 {
                 count += cost;
@@ -65,13 +78,14 @@ pub fn apply(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now: u64) 
     if op != Op::Hit || (fits && cost > 0) {
         *s = WindowState { start, count };
     }
-    Decision {
+    let decision = Decision {
         allowed,
         limit,
         remaining: limit.saturating_sub(count),
         reset_after: Duration::from_micros(if count > 0 { until_next } else { 0 }),
         retry_after: (!allowed).then(|| Duration::from_micros(until_next)),
-    }
+    };
+    Outcome { decision, reset_at: if count > 0 { start + window } else { 0 } }
 }
 
 /// Usage at `now`, or `None` when nothing is counted in the current window.

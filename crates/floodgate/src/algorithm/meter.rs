@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use super::{Op, Usage, over_capacity};
+use super::{Op, Outcome, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A meter's state: the level at `last`, in the scale of the policy that wrote it.
@@ -57,13 +57,20 @@ fn level_at(s: &MeterState, policy: &Policy, now: u64) -> u64 {
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    step(s, policy, op, cost, now).decision
+}
+
+/// [`apply`], with the instant the meter has drained.
+// Always inlined into the memory store, which inlines it into its callers (see `MemoryStore::hit_sync`).
+#[inline(always)]
+pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     // A clock that went backwards stands still at the latest time the state has seen.
     let now = now.max(s.last);
     let (unit, burst) = (policy.meter_unit(), policy.capacity());
     let cap = burst * unit;
     let mut level = level_at(s, policy, now);
     if op == Op::Hit && cost > burst {
-        return over_capacity(policy, policy.meter_units(cap - level.min(cap)), policy.meter_drain_time(level));
+        return over_capacity(policy, policy.meter_units(cap - level.min(cap)), policy.meter_drain_time(level), now);
     }
     let need = cost.max(1).saturating_mul(unit);
     let fits = level.checked_add(need).is_some_and(|l| l <= cap);
@@ -88,13 +95,15 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
         let need = need.min(cap);
         Duration::from_micros(policy.meter_drain_time((level + need).saturating_sub(cap)))
     });
-    Decision {
+    let reset_after = policy.meter_drain_time(level);
+    let decision = Decision {
         allowed,
         limit: burst,
         remaining: policy.meter_units(cap.saturating_sub(level)),
-        reset_after: Duration::from_micros(policy.meter_drain_time(level)),
+        reset_after: Duration::from_micros(reset_after),
         retry_after,
-    }
+    };
+    Outcome { decision, reset_at: now.saturating_add(reset_after) }
 }
 
 /// Usage at `now`, or `None` when the meter has drained.

@@ -139,9 +139,23 @@ pub struct Usage {
 /// assert_eq!(denied.retry_after, Some(Duration::from_secs(1)));
 /// # Ok::<(), floodgate::PolicyError>(())
 /// ```
-// Always inlined: the stores call it once per hit, and a call would pass the decision through memory.
-#[inline(always)]
+#[inline]
 pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision {
+    step(state, policy, op, cost, now).decision
+}
+
+/// A decision, and the first instant at which the state the call left is empty again (µs since the epoch):
+/// for a state the call wrote, what [`reset_at`] would say of it, found with no second pass over the state.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Outcome {
+    pub(crate) decision: Decision,
+    pub(crate) reset_at: u64,
+}
+
+/// [`apply`], with the instant the state is empty again: what the memory store keeps as a bucket's expiry.
+// Always inlined: the stores call it once per hit, and a call would pass the outcome through memory.
+#[inline(always)]
+pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Outcome {
     let now = now.as_micros();
     match policy.algorithm() {
         Algorithm::FixedWindow => {
@@ -149,36 +163,36 @@ pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timesta
                 State::Window(s) => s,
                 _ => fixed_window::WindowState::default(),
             };
-            let d = fixed_window::apply(&mut s, policy, op, cost, now);
+            let o = fixed_window::step(&mut s, policy, op, cost, now);
             *state = State::Window(s);
-            d
+            o
         }
         Algorithm::SlidingWindow => {
             let mut s = match *state {
                 State::Sliding(s) => s,
                 _ => sliding_window::SlidingState::default(),
             };
-            let d = sliding_window::apply(&mut s, policy, op, cost, now);
+            let o = sliding_window::step(&mut s, policy, op, cost, now);
             *state = State::Sliding(s);
-            d
+            o
         }
         Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra => {
             let mut s = match *state {
                 State::Meter(s) => s,
                 _ => meter::MeterState::default(),
             };
-            let d = meter::apply(&mut s, policy, op, cost, now);
+            let o = meter::step(&mut s, policy, op, cost, now);
             *state = State::Meter(s);
-            d
+            o
         }
         Algorithm::SlidingLog => {
             if let State::Log(s) = state {
-                return sliding_log::apply(s, policy, op, cost, now);
+                return sliding_log::step(s, policy, op, cost, now);
             }
             let mut s = Box::<sliding_log::LogState>::default();
-            let d = sliding_log::apply(&mut s, policy, op, cost, now);
+            let o = sliding_log::step(&mut s, policy, op, cost, now);
             *state = State::Log(s);
-            d
+            o
         }
     }
 }
@@ -237,14 +251,47 @@ pub fn reset_at(state: &State, policy: &Policy) -> Timestamp {
     Timestamp::from_micros(at)
 }
 
-/// A decision for `cost` that can never pass.
+/// A decision for `cost` that can never pass, at `now` (the state is left as it was).
 #[inline]
-pub(crate) fn over_capacity(policy: &Policy, remaining: u64, reset_after_us: u64) -> Decision {
-    Decision {
+pub(crate) fn over_capacity(policy: &Policy, remaining: u64, reset_after_us: u64, now: u64) -> Outcome {
+    let decision = Decision {
         allowed: false,
         limit: policy.capacity(),
         remaining,
         reset_after: Duration::from_micros(reset_after_us),
         retry_after: None,
+    };
+    Outcome { decision, reset_at: if reset_after_us == 0 { 0 } else { now.saturating_add(reset_after_us) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The memory store keeps `Outcome::reset_at` as a bucket's expiry without looking at the state again: for
+        /// every state a call writes (what the store writes: any `Force` or `Set`, a `Hit` that counted), it must
+        /// be what `reset_at` computes from the state, also after the clock steps back and the limit or window
+        /// of a named policy changes.
+        #[test]
+        fn step_reports_the_reset_of_the_state_it_writes(
+            algorithm in 0..Algorithm::ALL.len(),
+            calls in prop::collection::vec((0..3usize, 0u64..6, -2_000_000i64..3_000_000, 1u64..5, 1u64..4), 1..40),
+        ) {
+            let mut state = State::Empty;
+            let mut t = 1_000_000_000i64;
+            for (op, cost, dt, limit, window_s) in calls {
+                t = (t + dt).max(0);
+                let window = Duration::from_secs(window_s);
+                let policy = Policy::new(Algorithm::ALL[algorithm], limit, window).and_then(|p| p.named("p"));
+                let policy = policy.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let op = [Op::Hit, Op::Force, Op::Set][op];
+                let o = step(&mut state, &policy, op, cost, Timestamp::from_micros(t as u64));
+                if op != Op::Hit || (o.decision.allowed && cost > 0) {
+                    prop_assert_eq!(o.reset_at, reset_at(&state, &policy).as_micros(), "{:?} cost {} at {}", op, cost, t);
+                }
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::{Op, Usage, over_capacity};
+use super::{Op, Outcome, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// The resolution of the log's timestamps, in µs (one millisecond).
@@ -206,13 +206,18 @@ impl LogState {
 
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 pub fn apply(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    step(s, policy, op, cost, now).decision
+}
+
+/// [`apply`], with the instant the log is empty.
+pub(crate) fn step(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     let window = policy.window_micros();
     let limit = policy.limit();
     let now = now.max(s.last);
     s.last = now;
     s.prune(now, window);
     if op == Op::Hit && cost > limit {
-        return over_capacity(policy, limit.saturating_sub(s.total), s.empty_at(window).saturating_sub(now));
+        return over_capacity(policy, limit.saturating_sub(s.total), s.empty_at(window).saturating_sub(now), now);
     }
     let check = cost.max(1);
     let fits = s.total.saturating_add(check) <= limit;
@@ -236,13 +241,15 @@ pub fn apply(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> 
     }
     let allowed = op == Op::Set || fits;
     let retry_after = (!allowed).then(|| Duration::from_micros(s.wait_for(check.min(limit), limit, now, window)));
-    Decision {
+    let reset_at = s.empty_at(window);
+    let decision = Decision {
         allowed,
         limit,
         remaining: limit.saturating_sub(s.total),
-        reset_after: Duration::from_micros(s.empty_at(window).saturating_sub(now)),
+        reset_after: Duration::from_micros(reset_at.saturating_sub(now)),
         retry_after,
-    }
+    };
+    Outcome { decision, reset_at }
 }
 
 /// Usage at `now`, or `None` when nothing in the log still counts. `next_window_after` is the time until the

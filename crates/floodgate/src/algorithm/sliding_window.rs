@@ -22,7 +22,7 @@
 
 use std::time::Duration;
 
-use super::{Op, Usage, over_capacity};
+use super::{Op, Outcome, Usage, over_capacity};
 use crate::{Decision, Policy};
 
 /// A sliding window's state: when the current window started and the counts of it and the previous window.
@@ -98,6 +98,13 @@ fn reset_after(cur: u64, prev: u64, window: u64, elapsed: u64) -> u64 {
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
+    step(s, policy, op, cost, now).decision
+}
+
+/// [`apply`], with the instant both windows are empty.
+// Always inlined into the memory store, which inlines it into its callers (see `MemoryStore::hit_sync`).
+#[inline(always)]
+pub(crate) fn step(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     let window = policy.window_micros();
     let limit = policy.limit();
     // A clock that went backwards stands still at the start of the latest window the state has seen.
@@ -111,6 +118,7 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
             policy,
             limit.saturating_sub(cur).saturating_sub(old),
             reset_after(cur, prev, window, elapsed),
+            now,
         );
     }
     let check = cost.max(1);
@@ -136,14 +144,17 @@ pub fn apply(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now: u64)
         let cost = check.min(limit);
         Some(Duration::from_micros(wait_for(cur, prev, cost, policy, elapsed)))
     };
-    Decision {
+    let reset_after = reset_after(cur, prev, window, elapsed);
+    let decision = Decision {
         allowed,
         limit,
         // Only `Set` changes `prev` (to zero); otherwise its faded weight is the one computed above.
         remaining: limit.saturating_sub(cur).saturating_sub(if prev == 0 { 0 } else { old }),
-        reset_after: Duration::from_micros(reset_after(cur, prev, window, elapsed)),
+        reset_after: Duration::from_micros(reset_after),
         retry_after,
-    }
+    };
+    // The end of the second window for a current count, of this one for a previous count only.
+    Outcome { decision, reset_at: if reset_after == 0 { 0 } else { now + reset_after } }
 }
 
 /// Usage at `now` (the estimate, rounded up), or `None` when both windows are empty.

@@ -384,7 +384,12 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
     /// [`apply_at`](Self::apply_at) at the store clock's time, read after the key is hashed: reading the clock
     /// first keeps the CPU from loading the key (a cache miss when keys are many) in the shadow of the previous
     /// call, ~80 ns a check at a million keys (`benches/floor.rs`).
-    #[inline]
+    ///
+    /// Always inlined, down to the algorithm, so the work that waits on the key's entry (a cache miss when
+    /// keys are many) is only what the caller uses: a caller that reads only `allowed` never computes the
+    /// durations, and the CPU gets on to the next check sooner. The paths that add a key or a bucket stay out
+    /// of line.
+    #[inline(always)]
     fn apply_now<Q>(&self, key: &Q, policy: &Policy, op: Op, cost: u64) -> Decision
     where
         K: Borrow<Q>,
@@ -526,8 +531,8 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
 }
 
 impl<K: Hash + Eq> Inner<K> {
-    /// [`MemoryStore::apply_at`] on a shard table already locked.
-    #[inline]
+    /// [`MemoryStore::apply_at`] on a shard table already locked (always inlined: see `apply_now`).
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn apply_locked<Q>(
         &self,
@@ -551,35 +556,72 @@ impl<K: Hash + Eq> Inner<K> {
                     b.state = State::Empty;
                     b.created = t;
                 }
-                let d = algorithm::apply(&mut b.state, policy, op, cost, now);
-                if op != Op::Hit || (d.allowed && cost > 0) {
+                let o = algorithm::step(&mut b.state, policy, op, cost, now);
+                if op != Op::Hit || (o.decision.allowed && cost > 0) {
                     b.updated = t;
-                    b.expires = self.expires(&b.state, policy, t);
+                    b.expires = self.expires(o.reset_at, t);
                 }
-                return d;
+                return o.decision;
             }
-            let mut state = State::Empty;
-            let d = algorithm::apply(&mut state, policy, op, cost, now);
-            if !d.reset_after.is_zero() {
-                entry.buckets.push(self.new_bucket(state, policy, t));
-                self.remember(hash, policy);
-            }
-            return d;
+            return self.add_bucket(entry, hash, policy, op, cost, now);
         }
-        // A new key. Checks and denials do not insert anything, so a flood of them costs no memory.
+        self.add_key(table, hash, key, policy, op, cost, now)
+    }
+
+    /// [`apply_locked`](Self::apply_locked) for a key with no bucket under `policy` yet. Kept out of line, so
+    /// the hit path that users inline stays short.
+    #[cold]
+    #[inline(never)]
+    fn add_bucket(
+        &self,
+        entry: &mut Entry<K>,
+        hash: u64,
+        policy: &Policy,
+        op: Op,
+        cost: u64,
+        now: Timestamp,
+    ) -> Decision {
         let mut state = State::Empty;
-        let d = algorithm::apply(&mut state, policy, op, cost, now);
-        if !d.reset_after.is_zero() {
+        let o = algorithm::step(&mut state, policy, op, cost, now);
+        if !o.decision.reset_after.is_zero() {
+            entry.buckets.push(self.new_bucket(state, policy, o.reset_at, now.as_micros()));
+            self.remember(hash, policy);
+        }
+        o.decision
+    }
+
+    /// [`apply_locked`](Self::apply_locked) for a key the shard does not hold. Checks and denials insert
+    /// nothing, so a flood of them costs no memory.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn add_key<Q>(
+        &self,
+        table: &mut HashTable<Entry<K>>,
+        hash: u64,
+        key: &Q,
+        policy: &Policy,
+        op: Op,
+        cost: u64,
+        now: Timestamp,
+    ) -> Decision
+    where
+        Q: ToKey<K> + ?Sized,
+    {
+        let t = now.as_micros();
+        let mut state = State::Empty;
+        let o = algorithm::step(&mut state, policy, op, cost, now);
+        if !o.decision.reset_after.is_zero() {
             if table.len() >= self.max_per_shard {
                 self.make_room(table, t);
             }
-            let bucket = self.new_bucket(state, policy, t);
+            let bucket = self.new_bucket(state, policy, o.reset_at, t);
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| self.hasher.hash_one(&e.key));
             self.remember(hash, policy);
         }
-        d
+        o.decision
     }
 
     /// A copy of `key`'s bucket under the policy `fp`, to put back with [`restore`](Self::restore).
@@ -623,24 +665,20 @@ impl<K: Hash + Eq> Inner<K> {
         ((hash >> 32) & self.shard_mask) as usize
     }
 
-    /// When a bucket written at `now` may be forgotten: once its state is empty and `expiry` has passed.
+    /// When a bucket written at `now`, whose state is empty again at `reset_at`, may be forgotten: once its
+    /// state is empty and `expiry` has passed.
     ///
-    /// From the state itself, not from the decision's `reset_after`: after a clock step back the algorithms
-    /// stand still at the state's own (later) time, and `now + reset_after` would forget live state early.
+    /// `reset_at` comes from the state itself, not from the decision's `reset_after`: after a clock step back
+    /// the algorithms stand still at the state's own (later) time, and `now + reset_after` would forget live
+    /// state early.
     #[inline]
-    fn expires(&self, state: &State, policy: &Policy, now: u64) -> u64 {
-        algorithm::reset_at(state, policy).as_micros().max(now.saturating_add(self.expiry_us))
+    fn expires(&self, reset_at: u64, now: u64) -> u64 {
+        reset_at.max(now.saturating_add(self.expiry_us))
     }
 
     #[inline]
-    fn new_bucket(&self, state: State, policy: &Policy, now: u64) -> Bucket {
-        Bucket {
-            policy: policy.fingerprint(),
-            expires: self.expires(&state, policy, now),
-            state,
-            created: now,
-            updated: now,
-        }
+    fn new_bucket(&self, state: State, policy: &Policy, reset_at: u64, now: u64) -> Bucket {
+        Bucket { policy: policy.fingerprint(), expires: self.expires(reset_at, now), state, created: now, updated: now }
     }
 
     /// With an expiry hook: remembers the policy's key under its fingerprint, for the hook.
