@@ -210,6 +210,10 @@ pub fn apply(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> 
 }
 
 /// [`apply`], with the instant the log is empty.
+// Always inlined, like the other algorithms' (its helpers are not): an outcome returned from a call here made
+// the compiler pass every algorithm's outcome through memory, so a caller that reads only `allowed` still paid
+// for every duration.
+#[inline(always)]
 pub(crate) fn step(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     let window = policy.window_micros();
     let limit = policy.limit();

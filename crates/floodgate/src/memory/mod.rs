@@ -550,78 +550,60 @@ impl<K: Hash + Eq> Inner<K> {
     {
         let fp = policy.fingerprint();
         let t = now.as_micros();
-        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
-            if let Some(b) = entry.buckets.iter_mut().find(|b| b.policy == fp) {
-                if b.expires <= t {
-                    b.state = State::Empty;
-                    b.created = t;
-                }
-                let o = algorithm::step(&mut b.state, policy, op, cost, now);
-                if op != Op::Hit || (o.decision.allowed && cost > 0) {
-                    b.updated = t;
-                    b.expires = self.expires(o.reset_at, t);
-                }
-                return o.decision;
+        let found = table.find_mut(hash, |e| e.key.borrow() == key);
+        if let Some(b) = found.and_then(|e| e.buckets.iter_mut().find(|b| b.policy == fp)) {
+            if b.expires <= t {
+                b.state = State::Empty;
+                b.created = t;
             }
-            return self.add_bucket(entry, hash, policy, op, cost, now);
+            let o = algorithm::step(&mut b.state, policy, op, cost, now);
+            if op != Op::Hit || (o.decision.allowed && cost > 0) {
+                b.updated = t;
+                b.expires = self.expires(o.reset_at, t);
+            }
+            return o.decision;
         }
-        self.add_key(table, hash, key, policy, op, cost, now)
-    }
-
-    /// [`apply_locked`](Self::apply_locked) for a key with no bucket under `policy` yet. Kept out of line, so
-    /// the hit path that users inline stays short.
-    #[cold]
-    #[inline(never)]
-    fn add_bucket(
-        &self,
-        entry: &mut Entry<K>,
-        hash: u64,
-        policy: &Policy,
-        op: Op,
-        cost: u64,
-        now: Timestamp,
-    ) -> Decision {
+        // A new bucket, perhaps of a new key. Checks and denials keep nothing, so a flood of them costs no
+        // memory. The decision is made here, in line, and only the insertion is out of line: a decision
+        // returned from a call would travel through memory, and the caller would pay for every field of it.
         let mut state = State::Empty;
         let o = algorithm::step(&mut state, policy, op, cost, now);
-        if !o.decision.reset_after.is_zero() {
-            entry.buckets.push(self.new_bucket(state, policy, o.reset_at, now.as_micros()));
-            self.remember(hash, policy);
+        if !state.is_empty() {
+            self.add(table, hash, key, policy, state, o.reset_at, t);
         }
         o.decision
     }
 
-    /// [`apply_locked`](Self::apply_locked) for a key the shard does not hold. Checks and denials insert
-    /// nothing, so a flood of them costs no memory.
+    /// Adds `key`'s bucket under `policy`, holding `state` (whose state is empty again at `reset_at`), to the
+    /// key's entry or to a new one.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn add_key<Q>(
+    fn add<Q>(
         &self,
         table: &mut HashTable<Entry<K>>,
         hash: u64,
         key: &Q,
         policy: &Policy,
-        op: Op,
-        cost: u64,
-        now: Timestamp,
-    ) -> Decision
-    where
-        Q: ToKey<K> + ?Sized,
+        state: State,
+        reset_at: u64,
+        t: u64,
+    ) where
+        K: Borrow<Q>,
+        Q: Eq + ToKey<K> + ?Sized,
     {
-        let t = now.as_micros();
-        let mut state = State::Empty;
-        let o = algorithm::step(&mut state, policy, op, cost, now);
-        if !o.decision.reset_after.is_zero() {
+        let bucket = self.new_bucket(state, policy, reset_at, t);
+        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
+            entry.buckets.push(bucket);
+        } else {
             if table.len() >= self.max_per_shard {
                 self.make_room(table, t);
             }
-            let bucket = self.new_bucket(state, policy, o.reset_at, t);
             let mut buckets = SmallVec::new();
             buckets.push(bucket);
             table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| self.hasher.hash_one(&e.key));
-            self.remember(hash, policy);
         }
-        o.decision
+        self.remember(hash, policy);
     }
 
     /// A copy of `key`'s bucket under the policy `fp`, to put back with [`restore`](Self::restore).
