@@ -550,7 +550,7 @@ impl<K: Hash + Eq> Inner<K> {
     {
         let fp = policy.fingerprint();
         let t = now.as_micros();
-        let found = table.find_mut(hash, |e| e.key.borrow() == key);
+        let found = table.find_mut(hash, |e| key.is_key(&e.key));
         if let Some(b) = found.and_then(|e| e.buckets.iter_mut().find(|b| b.policy == fp)) {
             if b.expires <= t {
                 b.state = State::Empty;
