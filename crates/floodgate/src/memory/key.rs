@@ -80,6 +80,36 @@ fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+impl ToKey<Box<[u8]>> for [u8] {
+    fn to_key(&self) -> Box<[u8]> {
+        self.into()
+    }
+}
+
+impl ToKey<String> for str {
+    fn to_key(&self) -> String {
+        self.to_owned()
+    }
+}
+
+impl ToKey<Box<str>> for str {
+    fn to_key(&self) -> Box<str> {
+        self.into()
+    }
+}
+
+impl ToKey<Arc<str>> for str {
+    fn to_key(&self) -> Arc<str> {
+        self.into()
+    }
+}
+
+impl ToKey<Vec<u8>> for [u8] {
+    fn to_key(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::bytes_eq;
@@ -103,35 +133,5 @@ mod tests {
             let shorter = &a[..a.len().saturating_sub(cut)];
             prop_assert_eq!(bytes_eq(&a, shorter), a.len() == shorter.len());
         }
-    }
-}
-
-impl ToKey<Vec<u8>> for [u8] {
-    fn to_key(&self) -> Vec<u8> {
-        self.to_vec()
-    }
-}
-
-impl ToKey<Box<[u8]>> for [u8] {
-    fn to_key(&self) -> Box<[u8]> {
-        self.into()
-    }
-}
-
-impl ToKey<String> for str {
-    fn to_key(&self) -> String {
-        self.to_owned()
-    }
-}
-
-impl ToKey<Box<str>> for str {
-    fn to_key(&self) -> Box<str> {
-        self.into()
-    }
-}
-
-impl ToKey<Arc<str>> for str {
-    fn to_key(&self) -> Arc<str> {
-        self.into()
     }
 }
