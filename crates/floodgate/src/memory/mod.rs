@@ -593,7 +593,7 @@ impl<K: Hash + Eq> Inner<K> {
         Q: Eq + ToKey<K> + ?Sized,
     {
         let bucket = self.new_bucket(state, policy, reset_at, t);
-        if let Some(entry) = table.find_mut(hash, |e| e.key.borrow() == key) {
+        if let Some(entry) = table.find_mut(hash, |e| key.is_key(&e.key)) {
             entry.buckets.push(bucket);
         } else {
             if table.len() >= self.max_per_shard {
