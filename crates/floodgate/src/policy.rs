@@ -177,6 +177,8 @@ pub struct Policy {
     /// `unit`; the level drains by `drain` per microsecond.
     unit: u64,
     drain: u64,
+    /// `burst × unit`: the level a meter holds when full.
+    meter_cap: u64,
     key: Arc<str>,
     fingerprint: u64,
     named: bool,
@@ -389,6 +391,7 @@ impl Policy {
             burst,
             unit,
             drain,
+            meter_cap: burst.saturating_mul(unit),
             key,
             fingerprint,
             named,
@@ -458,6 +461,12 @@ impl Policy {
         now - now % self.window_div
     }
 
+    /// The level of a full meter (`burst × unit`).
+    #[inline(always)]
+    pub(crate) fn meter_cap(&self) -> u64 {
+        self.meter_cap
+    }
+
     /// `now % window` (µs).
     #[inline]
     pub(crate) fn window_elapsed(&self, now: u64) -> u64 {
@@ -478,8 +487,13 @@ impl Policy {
     }
 
     /// Microseconds for `excess` level to drain (`ceil(excess / drain)`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn meter_drain_time(&self, excess: u64) -> u64 {
+        // A drain of one a microsecond (a window that the limit divides, in µs: the usual policy) needs no
+        // division; this keeps a hit's work after its state's load short.
+        if self.drain == 1 {
+            return excess;
+        }
         let (q, r) = StrengthReducedU64::div_rem(excess, self.drain_div);
         q + u64::from(r != 0)
     }

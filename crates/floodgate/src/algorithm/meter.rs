@@ -42,16 +42,23 @@ pub struct MeterState {
 }
 
 /// The level drained to `now`, in `policy`'s scale (a clock that went backwards drains nothing).
-#[inline]
+#[inline(always)]
 fn level_at(s: &MeterState, policy: &Policy, now: u64) -> u64 {
     let unit = policy.meter_unit();
-    let level = if s.unit == unit || s.unit == 0 {
-        s.level
-    } else {
-        u64::try_from((s.level as u128 * unit as u128).div_ceil(s.unit as u128)).unwrap_or(u64::MAX)
-    };
+    let level = if s.unit == unit { s.level } else { rescale(s, unit) };
     let drained = now.saturating_sub(s.last).saturating_mul(policy.meter_drain());
     level.saturating_sub(drained)
+}
+
+/// `s.level` in the scale of `unit`, rounding up (never fewer used units than were counted). Out of line: it
+/// runs only when a named policy's limit or window has changed.
+#[cold]
+#[inline(never)]
+fn rescale(s: &MeterState, unit: u64) -> u64 {
+    if s.unit == 0 {
+        return s.level;
+    }
+    u64::try_from((s.level as u128 * unit as u128).div_ceil(s.unit as u128)).unwrap_or(u64::MAX)
 }
 
 /// Applies an operation (see [`super::apply`]); `now` in µs.
@@ -66,8 +73,7 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
 pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
     // A clock that went backwards stands still at the latest time the state has seen.
     let now = now.max(s.last);
-    let (unit, burst) = (policy.meter_unit(), policy.capacity());
-    let cap = burst * unit;
+    let (unit, burst, cap) = (policy.meter_unit(), policy.capacity(), policy.meter_cap());
     let mut level = level_at(s, policy, now);
     if op == Op::Hit && cost > burst {
         return over_capacity(policy, policy.meter_units(cap - level.min(cap)), policy.meter_drain_time(level), now);

@@ -88,6 +88,19 @@ impl State {
         }
     }
 
+    /// Empties the state once it has expired (the memory store's bucket reached its reset), keeping its kind
+    /// where that is only counts to zero, so the next call updates it in place. For every algorithm, a call on
+    /// the cleared state decides and writes what it would on [`State::Empty`] (a property test checks this).
+    #[inline(always)]
+    pub(crate) fn clear(&mut self) {
+        match self {
+            State::Window(s) => s.count = 0,
+            State::Sliding(s) => (s.cur, s.prev) = (0, 0),
+            State::Meter(s) => s.level = 0,
+            State::Empty | State::Log(_) => *self = State::Empty,
+        }
+    }
+
     /// Units counted at the last update: a window's count (the current window's, for a sliding window), a
     /// meter's level rounded up to whole units.
     ///
@@ -157,30 +170,32 @@ pub(crate) struct Outcome {
 #[inline(always)]
 pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Outcome {
     let now = now.as_micros();
+    // A state of the policy's own kind is updated in place; any other (none yet, or another algorithm's after
+    // a named policy changed) is replaced by the algorithm's empty state first.
     match policy.algorithm() {
         Algorithm::FixedWindow => {
-            let mut s = match *state {
-                State::Window(s) => s,
-                _ => fixed_window::WindowState::default(),
-            };
+            if let State::Window(s) = state {
+                return fixed_window::step(s, policy, op, cost, now);
+            }
+            let mut s = fixed_window::WindowState::default();
             let o = fixed_window::step(&mut s, policy, op, cost, now);
             *state = State::Window(s);
             o
         }
         Algorithm::SlidingWindow => {
-            let mut s = match *state {
-                State::Sliding(s) => s,
-                _ => sliding_window::SlidingState::default(),
-            };
+            if let State::Sliding(s) = state {
+                return sliding_window::step(s, policy, op, cost, now);
+            }
+            let mut s = sliding_window::SlidingState::default();
             let o = sliding_window::step(&mut s, policy, op, cost, now);
             *state = State::Sliding(s);
             o
         }
         Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra => {
-            let mut s = match *state {
-                State::Meter(s) => s,
-                _ => meter::MeterState::default(),
-            };
+            if let State::Meter(s) = state {
+                return meter::step(s, policy, op, cost, now);
+            }
+            let mut s = meter::MeterState::default();
             let o = meter::step(&mut s, policy, op, cost, now);
             *state = State::Meter(s);
             o
@@ -291,6 +306,39 @@ mod tests {
                 if op != Op::Hit || (o.decision.allowed && cost > 0) {
                     prop_assert_eq!(o.reset_at, reset_at(&state, &policy).as_micros(), "{:?} cost {} at {}", op, cost, t);
                 }
+            }
+        }
+
+        /// The memory store clears an expired bucket's state in place (`State::clear`) rather than replacing it
+        /// with `State::Empty`: from any state, at or after its reset, a call on the cleared state must decide
+        /// and report exactly what it would on an empty one, and leave a state that inspects the same.
+        #[test]
+        fn a_cleared_state_acts_as_an_empty_one(
+            algorithm in 0..Algorithm::ALL.len(),
+            calls in prop::collection::vec((0u64..6, 0u64..3_000_000), 1..20),
+            (op, cost, late, limit, window_s) in (0..3usize, 0u64..6, 0u64..5_000_000, 1u64..5, 1u64..4),
+        ) {
+            let policy = Policy::new(Algorithm::ALL[algorithm], 3, Duration::from_secs(2));
+            let policy = policy.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut state = State::Empty;
+            let mut t = 1_000_000_000u64;
+            for (cost, dt) in calls {
+                t += dt;
+                step(&mut state, &policy, Op::Hit, cost, Timestamp::from_micros(t));
+            }
+            // The call comes at or after the reset, under this policy or another one (a named policy changed).
+            let now = Timestamp::from_micros(reset_at(&state, &policy).as_micros().max(t) + late);
+            let next = Policy::new(Algorithm::ALL[algorithm], limit, Duration::from_secs(window_s));
+            let next = next.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let op = [Op::Hit, Op::Force, Op::Set][op];
+            for p in [&policy, &next] {
+                let (mut cleared, mut empty) = (state.clone(), State::Empty);
+                cleared.clear();
+                let (a, b) = (step(&mut cleared, p, op, cost, now), step(&mut empty, p, op, cost, now));
+                prop_assert_eq!(a.decision, b.decision);
+                prop_assert_eq!(a.reset_at, b.reset_at);
+                prop_assert_eq!(inspect(&cleared, p, now), inspect(&empty, p, now));
+                prop_assert_eq!(cleared.is_empty(), empty.is_empty());
             }
         }
     }

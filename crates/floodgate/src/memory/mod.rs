@@ -40,6 +40,22 @@ use crate::store::{BucketInfo, Hit, Store, StoreResult};
 use crate::time::duration_micros;
 use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
 
+/// The bucket of the policy with fingerprint `fp`. The first is looked at in line (most keys have one policy),
+/// the others out of line: this keeps the hit path short.
+#[inline(always)]
+fn bucket_mut(buckets: &mut SmallVec<[Bucket; 1]>, fp: u64) -> Option<&mut Bucket> {
+    if buckets.first().is_some_and(|b| b.policy == fp) {
+        return buckets.first_mut();
+    }
+    other_bucket_mut(buckets, fp)
+}
+
+#[cold]
+#[inline(never)]
+fn other_bucket_mut(buckets: &mut SmallVec<[Bucket; 1]>, fp: u64) -> Option<&mut Bucket> {
+    buckets.iter_mut().find(|b| b.policy == fp)
+}
+
 /// One policy's state for one key.
 #[derive(Clone, Debug)]
 struct Bucket {
@@ -100,6 +116,8 @@ struct Inner<K> {
     shard_mask: u64,
     hasher: foldhash::fast::RandomState,
     clock: Arc<dyn Clock>,
+    /// A copy of `clock` when it is the [`SystemClock`], read without a virtual call on the hit path.
+    system_clock: Option<SystemClock>,
     expiry_us: u64,
     max_per_shard: usize,
     hook: Option<Hook<K>>,
@@ -197,6 +215,7 @@ impl<K> std::fmt::Debug for MemoryStore<K> {
 /// ```
 pub struct MemoryStoreBuilder<K = ByteKey> {
     clock: Arc<dyn Clock>,
+    system_clock: Option<SystemClock>,
     expiry: Duration,
     cleanup_interval: Option<Duration>,
     max_keys: Option<usize>,
@@ -211,6 +230,7 @@ impl<K> MemoryStoreBuilder<K> {
     pub fn key_type<K2>(self) -> MemoryStoreBuilder<K2> {
         MemoryStoreBuilder {
             clock: self.clock,
+            system_clock: self.system_clock,
             expiry: self.expiry,
             cleanup_interval: self.cleanup_interval,
             max_keys: self.max_keys,
@@ -258,6 +278,7 @@ impl<K> MemoryStoreBuilder<K> {
 
     /// The time source (default: [`SystemClock`]).
     pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.system_clock = (&clock as &dyn std::any::Any).downcast_ref::<SystemClock>().cloned();
         self.clock = Arc::new(clock);
         self
     }
@@ -304,6 +325,7 @@ impl<K> MemoryStoreBuilder<K> {
             shard_mask: (n - 1) as u64,
             hasher: foldhash::fast::RandomState::default(),
             clock: self.clock,
+            system_clock: self.system_clock,
             expiry_us: duration_micros(self.expiry),
             max_per_shard,
             hook: self.hook,
@@ -312,7 +334,7 @@ impl<K> MemoryStoreBuilder<K> {
         });
         if let Some(interval) = self.cleanup_interval {
             match Sweeper::start(Arc::downgrade(&inner), interval, |inner: &Inner<K>| {
-                inner.sweep(inner.clock.now().as_micros());
+                inner.sweep(inner.now().as_micros());
             }) {
                 Ok(s) => *inner.sweeper.lock() = Some(s),
                 Err(e) => {
@@ -337,8 +359,10 @@ impl MemoryStore<ByteKey> {
 
     /// A builder for a store with byte-string keys (change them with [`MemoryStoreBuilder::key_type`]).
     pub fn builder() -> MemoryStoreBuilder<ByteKey> {
+        let clock = SystemClock::new();
         MemoryStoreBuilder {
-            clock: Arc::new(SystemClock::new()),
+            clock: Arc::new(clock.clone()),
+            system_clock: Some(clock),
             expiry: Duration::ZERO,
             cleanup_interval: Some(Duration::from_secs(60)),
             max_keys: None,
@@ -397,7 +421,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
     {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
-        let now = inner.clock.now();
+        let now = inner.now();
         inner.apply_locked(&mut inner.shard(hash).table.lock(), hash, key, policy, op, cost, now)
     }
 
@@ -514,7 +538,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
     /// # Ok::<(), floodgate::PolicyError>(())
     /// ```
     pub fn sweep(&self) -> u64 {
-        self.inner.sweep(self.inner.clock.now().as_micros())
+        self.inner.sweep(self.inner.now().as_micros())
     }
 
     /// What the store holds and has dropped.
@@ -526,6 +550,17 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             evicted_expired: s.evicted_expired.load(Ordering::Relaxed),
             evicted_live: s.evicted_live.load(Ordering::Relaxed),
             hook_panics: s.hook_panics.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<K> Inner<K> {
+    /// The store clock's time; the system clock's without a virtual call.
+    #[inline(always)]
+    fn now(&self) -> Timestamp {
+        match &self.system_clock {
+            Some(clock) => clock.now(),
+            None => self.clock.now(),
         }
     }
 }
@@ -551,9 +586,10 @@ impl<K: Hash + Eq> Inner<K> {
         let fp = policy.fingerprint();
         let t = now.as_micros();
         let found = table.find_mut(hash, |e| key.is_key(&e.key));
-        if let Some(b) = found.and_then(|e| e.buckets.iter_mut().find(|b| b.policy == fp)) {
+        if let Some(b) = found.and_then(|e| bucket_mut(&mut e.buckets, fp)) {
             if b.expires <= t {
-                b.state = State::Empty;
+                // Emptied in place: an expired state is usually written again at once.
+                b.state.clear();
                 b.created = t;
             }
             let o = algorithm::step(&mut b.state, policy, op, cost, now);
@@ -839,15 +875,15 @@ where
     }
 
     async fn inspect(&self, id: &[u8], policy: &Policy) -> StoreResult<Option<BucketInfo>> {
-        Ok(self.inspect_at(id, policy, self.inner.clock.now()))
+        Ok(self.inspect_at(id, policy, self.inner.now()))
     }
 
     async fn delete_buckets(&self, id: &[u8]) -> StoreResult<u64> {
-        Ok(self.delete_at(id, self.inner.clock.now()))
+        Ok(self.delete_at(id, self.inner.now()))
     }
 
     async fn hit_all(&self, hits: &[Hit<'_>]) -> StoreResult<Vec<Decision>> {
-        Ok(self.hit_all_at(hits, self.inner.clock.now()))
+        Ok(self.hit_all_at(hits, self.inner.now()))
     }
 
     fn hit_all_is_atomic(&self) -> bool {
