@@ -84,6 +84,17 @@ async fn redis_decides_exactly_as_memory() {
     }
 }
 
+/// Calls the same `Store` method with the same arguments on Redis and on memory, asserts that both answer the
+/// same (the message and its arguments follow the call), and evaluates to the answer.
+macro_rules! both {
+    ($redis:expr, $memory:expr, $method:ident($($arg:expr),*), $($msg:tt)+) => {{
+        let r = $redis.$method($($arg),*).await.expect(concat!("redis ", stringify!($method)));
+        let m = $memory.$method($($arg),*).await.expect(concat!("memory ", stringify!($method)));
+        assert_eq!(r, m, $($msg)+);
+        r
+    }};
+}
+
 /// Runs `steps` random operations on `redis` and on a fresh memory store driven by `clock`, comparing each.
 pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, steps: usize) {
     let memory = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
@@ -107,9 +118,7 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
                     _ if huge => rng.below(cap / 3 + 1),
                     _ => 1 + rng.below(cap.min(4)),
                 };
-                let r = redis.hit(id, p, cost).await.expect("redis hit");
-                let m = memory.hit(id, p, cost).await.expect("memory hit");
-                assert_eq!(r, m, "hit cost {cost}: {}", ctx());
+                let r = both!(redis, memory, hit(id, p, cost), "hit cost {cost}: {}", ctx());
                 // (Up to a day: time must stay below 2^53 µs, see below.)
                 waits = [r.retry_after, Some(r.reset_after)]
                     .into_iter()
@@ -125,28 +134,20 @@ pub async fn differential(redis: &RedisStore, clock: &ManualClock, seed: u64, st
                     }
                     _ => rng.below(4),
                 };
-                let r = redis.inc(id, p, cost).await.expect("redis inc");
-                let m = memory.inc(id, p, cost).await.expect("memory inc");
-                assert_eq!(r, m, "inc cost {cost}: {}", ctx());
+                both!(redis, memory, inc(id, p, cost), "inc cost {cost}: {}", ctx());
             }
             60..=64 => {
                 let used = match rng.below(8) {
                     0 if p.algorithm() == Algorithm::SlidingLog => [MAX_RUN_UNITS + 7, u64::MAX][rng.below(2) as usize],
                     _ => rng.below(cap.min(1 << 40) + 2),
                 };
-                let r = redis.set(id, p, used).await.expect("redis set");
-                let m = memory.set(id, p, used).await.expect("memory set");
-                assert_eq!(r, m, "set {used}: {}", ctx());
+                both!(redis, memory, set(id, p, used), "set {used}: {}", ctx());
             }
             65..=74 => {
-                let r = redis.inspect(id, p).await.expect("redis inspect");
-                let m = memory.inspect(id, p).await.expect("memory inspect");
-                assert_eq!(r, m, "inspect: {}", ctx());
+                both!(redis, memory, inspect(id, p), "inspect: {}", ctx());
             }
             75..=76 => {
-                let r = redis.delete_buckets(id).await.expect("redis delete");
-                let m = memory.delete_buckets(id).await.expect("memory delete");
-                assert_eq!(r, m, "delete_buckets: {}", ctx());
+                both!(redis, memory, delete_buckets(id), "delete_buckets: {}", ctx());
             }
             // The clock only moves forward here: steps back are the conformance suite's and
             // `a_write_after_a_clock_step_back_keeps_state_alive`'s business (where the memory store differs).
@@ -205,9 +206,7 @@ async fn log_differential(seed: u64) {
                     2 => 1 + rng.below(cap),
                     _ => 1 + rng.below(cap.min(3)),
                 };
-                let r = redis.hit(id, p, cost).await.expect("redis hit");
-                let m = memory.hit(id, p, cost).await.expect("memory hit");
-                assert_eq!(r, m, "hit cost {cost}: {}", ctx());
+                let r = both!(redis, memory, hit(id, p, cost), "hit cost {cost}: {}", ctx());
                 waits = [r.retry_after, Some(r.reset_after)].into_iter().flatten().filter(|d| !d.is_zero()).collect();
             }
             55..=62 => {
@@ -215,9 +214,7 @@ async fn log_differential(seed: u64) {
                     0 => [MAX_RUN_UNITS, MAX_RUN_UNITS + 1, u64::MAX][rng.below(3) as usize],
                     _ => rng.below(4),
                 };
-                let r = redis.inc(id, p, cost).await.expect("redis inc");
-                let m = memory.inc(id, p, cost).await.expect("memory inc");
-                assert_eq!(r, m, "inc cost {cost}: {}", ctx());
+                let r = both!(redis, memory, inc(id, p, cost), "inc cost {cost}: {}", ctx());
                 waits = r.retry_after.into_iter().filter(|d| !d.is_zero()).collect();
             }
             63..=65 => {
@@ -225,19 +222,13 @@ async fn log_differential(seed: u64) {
                     0 => MAX_RUN_UNITS + rng.below(3),
                     _ => rng.below(cap + 2),
                 };
-                let r = redis.set(id, p, used).await.expect("redis set");
-                let m = memory.set(id, p, used).await.expect("memory set");
-                assert_eq!(r, m, "set {used}: {}", ctx());
+                both!(redis, memory, set(id, p, used), "set {used}: {}", ctx());
             }
             66..=73 => {
-                let r = redis.inspect(id, p).await.expect("redis inspect");
-                let m = memory.inspect(id, p).await.expect("memory inspect");
-                assert_eq!(r, m, "inspect: {}", ctx());
+                both!(redis, memory, inspect(id, p), "inspect: {}", ctx());
             }
             74 => {
-                let r = redis.delete_buckets(id).await.expect("redis delete");
-                let m = memory.delete_buckets(id).await.expect("memory delete");
-                assert_eq!(r, m, "delete_buckets: {}", ctx());
+                both!(redis, memory, delete_buckets(id), "delete_buckets: {}", ctx());
             }
             75..=79 if !waits.is_empty() => {
                 let w = waits[rng.below(waits.len() as u64) as usize];
