@@ -114,12 +114,11 @@ pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: 
 
 /// Usage at `now`, or `None` when the meter has drained.
 pub fn inspect(s: &MeterState, policy: &Policy, now: u64) -> Option<Usage> {
-    let (unit, burst) = (policy.meter_unit(), policy.capacity());
+    let (unit, cap) = (policy.meter_unit(), policy.meter_cap());
     let level = level_at(s, policy, now);
     if level == 0 {
         return None;
     }
-    let cap = burst * unit;
     Some(Usage {
         used: level.div_ceil(unit),
         remaining: policy.meter_units(cap.saturating_sub(level)),
