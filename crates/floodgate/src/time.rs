@@ -82,7 +82,7 @@ pub(crate) fn duration_micros(d: Duration) -> u64 {
 /// clock.advance(Duration::from_millis(250));
 /// assert_eq!(clock.now(), Timestamp::from_millis(10_250));
 /// ```
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: std::any::Any + Send + Sync {
     /// The current time.
     fn now(&self) -> Timestamp;
 }

@@ -21,6 +21,7 @@
 mod key;
 mod sweeper;
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -215,7 +216,6 @@ impl<K> std::fmt::Debug for MemoryStore<K> {
 /// ```
 pub struct MemoryStoreBuilder<K = ByteKey> {
     clock: Arc<dyn Clock>,
-    system_clock: Option<SystemClock>,
     expiry: Duration,
     cleanup_interval: Option<Duration>,
     max_keys: Option<usize>,
@@ -230,7 +230,6 @@ impl<K> MemoryStoreBuilder<K> {
     pub fn key_type<K2>(self) -> MemoryStoreBuilder<K2> {
         MemoryStoreBuilder {
             clock: self.clock,
-            system_clock: self.system_clock,
             expiry: self.expiry,
             cleanup_interval: self.cleanup_interval,
             max_keys: self.max_keys,
@@ -278,7 +277,6 @@ impl<K> MemoryStoreBuilder<K> {
 
     /// The time source (default: [`SystemClock`]).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.system_clock = (&clock as &dyn std::any::Any).downcast_ref::<SystemClock>().cloned();
         self.clock = Arc::new(clock);
         self
     }
@@ -324,8 +322,8 @@ impl<K> MemoryStoreBuilder<K> {
             shards,
             shard_mask: (n - 1) as u64,
             hasher: foldhash::fast::RandomState::default(),
+            system_clock: (&*self.clock as &dyn Any).downcast_ref::<SystemClock>().cloned(),
             clock: self.clock,
-            system_clock: self.system_clock,
             expiry_us: duration_micros(self.expiry),
             max_per_shard,
             hook: self.hook,
@@ -359,10 +357,8 @@ impl MemoryStore<ByteKey> {
 
     /// A builder for a store with byte-string keys (change them with [`MemoryStoreBuilder::key_type`]).
     pub fn builder() -> MemoryStoreBuilder<ByteKey> {
-        let clock = SystemClock::new();
         MemoryStoreBuilder {
-            clock: Arc::new(clock.clone()),
-            system_clock: Some(clock),
+            clock: Arc::new(SystemClock::new()),
             expiry: Duration::ZERO,
             cleanup_interval: Some(Duration::from_secs(60)),
             max_keys: None,
@@ -888,5 +884,20 @@ where
 
     fn hit_all_is_atomic(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    /// The hit path reads the system clock without a virtual call only when the store's clock is one.
+    #[test]
+    fn the_system_clock_is_recognised_and_no_other() {
+        assert!(MemoryStore::new().inner.system_clock.is_some());
+        assert!(MemoryStore::builder().clock(SystemClock::new()).build().inner.system_clock.is_some());
+        let manual = MemoryStore::builder().clock(ManualClock::new(Timestamp::EPOCH)).build();
+        assert!(manual.inner.system_clock.is_none());
     }
 }
