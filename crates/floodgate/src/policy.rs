@@ -486,6 +486,13 @@ impl Policy {
         level / self.unit_div
     }
 
+    /// Level drained in `elapsed` µs (`elapsed × drain`, saturating).
+    #[inline(always)]
+    pub(crate) fn meter_drained(&self, elapsed: u64) -> u64 {
+        // A drain of one a microsecond (the usual policy, see below) needs no multiplication.
+        if self.drain == 1 { elapsed } else { elapsed.saturating_mul(self.drain) }
+    }
+
     /// Microseconds for `excess` level to drain (`ceil(excess / drain)`).
     #[inline(always)]
     pub(crate) fn meter_drain_time(&self, excess: u64) -> u64 {

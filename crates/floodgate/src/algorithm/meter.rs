@@ -46,8 +46,7 @@ pub struct MeterState {
 fn level_at(s: &MeterState, policy: &Policy, now: u64) -> u64 {
     let unit = policy.meter_unit();
     let level = if s.unit == unit { s.level } else { rescale(s, unit) };
-    let drained = now.saturating_sub(s.last).saturating_mul(policy.meter_drain());
-    level.saturating_sub(drained)
+    level.saturating_sub(policy.meter_drained(now.saturating_sub(s.last)))
 }
 
 /// `s.level` in the scale of `unit`, rounding up (never fewer used units than were counted). Out of line: it
@@ -64,16 +63,36 @@ fn rescale(s: &MeterState, unit: u64) -> u64 {
 /// Applies an operation (see [`super::apply`]); `now` in µs.
 #[inline]
 pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Decision {
-    step(s, policy, op, cost, now).decision
+    step(s, policy, op, cost, now, false).decision
 }
 
-/// [`apply`], with the instant the meter has drained.
+/// [`apply`], with the instant the meter has drained. `expired`: the store found the state past its expiry,
+/// so it counts as empty (see [`super::step`]).
 // Always inlined into the memory store, which inlines it into its callers (see `MemoryStore::hit_sync`).
 #[inline(always)]
-pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -> Outcome {
+pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64, expired: bool) -> Outcome {
+    let (unit, burst, cap) = (policy.meter_unit(), policy.capacity(), policy.meter_cap());
+    // The usual call, a hit of 1 to `burst` units on a state this policy wrote, draining one unit a µs, has a
+    // path of its own with the fewest steps on the state: they wait on its load, a cache miss when keys are
+    // many, and the fewer they are, the sooner the CPU gets on to the next call. Everything is decided from
+    // the policy before the state is read, but for the state's two words.
+    if op == Op::Hit && policy.meter_drain() == 1 && cost.wrapping_sub(1) < burst && s.unit == unit {
+        let need = cost * unit; // at most `cap`: no overflow
+        let now = now.max(s.last);
+        let level = if expired { 0 } else { s.level.saturating_sub(now - s.last) };
+        let fits = level <= cap - need;
+        if fits {
+            s.level = level + need;
+            s.last = now;
+            return outcome(policy, true, level + need, need, now);
+        }
+        return outcome(policy, false, level, need, now);
+    }
+    if expired {
+        s.level = 0;
+    }
     // A clock that went backwards stands still at the latest time the state has seen.
     let now = now.max(s.last);
-    let (unit, burst, cap) = (policy.meter_unit(), policy.capacity(), policy.meter_cap());
     let mut level = level_at(s, policy, now);
     if op == Op::Hit && cost > burst {
         return over_capacity(policy, policy.meter_units(cap - level.min(cap)), policy.meter_drain_time(level), now);
@@ -96,7 +115,13 @@ pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: 
             *s = MeterState { level, last: now, unit };
         }
     }
-    let allowed = op == Op::Set || fits;
+    outcome(policy, op == Op::Set || fits, level, need, now)
+}
+
+/// The decision on a meter left at `level` by a call that needed `need` (in exact units) at `now`.
+#[inline(always)]
+fn outcome(policy: &Policy, allowed: bool, level: u64, need: u64, now: u64) -> Outcome {
+    let cap = policy.meter_cap();
     let retry_after = (!allowed).then(|| {
         let need = need.min(cap);
         Duration::from_micros(policy.meter_drain_time((level + need).saturating_sub(cap)))
@@ -104,7 +129,7 @@ pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: 
     let reset_after = policy.meter_drain_time(level);
     let decision = Decision {
         allowed,
-        limit: burst,
+        limit: policy.capacity(),
         remaining: policy.meter_units(cap.saturating_sub(level)),
         reset_after: Duration::from_micros(reset_after),
         retry_after,

@@ -183,7 +183,8 @@ impl LogState {
         }
     }
 
-    fn clear(&mut self) {
+    /// Forgets every run (the memory store empties an expired log in place, keeping its allocation).
+    pub(crate) fn clear(&mut self) {
         self.runs.clear();
         self.total = 0;
     }

@@ -583,13 +583,14 @@ impl<K: Hash + Eq> Inner<K> {
         let t = now.as_micros();
         let found = table.find_mut(hash, |e| key.is_key(&e.key));
         if let Some(b) = found.and_then(|e| bucket_mut(&mut e.buckets, fp)) {
-            if b.expires <= t {
-                // Emptied in place: an expired state is usually written again at once.
-                b.state.clear();
-                b.created = t;
-            }
-            let o = algorithm::step(&mut b.state, policy, op, cost, now);
+            // An expired state is emptied in place by `step`: it is usually written again at once.
+            let expired = b.expires <= t;
+            let o = algorithm::step(&mut b.state, policy, op, cost, now, expired);
             if op != Op::Hit || (o.decision.allowed && cost > 0) {
+                // An expired bucket that is not written stays expired: its creation matters only once it is.
+                if expired {
+                    b.created = t;
+                }
                 b.updated = t;
                 b.expires = self.expires(o.reset_at, t);
             }
@@ -599,7 +600,7 @@ impl<K: Hash + Eq> Inner<K> {
         // memory. The decision is made here, in line, and only the insertion is out of line: a decision
         // returned from a call would travel through memory, and the caller would pay for every field of it.
         let mut state = State::Empty;
-        let o = algorithm::step(&mut state, policy, op, cost, now);
+        let o = algorithm::step(&mut state, policy, op, cost, now, false);
         if !state.is_empty() {
             self.add(table, hash, key, policy, state, o.reset_at, t);
         }
