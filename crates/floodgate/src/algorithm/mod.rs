@@ -155,8 +155,10 @@ pub(crate) struct Outcome {
 /// [`apply`], with the instant the state is empty again: what the memory store keeps as a bucket's expiry.
 ///
 /// `expired` says the store found the state at or past its expiry: it is then treated as empty. A state of
-/// the policy's own kind is emptied in place (its counts go to zero, its kind and allocation stay), so the call
-/// writes it in place too; a property test checks that this decides and writes what [`State::Empty`] would.
+/// the policy's own kind is emptied in place (reset to its kind's empty value, keeping a log's allocation; a
+/// meter's level goes to zero, as its time and unit are only ever written with the bucket's expiry), so the
+/// call writes it in place too; a property test checks that this decides and writes what [`State::Empty`]
+/// would.
 // Always inlined: the stores call it once per hit, and a call would pass the outcome through memory. Each
 // branch knows its state's kind, so emptying an expired state needs no second dispatch on the kind.
 #[inline(always)]
@@ -174,7 +176,7 @@ pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: T
         Algorithm::FixedWindow => {
             if let State::Window(s) = state {
                 if expired {
-                    s.count = 0;
+                    *s = fixed_window::WindowState::default();
                 }
                 return fixed_window::step(s, policy, op, cost, now);
             }
@@ -186,7 +188,7 @@ pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: T
         Algorithm::SlidingWindow => {
             if let State::Sliding(s) = state {
                 if expired {
-                    (s.cur, s.prev) = (0, 0);
+                    *s = sliding_window::SlidingState::default();
                 }
                 return sliding_window::step(s, policy, op, cost, now);
             }
@@ -204,7 +206,8 @@ pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: T
         Algorithm::SlidingLog => {
             if let State::Log(s) = state {
                 if expired {
-                    s.clear();
+                    // Not only the runs: the log also keeps the latest time any call saw, peeks included.
+                    **s = sliding_log::LogState::default();
                 }
                 return sliding_log::step(s, policy, op, cost, now);
             }
@@ -326,6 +329,7 @@ mod tests {
             calls in prop::collection::vec((0u64..6, 0u64..3_000_000), 1..20),
             (op, cost, late, limit, window_s) in (0..3usize, 0u64..6, 0u64..5_000_000, 1u64..5, 1u64..4),
             first_limit in 1u64..5,
+            peek in prop::option::of(0u64..6_000_000),
         ) {
             // Limits that divide the window (a drain of one unit a µs) and limits that do not, on both sides.
             let policy = Policy::new(Algorithm::ALL[algorithm], first_limit, Duration::from_secs(2));
@@ -336,8 +340,14 @@ mod tests {
                 t += dt;
                 step(&mut state, &policy, Op::Hit, cost, Timestamp::from_micros(t), false);
             }
-            // The call comes at or after the reset, under this policy or another one (a named policy changed).
-            let now = Timestamp::from_micros(reset_at(&state, &policy).as_micros().max(t) + late);
+            // The call comes at or after the reset, under this policy or another one (a named policy changed),
+            // perhaps after a peek at a later time (a call the store keeps no expiry for), so the clock may
+            // have stepped back in between.
+            let reset = reset_at(&state, &policy).as_micros().max(t);
+            if let Some(peek) = peek {
+                step(&mut state, &policy, Op::Hit, 0, Timestamp::from_micros(reset + peek), false);
+            }
+            let now = Timestamp::from_micros(reset + late);
             let next = Policy::new(Algorithm::ALL[algorithm], limit, Duration::from_secs(window_s));
             let next = next.map_err(|e| TestCaseError::fail(e.to_string()))?;
             let op = [Op::Hit, Op::Force, Op::Set][op];

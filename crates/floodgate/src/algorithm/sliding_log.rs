@@ -183,8 +183,7 @@ impl LogState {
         }
     }
 
-    /// Forgets every run (the memory store empties an expired log in place, keeping its allocation).
-    pub(crate) fn clear(&mut self) {
+    fn clear(&mut self) {
         self.runs.clear();
         self.total = 0;
     }
