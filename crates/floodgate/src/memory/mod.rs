@@ -585,12 +585,13 @@ impl<K: Hash + Eq> Inner<K> {
         if let Some(b) = found.and_then(|e| bucket_mut(&mut e.buckets, fp)) {
             // An expired state is emptied in place by `step`: it is usually written again at once.
             let expired = b.expires <= t;
+            if expired {
+                // Created again by any call that finds it expired, written or not, as in Redis (a clock that
+                // steps back can bring an unwritten bucket back to life).
+                b.created = t;
+            }
             let o = algorithm::step(&mut b.state, policy, op, cost, now, expired);
             if op != Op::Hit || (o.decision.allowed && cost > 0) {
-                // An expired bucket that is not written stays expired: its creation matters only once it is.
-                if expired {
-                    b.created = t;
-                }
                 b.updated = t;
                 b.expires = self.expires(o.reset_at, t);
             }
