@@ -79,6 +79,7 @@ pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: 
     if op == Op::Hit && policy.meter_drain() == 1 && cost.wrapping_sub(1) < burst && s.unit == unit {
         let need = cost * unit; // at most `cap`: no overflow
         let now = now.max(s.last);
+        // `level_at` with the unit and drain known; calling it instead adds a branch the compiler keeps.
         let level = if expired { 0 } else { s.level.saturating_sub(now - s.last) };
         let fits = level <= cap - need;
         if fits {
