@@ -140,6 +140,10 @@ pub enum PolicyError {
     /// A policy name that is empty or longer than [`Policy::MAX_NAME_LEN`] bytes.
     #[error("policy name must be 1 to {max} bytes", max = Policy::MAX_NAME_LEN)]
     BadName,
+    /// A policy name that begins with an algorithm's name and a colon (`gcra:...`): that form is reserved for
+    /// the keys of unnamed policies ([`Policy::key`]), so a name can never share state with a definition.
+    #[error("policy name {0:?} begins with an algorithm's name and a colon, which is reserved for unnamed policies")]
+    ReservedName(String),
 }
 
 /// A rate-limit rule: `limit` units per `window`, decided by an [`Algorithm`].
@@ -179,6 +183,10 @@ pub struct Policy {
     drain: u64,
     /// `burst × unit`: the level a meter holds when full.
     meter_cap: u64,
+    /// The largest cost a meter's short path takes: `burst` for a meter draining one unit a µs, else 0.
+    meter_short_cost: u64,
+    /// The same for an unnamed meter only (its own state needs no check of the unit), else 0.
+    meter_short_cost_unnamed: u64,
     key: Arc<str>,
     fingerprint: u64,
     named: bool,
@@ -347,20 +355,27 @@ impl Policy {
     }
 
     /// Gives the policy a name: its state is then keyed by the name, so changing the numbers keeps live state
-    /// (see the type's docs). Names are 1 to [`MAX_NAME_LEN`](Self::MAX_NAME_LEN) bytes.
+    /// (see the type's docs). Names are 1 to [`MAX_NAME_LEN`](Self::MAX_NAME_LEN) bytes, and do not begin with
+    /// an algorithm's name and a colon: that form is the key of an unnamed policy.
     ///
     /// ```
-    /// use floodgate::Policy;
+    /// use floodgate::{Policy, PolicyError};
     /// use std::time::Duration;
     /// let p = Policy::gcra(5, Duration::from_secs(1))?.named("login")?;
     /// assert_eq!(p.name(), Some("login"));
     /// assert!(Policy::gcra(5, Duration::from_secs(1))?.named("").is_err());
+    /// let taken = Policy::gcra(5, Duration::from_secs(1))?.named("gcra:100/60000000us:b10");
+    /// assert!(matches!(taken, Err(PolicyError::ReservedName(_))));
+    /// assert!(Policy::gcra(5, Duration::from_secs(1))?.named("gcra-login").is_ok());
     /// # Ok::<(), floodgate::PolicyError>(())
     /// ```
     pub fn named(self, name: impl Into<Arc<str>>) -> Result<Self, PolicyError> {
         let name = name.into();
         if name.is_empty() || name.len() > Self::MAX_NAME_LEN {
             return Err(PolicyError::BadName);
+        }
+        if Algorithm::ALL.iter().any(|a| name.strip_prefix(a.name()).is_some_and(|rest| rest.starts_with(':'))) {
+            return Err(PolicyError::ReservedName(name.to_string()));
         }
         Self::build(self.algorithm, self.limit, self.window_us, self.burst, Some(name))
     }
@@ -392,6 +407,8 @@ impl Policy {
             unit,
             drain,
             meter_cap: burst.saturating_mul(unit),
+            meter_short_cost: if algorithm.is_meter() && drain == 1 { burst } else { 0 },
+            meter_short_cost_unnamed: if algorithm.is_meter() && drain == 1 && !named { burst } else { 0 },
             key,
             fingerprint,
             named,
@@ -465,6 +482,22 @@ impl Policy {
     #[inline(always)]
     pub(crate) fn meter_cap(&self) -> u64 {
         self.meter_cap
+    }
+
+    /// Whether a hit of `cost` may take a meter's short path (see `meter::short_hit`) on a state written in
+    /// this policy's unit: the policy is a meter draining one unit a µs, and `cost` is 1 to `burst`. One
+    /// comparison, decided before any state is read.
+    #[inline(always)]
+    pub(crate) fn meter_short(&self, cost: u64) -> bool {
+        cost.wrapping_sub(1) < self.meter_short_cost
+    }
+
+    /// [`meter_short`](Self::meter_short), and the policy is unnamed: its fingerprint hashes its whole
+    /// definition, so a state found under it was written in its unit (names cannot take the form of
+    /// definitions: see [`PolicyError::ReservedName`]).
+    #[inline(always)]
+    pub(crate) fn meter_short_unnamed(&self, cost: u64) -> bool {
+        cost.wrapping_sub(1) < self.meter_short_cost_unnamed
     }
 
     /// `now % window` (µs).

@@ -72,23 +72,6 @@ pub fn apply(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64) -
 #[inline(always)]
 pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: u64, expired: bool) -> Outcome {
     let (unit, burst, cap) = (policy.meter_unit(), policy.capacity(), policy.meter_cap());
-    // The usual call, a hit of 1 to `burst` units on a state this policy wrote, draining one unit a µs, has a
-    // path of its own with the fewest steps on the state: they wait on its load, a cache miss when keys are
-    // many, and the fewer they are, the sooner the CPU gets on to the next call. Everything is decided from
-    // the policy before the state is read, but for the state's two words.
-    if op == Op::Hit && policy.meter_drain() == 1 && cost.wrapping_sub(1) < burst && s.unit == unit {
-        let need = cost * unit; // at most `cap`: no overflow
-        let now = now.max(s.last);
-        // `level_at` with the unit and drain known; calling it instead adds a branch the compiler keeps.
-        let level = if expired { 0 } else { s.level.saturating_sub(now - s.last) };
-        let fits = level <= cap - need;
-        if fits {
-            s.level = level + need;
-            s.last = now;
-            return outcome(policy, true, level + need, need, now);
-        }
-        return outcome(policy, false, level, need, now);
-    }
     if expired {
         s.level = 0;
     }
@@ -116,18 +99,39 @@ pub(crate) fn step(s: &mut MeterState, policy: &Policy, op: Op, cost: u64, now: 
             *s = MeterState { level, last: now, unit };
         }
     }
-    outcome(policy, op == Op::Set || fits, level, need, now)
+    outcome::<false>(policy, op == Op::Set || fits, level, need, now)
+}
+
+/// The usual call, a hit of 1 to `burst` units on a state this policy wrote ([`Policy::meter_short`] holds and
+/// the state's unit is the policy's), with a path of its own: the fewest steps on the state. They wait on the
+/// state's load, a cache miss when keys are many, and the fewer they are, the sooner the CPU gets on to the next
+/// call. Everything is decided from the policy before the state is read, but for the state's two words.
+#[inline(always)]
+pub(crate) fn short_hit(s: &mut MeterState, policy: &Policy, cost: u64, now: u64, expired: bool) -> Outcome {
+    let need = cost * policy.meter_unit(); // at most `cap`: no overflow
+    let room = policy.meter_cap() - need;
+    let now = now.max(s.last);
+    // `level_at` with the unit and drain known; calling it instead adds a branch the compiler keeps.
+    let level = if expired { 0 } else { s.level.saturating_sub(now - s.last) };
+    if level <= room {
+        s.level = level + need;
+        s.last = now;
+        return outcome::<true>(policy, true, level + need, need, now);
+    }
+    outcome::<true>(policy, false, level, need, now)
 }
 
 /// The decision on a meter left at `level` by a call that needed `need` (in exact units) at `now`.
+/// `DRAIN_ONE`: the caller knows the policy drains one unit a µs, so a drain time is the level itself.
 #[inline(always)]
-fn outcome(policy: &Policy, allowed: bool, level: u64, need: u64, now: u64) -> Outcome {
+fn outcome<const DRAIN_ONE: bool>(policy: &Policy, allowed: bool, level: u64, need: u64, now: u64) -> Outcome {
+    let drain_time = |excess: u64| if DRAIN_ONE { excess } else { policy.meter_drain_time(excess) };
     let cap = policy.meter_cap();
     let retry_after = (!allowed).then(|| {
         let need = need.min(cap);
-        Duration::from_micros(policy.meter_drain_time((level + need).saturating_sub(cap)))
+        Duration::from_micros(drain_time((level + need).saturating_sub(cap)))
     });
-    let reset_after = policy.meter_drain_time(level);
+    let reset_after = drain_time(level);
     let decision = Decision {
         allowed,
         limit: policy.capacity(),

@@ -141,7 +141,7 @@ pub struct Usage {
 /// ```
 #[inline]
 pub fn apply(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp) -> Decision {
-    step(state, policy, op, cost, now, false).decision
+    step(state, policy, op, cost, now, false, false).decision
 }
 
 /// A decision, and the first instant at which the state the call left is empty again (µs since the epoch):
@@ -154,6 +154,10 @@ pub(crate) struct Outcome {
 
 /// [`apply`], with the instant the state is empty again: what the memory store keeps as a bucket's expiry.
 ///
+/// `own` says the state was found under this policy's fingerprint (the memory store): an unnamed policy's
+/// fingerprint hashes its whole definition, so its state was written by this very definition and a meter's unit
+/// needs no check. [`apply`] knows nothing of where a state came from and passes `false`.
+///
 /// `expired` says the store found the state at or past its expiry: it is then treated as empty. A state of
 /// the policy's own kind is emptied in place (reset to its kind's empty value, keeping a log's allocation; a
 /// meter's level goes to zero, as its time and unit are only ever written with the bucket's expiry), so the
@@ -162,11 +166,28 @@ pub(crate) struct Outcome {
 // Always inlined: the stores call it once per hit, and a call would pass the outcome through memory. Each
 // branch knows its state's kind, so emptying an expired state needs no second dispatch on the kind.
 #[inline(always)]
-pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: Timestamp, expired: bool) -> Outcome {
+pub(crate) fn step(
+    state: &mut State,
+    policy: &Policy,
+    op: Op,
+    cost: u64,
+    now: Timestamp,
+    own: bool,
+    expired: bool,
+) -> Outcome {
     let now = now.as_micros();
     // A state of the policy's own kind is updated in place; any other (none yet, or another algorithm's after
     // a named policy changed) is replaced by the algorithm's empty state first. The meters, the usual choice,
     // are tested for first, with no jump through a table.
+    // The usual call first: a hit on a meter's state written in the policy's unit (see `meter::short_hit`).
+    // The unit needs no check on an unnamed policy's own state (see `own`); a named policy's definition may
+    // have changed since its state was written.
+    if op == Op::Hit
+        && let State::Meter(s) = state
+        && ((own && policy.meter_short_unnamed(cost)) || (policy.meter_short(cost) && s.unit == policy.meter_unit()))
+    {
+        return meter::short_hit(s, policy, cost, now, expired);
+    }
     if policy.algorithm().is_meter()
         && let State::Meter(s) = state
     {
@@ -198,7 +219,9 @@ pub(crate) fn step(state: &mut State, policy: &Policy, op: Op, cost: u64, now: T
             o
         }
         Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra => {
-            let mut s = meter::MeterState::default();
+            // In the policy's unit from the start, even if this call leaves it empty: a policy's own state is
+            // always in its unit (see `own`).
+            let mut s = meter::MeterState { unit: policy.meter_unit(), ..meter::MeterState::default() };
             let o = meter::step(&mut s, policy, op, cost, now, false);
             *state = State::Meter(s);
             o
@@ -313,10 +336,48 @@ mod tests {
                 let policy = Policy::new(Algorithm::ALL[algorithm], limit, window).and_then(|p| p.named("p"));
                 let policy = policy.map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let op = [Op::Hit, Op::Force, Op::Set][op];
-                let o = step(&mut state, &policy, op, cost, Timestamp::from_micros(t as u64), false);
+                let o = step(&mut state, &policy, op, cost, Timestamp::from_micros(t as u64), false, false);
                 if op != Op::Hit || (o.decision.allowed && cost > 0) {
                     prop_assert_eq!(o.reset_at, reset_at(&state, &policy).as_micros(), "{:?} cost {} at {}", op, cost, t);
                 }
+            }
+        }
+
+        /// The memory store passes `own` for a state it found under the policy's fingerprint, and a meter's short
+        /// path then skips the check of the state's unit for an unnamed policy. That is sound only if a policy's
+        /// own state is always in its unit: a call with `own` must decide, report and write exactly what the
+        /// same call without it does, whatever the calls before it (costs past the burst, forced and set
+        /// levels, peeks, a clock that steps back), also when a named policy's definition changes between
+        /// calls (an unnamed policy's state is never found by another definition).
+        #[test]
+        fn a_policys_own_state_needs_no_unit_check(
+            algorithm in 0..Algorithm::ALL.len(),
+            defs in prop::collection::vec((1u64..7, 1u64..4, prop::option::of(1u64..9)), 2),
+            named in any::<bool>(),
+            calls in prop::collection::vec((0..3usize, 0u64..10, -2_000_000i64..3_000_000, 0..2usize), 1..40),
+        ) {
+            let mut policies = Vec::new();
+            for (limit, window_s, burst) in defs {
+                let mut p = Policy::new(Algorithm::ALL[algorithm], limit, Duration::from_secs(window_s));
+                if let Some(b) = burst.filter(|_| Algorithm::ALL[algorithm].is_meter()) {
+                    p = p.and_then(|p| p.with_burst(b));
+                }
+                if named {
+                    p = p.and_then(|p| p.named("p"));
+                }
+                policies.push(p.map_err(|e| TestCaseError::fail(e.to_string()))?);
+            }
+            let (mut own, mut other) = (State::Empty, State::Empty);
+            let mut t = 1_000_000_000i64;
+            for (op, cost, dt, which) in calls {
+                t = (t + dt).max(0);
+                let (op, now) = ([Op::Hit, Op::Force, Op::Set][op], Timestamp::from_micros(t as u64));
+                let policy = &policies[if named { which } else { 0 }];
+                let a = step(&mut own, policy, op, cost, now, true, false);
+                let b = step(&mut other, policy, op, cost, now, false, false);
+                prop_assert_eq!(a.decision, b.decision, "{:?} cost {} at {} under {}", op, cost, t, policy.key());
+                prop_assert_eq!(a.reset_at, b.reset_at);
+                prop_assert_eq!(&own, &other);
             }
         }
 
@@ -338,14 +399,14 @@ mod tests {
             let mut t = 1_000_000_000u64;
             for (cost, dt) in calls {
                 t += dt;
-                step(&mut state, &policy, Op::Hit, cost, Timestamp::from_micros(t), false);
+                step(&mut state, &policy, Op::Hit, cost, Timestamp::from_micros(t), false, false);
             }
             // The call comes at or after the reset, under this policy or another one (a named policy changed),
             // perhaps after a peek at a later time (a call the store keeps no expiry for), so the clock may
             // have stepped back in between.
             let reset = reset_at(&state, &policy).as_micros().max(t);
             if let Some(peek) = peek {
-                step(&mut state, &policy, Op::Hit, 0, Timestamp::from_micros(reset + peek), false);
+                step(&mut state, &policy, Op::Hit, 0, Timestamp::from_micros(reset + peek), false, false);
             }
             let now = Timestamp::from_micros(reset + late);
             let next = Policy::new(Algorithm::ALL[algorithm], limit, Duration::from_secs(window_s));
@@ -353,7 +414,7 @@ mod tests {
             let op = [Op::Hit, Op::Force, Op::Set][op];
             for p in [&policy, &next] {
                 let (mut cleared, mut empty) = (state.clone(), State::Empty);
-                let (a, b) = (step(&mut cleared, p, op, cost, now, true), step(&mut empty, p, op, cost, now, false));
+                let (a, b) = (step(&mut cleared, p, op, cost, now, false, true), step(&mut empty, p, op, cost, now, false, false));
                 prop_assert_eq!(a.decision, b.decision);
                 prop_assert_eq!(a.reset_at, b.reset_at);
                 prop_assert_eq!(inspect(&cleared, p, now), inspect(&empty, p, now));

@@ -590,7 +590,7 @@ impl<K: Hash + Eq> Inner<K> {
                 // steps back can bring an unwritten bucket back to life).
                 b.created = t;
             }
-            let o = algorithm::step(&mut b.state, policy, op, cost, now, expired);
+            let o = algorithm::step(&mut b.state, policy, op, cost, now, true, expired);
             if op != Op::Hit || (o.decision.allowed && cost > 0) {
                 b.updated = t;
                 b.expires = self.expires(o.reset_at, t);
@@ -601,7 +601,7 @@ impl<K: Hash + Eq> Inner<K> {
         // memory. The decision is made here, in line, and only the insertion is out of line: a decision
         // returned from a call would travel through memory, and the caller would pay for every field of it.
         let mut state = State::Empty;
-        let o = algorithm::step(&mut state, policy, op, cost, now, false);
+        let o = algorithm::step(&mut state, policy, op, cost, now, true, false);
         if !state.is_empty() {
             self.add(table, hash, key, policy, state, o.reset_at, t);
         }
