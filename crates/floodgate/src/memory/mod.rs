@@ -18,6 +18,7 @@
 //! **Memory.** About 120 bytes per key with one policy and a key of up to 24 bytes; see `BENCHMARKS.md` for
 //! the measurement at one million keys.
 
+mod buckets;
 mod key;
 mod sweeper;
 
@@ -31,8 +32,8 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
-use smallvec::SmallVec;
 
+use buckets::{Bucket, Buckets};
 pub use key::{ByteKey, ToKey};
 use sweeper::Sweeper;
 
@@ -41,36 +42,9 @@ use crate::store::{BucketInfo, Hit, Store, StoreResult};
 use crate::time::duration_micros;
 use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
 
-/// The bucket of the policy with fingerprint `fp`. The first is looked at in line (most keys have one policy),
-/// the others out of line: this keeps the hit path short.
-#[inline(always)]
-fn bucket_mut(buckets: &mut SmallVec<[Bucket; 1]>, fp: u64) -> Option<&mut Bucket> {
-    if buckets.first().is_some_and(|b| b.policy == fp) {
-        return buckets.first_mut();
-    }
-    other_bucket_mut(buckets, fp)
-}
-
-#[cold]
-#[inline(never)]
-fn other_bucket_mut(buckets: &mut SmallVec<[Bucket; 1]>, fp: u64) -> Option<&mut Bucket> {
-    buckets.iter_mut().find(|b| b.policy == fp)
-}
-
-/// One policy's state for one key.
-#[derive(Clone, Debug)]
-struct Bucket {
-    policy: u64,
-    state: State,
-    created: u64,
-    updated: u64,
-    /// When the bucket may be forgotten: its state is empty and `expiry` has passed since `updated`.
-    expires: u64,
-}
-
 struct Entry<K> {
     key: K,
-    buckets: SmallVec<[Bucket; 1]>,
+    buckets: Buckets,
 }
 
 #[repr(align(64))]
@@ -471,7 +445,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
         let table = inner.shard(hash).table.lock();
         let t = now.as_micros();
         let entry = table.find(hash, |e| e.key.borrow() == key)?;
-        let b = entry.buckets.iter().find(|b| b.policy == policy.fingerprint() && b.expires > t)?;
+        let b = entry.buckets.get(policy.fingerprint()).filter(|b| b.expires > t)?;
         let usage = algorithm::inspect(&b.state, policy, now)?;
         Some(BucketInfo {
             used: usage.used,
@@ -582,7 +556,7 @@ impl<K: Hash + Eq> Inner<K> {
         let fp = policy.fingerprint();
         let t = now.as_micros();
         let found = table.find_mut(hash, |e| key.is_key(&e.key));
-        if let Some(b) = found.and_then(|e| bucket_mut(&mut e.buckets, fp)) {
+        if let Some(b) = found.and_then(|e| e.buckets.get_mut(fp)) {
             // An expired state is emptied in place by `step`: it is usually written again at once.
             let expired = b.expires <= t;
             if expired {
@@ -633,9 +607,8 @@ impl<K: Hash + Eq> Inner<K> {
             if table.len() >= self.max_per_shard {
                 self.make_room(table, t);
             }
-            let mut buckets = SmallVec::new();
-            buckets.push(bucket);
-            table.insert_unique(hash, Entry { key: key.to_key(), buckets }, |e| self.hasher.hash_one(&e.key));
+            let entry = Entry { key: key.to_key(), buckets: Buckets::new(bucket) };
+            table.insert_unique(hash, entry, |e| self.hasher.hash_one(&e.key));
         }
         self.remember(hash, policy);
     }
@@ -645,7 +618,7 @@ impl<K: Hash + Eq> Inner<K> {
     where
         K: Borrow<[u8]>,
     {
-        table.find(hash, |e| e.key.borrow() == key)?.buckets.iter().find(|b| b.policy == fp).cloned()
+        table.find(hash, |e| e.key.borrow() == key)?.buckets.get(fp).cloned()
     }
 
     /// Puts back what [`snapshot`](Self::snapshot) saw: the old bucket, or no bucket (and no key, if it was new).
@@ -658,11 +631,10 @@ impl<K: Hash + Eq> Inner<K> {
             return;
         };
         let buckets = &mut entry.get_mut().buckets;
-        match (buckets.iter().position(|b| b.policy == fp), old) {
-            (Some(i), Some(b)) => buckets[i] = b,
-            (Some(i), None) => {
-                buckets.swap_remove(i);
-                if buckets.is_empty() {
+        match (buckets.get_mut(fp), old) {
+            (Some(now), Some(b)) => *now = b,
+            (Some(_), None) => {
+                if !buckets.retain(|b| b.policy != fp, drop) {
                     entry.remove();
                 }
             }
@@ -713,20 +685,15 @@ impl<K: Hash + Eq> Inner<K> {
             {
                 let mut table = shard.table.lock();
                 table.retain(|e| {
-                    let mut i = 0;
-                    while i < e.buckets.len() {
-                        if e.buckets[i].expires > now {
-                            i += 1;
-                            continue;
-                        }
-                        // Order among an entry's buckets does not matter: move the expired one out.
-                        let b = e.buckets.swap_remove(i);
-                        dropped += 1;
-                        if let Some(hook) = &self.hook {
-                            expired.push(((hook.clone_key)(&e.key), b));
-                        }
-                    }
-                    !e.buckets.is_empty()
+                    e.buckets.retain(
+                        |b| b.expires > now,
+                        |b| {
+                            dropped += 1;
+                            if let Some(hook) = &self.hook {
+                                expired.push(((hook.clone_key)(&e.key), b));
+                            }
+                        },
+                    )
                 });
             }
             if let Some(hook) = &self.hook
