@@ -176,18 +176,17 @@ pub(crate) fn step(
     expired: bool,
 ) -> Outcome {
     let now = now.as_micros();
-    // A state of the policy's own kind is updated in place; any other (none yet, or another algorithm's after
-    // a named policy changed) is replaced by the algorithm's empty state first. The meters, the usual choice,
-    // are tested for first, with no jump through a table.
-    // The usual call first: a hit on a meter's state written in the policy's unit (see `meter::short_hit`).
-    // The unit needs no check on an unnamed policy's own state (see `own`); a named policy's definition may
-    // have changed since its state was written.
+    // The usual call first, with no jump through a table: a hit on a meter's state written in the policy's
+    // unit (see `meter::short_hit`). The unit needs no check on an unnamed policy's own state (see `own`); a
+    // named policy's definition may have changed since its state was written.
     if op == Op::Hit
         && let State::Meter(s) = state
         && ((own && policy.meter_short_unnamed(cost)) || (policy.meter_short(cost) && s.unit == policy.meter_unit()))
     {
         return meter::short_hit(s, policy, cost, now, expired);
     }
+    // A state of the policy's own kind is updated in place; any other (none yet, or another algorithm's after
+    // a named policy changed) is replaced by the algorithm's empty state first.
     if policy.algorithm().is_meter()
         && let State::Meter(s) = state
     {
@@ -412,9 +411,10 @@ mod tests {
             let next = Policy::new(Algorithm::ALL[algorithm], limit, Duration::from_secs(window_s));
             let next = next.map_err(|e| TestCaseError::fail(e.to_string()))?;
             let op = [Op::Hit, Op::Force, Op::Set][op];
-            for p in [&policy, &next] {
+            // The store passes `own` for the policy that wrote the state (these are unnamed), and not for another.
+            for (p, own) in [(&policy, true), (&policy, false), (&next, false)] {
                 let (mut cleared, mut empty) = (state.clone(), State::Empty);
-                let (a, b) = (step(&mut cleared, p, op, cost, now, false, true), step(&mut empty, p, op, cost, now, false, false));
+                let (a, b) = (step(&mut cleared, p, op, cost, now, own, true), step(&mut empty, p, op, cost, now, false, false));
                 prop_assert_eq!(a.decision, b.decision);
                 prop_assert_eq!(a.reset_at, b.reset_at);
                 prop_assert_eq!(inspect(&cleared, p, now), inspect(&empty, p, now));
