@@ -374,7 +374,7 @@ impl Policy {
         if name.is_empty() || name.len() > Self::MAX_NAME_LEN {
             return Err(PolicyError::BadName);
         }
-        if Algorithm::ALL.iter().any(|a| name.strip_prefix(a.name()).is_some_and(|rest| rest.starts_with(':'))) {
+        if name.split_once(':').is_some_and(|(head, _)| head.parse::<Algorithm>().is_ok()) {
             return Err(PolicyError::ReservedName(name.to_string()));
         }
         Self::build(self.algorithm, self.limit, self.window_us, self.burst, Some(name))
