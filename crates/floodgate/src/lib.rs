@@ -66,7 +66,7 @@ mod time;
 pub use algorithm::Op;
 pub use decision::Decision;
 pub use limiter::{Limiter, LimiterError};
-pub use memory::{Expired, MemoryStore, MemoryStoreBuilder};
+pub use memory::{Expired, MemoryStore, MemoryStoreBuilder, WhenFull};
 pub use policy::{Algorithm, Policy, PolicyError};
 pub use store::{BoxFuture, BoxStore, BucketInfo, DynStore, Hit, Store, StoreError, StoreResult};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

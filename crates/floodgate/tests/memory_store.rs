@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use floodgate::algorithm::Op;
-use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+use floodgate::{Hit, ManualClock, MemoryStore, Policy, Timestamp, WhenFull};
 
 fn start() -> ManualClock {
     ManualClock::new(Timestamp::from_secs(1_800_000_000))
@@ -82,7 +82,13 @@ fn a_full_store_drops_expired_keys_first() {
 #[test]
 fn a_full_store_of_live_keys_evicts_the_nearest_to_reset_and_counts_it() {
     let clock = start();
-    let store = MemoryStore::builder().clock(clock.clone()).shards(1).max_keys(Some(80)).cleanup_interval(None).build();
+    let store = MemoryStore::builder()
+        .clock(clock.clone())
+        .shards(1)
+        .max_keys(Some(80))
+        .when_full(WhenFull::EvictLive)
+        .cleanup_interval(None)
+        .build();
     let long = Policy::fixed_window(2, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"));
     let short = policy();
     for i in 0..40u32 {
@@ -98,6 +104,56 @@ fn a_full_store_of_live_keys_evicts_the_nearest_to_reset_and_counts_it() {
     for i in 0..40u32 {
         assert_eq!(store.hit_sync(&i.to_be_bytes()[..], &long, 0).remaining, 1, "long-lived key {i} lost its state");
     }
+}
+
+/// Issue 19, defect 1: a flood of new keys must never reset the count of a key that is over its limit. Before
+/// the fix the store evicted live keys to make room, and most exhausted victims were admitted again.
+#[test]
+fn a_flood_of_new_keys_never_readmits_an_exhausted_key() {
+    let clock = start();
+    let store = MemoryStore::builder().clock(clock.clone()).max_keys(Some(10_000)).cleanup_interval(None).build();
+    let p = Policy::fixed_window(100, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let victims: Vec<Vec<u8>> = (0..20u32).map(|i| format!("victim:{i}").into_bytes()).collect();
+    for v in &victims {
+        for _ in 0..100 {
+            assert!(store.hit_sync(&v[..], &p, 1).allowed);
+        }
+        assert!(!store.hit_sync(&v[..], &p, 1).allowed);
+    }
+    let mut refused = 0u64;
+    for i in 0..100_000u32 {
+        let d = store.hit_sync(format!("attacker:{i}").as_bytes(), &p, 1);
+        if !d.allowed {
+            refused += 1;
+            // A refused key learns when room frees: when the shard's first key's window ends.
+            assert!(d.retry_after.is_some_and(|r| r <= Duration::from_secs(60)), "{d:?}");
+        }
+    }
+    let admitted = victims.iter().filter(|v| store.hit_sync(&v[..], &p, 1).allowed).count();
+    assert_eq!(admitted, 0, "exhausted victims admitted again after the flood");
+    let stats = store.stats();
+    assert!(stats.keys <= 10_000 + 64, "{stats:?}");
+    assert_eq!(stats.evicted_live, 0, "{stats:?}");
+    assert_eq!(stats.refused_full, refused, "{stats:?}");
+    assert!(refused >= 89_000, "{stats:?}");
+    // When the window ends, the keys expire and new keys are admitted again.
+    clock.advance(Duration::from_secs(60));
+    assert!(store.hit_sync(&b"latecomer"[..], &p, 1).allowed);
+}
+
+/// Under `WhenFull::RefuseNew`, a batch with a key that finds no room is denied as a whole, and no other key
+/// of the batch keeps a hit.
+#[test]
+fn a_batch_with_a_refused_new_key_counts_nothing() {
+    let clock = start();
+    let store = MemoryStore::builder().clock(clock).shards(1).max_keys(Some(2)).cleanup_interval(None).build();
+    let p = policy();
+    assert!(store.hit_sync(&b"a"[..], &p, 1).allowed);
+    assert!(store.hit_sync(&b"b"[..], &p, 1).allowed);
+    let batch = [Hit { id: b"a", policy: &p, cost: 1 }, Hit { id: b"c", policy: &p, cost: 1 }];
+    let ds = store.hit_all_at(&batch, store.clock().now());
+    assert!(!ds[1].allowed, "{ds:?}");
+    assert_eq!(store.hit_sync(&b"a"[..], &p, 0).remaining, policy().limit() - 1);
 }
 
 #[test]

@@ -10,10 +10,15 @@
 //! (Hammer's `expiry_ms`) keeps an idle bucket at least that long after its last update, but never forgets
 //! live state early, so unlike Hammer's a short `expiry` cannot let a key past its limit.
 //!
-//! **Bounded keys.** With `max_keys`, a full shard first drops its expired buckets; if that frees too little,
-//! it evicts the live keys nearest to their reset (an eighth of the shard at once, so the cost is amortised).
-//! An evicted key starts again from empty, which can admit more than its limit: every such eviction is counted
-//! in [`MemoryStats::evicted_live`] and logged, never silent.
+//! **Bounded keys.** With `max_keys`, a full shard first drops its expired buckets. If that frees nothing,
+//! what happens is [`WhenFull`]'s choice:
+//! - [`WhenFull::RefuseNew`] (the default): no live key is ever dropped, so a bound can never turn into a
+//!   bypass. A hit of a key the store has no room for is denied, with `retry_after` the time until the shard's
+//!   first key expires (counted in [`MemoryStats::refused_full`]). A flood of new keys can then keep other new
+//!   keys out until room frees, but it can never reset the count of a key that is already there.
+//! - [`WhenFull::EvictLive`]: the live keys nearest to their reset are evicted (an eighth of the shard at
+//!   once, so the cost is amortised). An evicted key starts again from empty, which can admit more than its
+//!   limit: availability over strictness, counted in [`MemoryStats::evicted_live`] and logged.
 //!
 //! **Memory.** About 120 bytes per key with one policy and a key of up to 24 bytes; see `BENCHMARKS.md` for
 //! the measurement at one million keys.
@@ -50,6 +55,9 @@ struct Entry<K> {
 #[repr(align(64))]
 struct Shard<K> {
     table: Mutex<HashTable<Entry<K>>>,
+    /// Under [`WhenFull::RefuseNew`]: until when (µs) a full shard is known to have no room, so a flood of new
+    /// keys is refused without a scan each. Read and written under the table's lock.
+    full_until: AtomicU64,
     /// Policy keys by fingerprint, kept only when an expiry hook is set (so the hook can name the policy).
     policies: Mutex<HashMap<u64, Arc<str>>>,
 }
@@ -95,6 +103,7 @@ struct Inner<K> {
     system_clock: Option<SystemClock>,
     expiry_us: u64,
     max_per_shard: usize,
+    when_full: WhenFull,
     hook: Option<Hook<K>>,
     stats: Counters,
     sweeper: Mutex<Option<Sweeper>>,
@@ -105,7 +114,38 @@ struct Counters {
     swept: AtomicU64,
     evicted_expired: AtomicU64,
     evicted_live: AtomicU64,
+    refused_full: AtomicU64,
     hook_panics: AtomicU64,
+}
+
+/// What a store bounded by [`max_keys`](MemoryStoreBuilder::max_keys) does when a new key finds its shard full
+/// of live keys (expired ones are always dropped first). See the [module docs](self).
+///
+/// ```
+/// use floodgate::memory::WhenFull;
+/// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(Timestamp::from_secs(100));
+/// let store = MemoryStore::builder().clock(clock.clone()).shards(1).max_keys(Some(1)).build();
+/// let policy = Policy::fixed_window(1, Duration::from_secs(10))?;
+/// assert!(store.hit_sync(&b"victim"[..], &policy, 1).allowed);
+/// // The store is full: a new key is refused until the victim's window ends; the victim stays counted.
+/// let refused = store.hit_sync(&b"attacker"[..], &policy, 1);
+/// assert_eq!((refused.allowed, refused.retry_after), (false, Some(Duration::from_secs(10))));
+/// assert!(!store.hit_sync(&b"victim"[..], &policy, 1).allowed);
+/// assert_eq!(store.stats().refused_full, 1);
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Deny the new key's hits until a key of its shard expires; never drop live state (the default).
+    #[default]
+    RefuseNew,
+    /// Evict the live keys nearest to their reset. An evicted key starts again from empty and may admit more
+    /// than its limit: every such eviction is counted in [`MemoryStats::evicted_live`].
+    EvictLive,
 }
 
 /// Counters of what the store has dropped, and how big it is.
@@ -131,8 +171,12 @@ pub struct MemoryStats {
     pub swept: u64,
     /// Expired buckets dropped to make room under `max_keys`.
     pub evicted_expired: u64,
-    /// Live keys evicted under `max_keys`: each may later admit more than its limit, so watch this.
+    /// Live keys evicted under `max_keys` ([`WhenFull::EvictLive`] only): each may later admit more than its
+    /// limit, so watch this.
     pub evicted_live: u64,
+    /// Hits (and other writes) of new keys denied because their shard was full of live keys
+    /// ([`WhenFull::RefuseNew`]).
+    pub refused_full: u64,
     /// Calls of the expiry hook that panicked (the sweep went on; those batches were dropped).
     pub hook_panics: u64,
 }
@@ -193,6 +237,7 @@ pub struct MemoryStoreBuilder<K = ByteKey> {
     expiry: Duration,
     cleanup_interval: Option<Duration>,
     max_keys: Option<usize>,
+    when_full: WhenFull,
     shards: Option<usize>,
     hook: Option<Hook<K>>,
     _key: std::marker::PhantomData<fn() -> K>,
@@ -207,6 +252,7 @@ impl<K> MemoryStoreBuilder<K> {
             expiry: self.expiry,
             cleanup_interval: self.cleanup_interval,
             max_keys: self.max_keys,
+            when_full: self.when_full,
             shards: self.shards,
             hook: None,
             _key: std::marker::PhantomData,
@@ -269,9 +315,17 @@ impl<K> MemoryStoreBuilder<K> {
         self
     }
 
-    /// Bound the number of keys (default: unbounded). See the module docs for how a full store evicts.
+    /// Bound the number of keys (default: unbounded), spread evenly over the shards. What a full shard does
+    /// is [`when_full`](Self::when_full)'s choice.
     pub fn max_keys(mut self, max: Option<usize>) -> Self {
         self.max_keys = max;
+        self
+    }
+
+    /// What a new key does when its shard is full of live keys (default [`WhenFull::RefuseNew`]: it is denied,
+    /// and no live key ever loses its count).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
         self
     }
 
@@ -289,7 +343,11 @@ impl<K> MemoryStoreBuilder<K> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = self.shards.unwrap_or((cores * 16).max(64)).clamp(1, 1 << 16).next_power_of_two();
         let shards = (0..n)
-            .map(|_| Shard { table: Mutex::new(HashTable::new()), policies: Mutex::new(HashMap::new()) })
+            .map(|_| Shard {
+                table: Mutex::new(HashTable::new()),
+                full_until: AtomicU64::new(0),
+                policies: Mutex::new(HashMap::new()),
+            })
             .collect::<Box<[_]>>();
         let max_per_shard = self.max_keys.map_or(usize::MAX, |m| m.div_ceil(n).max(1));
         let inner = Arc::new(Inner {
@@ -300,6 +358,7 @@ impl<K> MemoryStoreBuilder<K> {
             clock: self.clock,
             expiry_us: duration_micros(self.expiry),
             max_per_shard,
+            when_full: self.when_full,
             hook: self.hook,
             stats: Counters::default(),
             sweeper: Mutex::new(None),
@@ -336,6 +395,7 @@ impl MemoryStore<ByteKey> {
             expiry: Duration::ZERO,
             cleanup_interval: Some(Duration::from_secs(60)),
             max_keys: None,
+            when_full: WhenFull::RefuseNew,
             shards: None,
             hook: None,
             _key: std::marker::PhantomData,
@@ -519,6 +579,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
             swept: s.swept.load(Ordering::Relaxed),
             evicted_expired: s.evicted_expired.load(Ordering::Relaxed),
             evicted_live: s.evicted_live.load(Ordering::Relaxed),
+            refused_full: s.refused_full.load(Ordering::Relaxed),
             hook_panics: s.hook_panics.load(Ordering::Relaxed),
         }
     }
@@ -576,14 +637,17 @@ impl<K: Hash + Eq> Inner<K> {
         // returned from a call would travel through memory, and the caller would pay for every field of it.
         let mut state = State::Empty;
         let o = algorithm::step(&mut state, policy, op, cost, now, true, false);
-        if !state.is_empty() {
-            self.add(table, hash, key, policy, state, o.reset_at, t);
+        if !state.is_empty()
+            && let Err(room_at) = self.add(table, hash, key, policy, state, o.reset_at, t)
+        {
+            return refused(policy, room_at.saturating_sub(t));
         }
         o.decision
     }
 
     /// Adds `key`'s bucket under `policy`, holding `state` (whose state is empty again at `reset_at`), to the
-    /// key's entry or to a new one.
+    /// key's entry or to a new one. A new key that finds its shard full under [`WhenFull::RefuseNew`] is not
+    /// added: the error is when (µs) the shard's first key expires.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
@@ -596,7 +660,8 @@ impl<K: Hash + Eq> Inner<K> {
         state: State,
         reset_at: u64,
         t: u64,
-    ) where
+    ) -> Result<(), u64>
+    where
         K: Borrow<Q>,
         Q: Eq + ToKey<K> + ?Sized,
     {
@@ -605,12 +670,13 @@ impl<K: Hash + Eq> Inner<K> {
             entry.buckets.push(bucket);
         } else {
             if table.len() >= self.max_per_shard {
-                self.make_room(table, t);
+                self.make_room(table, &self.shard(hash).full_until, t)?;
             }
             let entry = Entry { key: key.to_key(), buckets: Buckets::new(bucket) };
             table.insert_unique(hash, entry, |e| self.hasher.hash_one(&e.key));
         }
         self.remember(hash, policy);
+        Ok(())
     }
 
     /// A copy of `key`'s bucket under the policy `fp`, to put back with [`restore`](Self::restore).
@@ -734,24 +800,46 @@ impl<K: Hash + Eq> Inner<K> {
         }
     }
 
-    /// Frees room in a full shard: expired keys first, then the live keys nearest to their reset.
+    /// Frees room in a full shard: expired keys first; then, under [`WhenFull::EvictLive`], the live keys
+    /// nearest to their reset. Under [`WhenFull::RefuseNew`] a shard still full answers when (µs) its first key
+    /// expires, remembered in `full_until` so the next new keys are refused without a scan until then.
     #[cold]
-    fn make_room(&self, table: &mut HashTable<Entry<K>>, now: u64) {
+    fn make_room(&self, table: &mut HashTable<Entry<K>>, full_until: &AtomicU64, now: u64) -> Result<(), u64> {
+        let until = full_until.load(Ordering::Relaxed);
+        if self.when_full == WhenFull::RefuseNew && now < until {
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(until);
+        }
         let before = table.len();
         table.retain(|e| e.buckets.iter().any(|b| b.expires > now));
         let expired = before - table.len();
         self.stats.evicted_expired.fetch_add(expired as u64, Ordering::Relaxed);
+        if self.when_full == WhenFull::RefuseNew {
+            if table.len() < self.max_per_shard {
+                return Ok(());
+            }
+            // An entry goes when its last bucket expires.
+            let first = table.iter().map(entry_expires).min().unwrap_or(now);
+            full_until.store(first, Ordering::Relaxed);
+            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                max_keys_per_shard = self.max_per_shard,
+                room_in_ms = first.saturating_sub(now) / 1000,
+                "floodgate memory store is full of live keys: new keys are denied until one expires"
+            );
+            return Err(first);
+        }
         let target = self.max_per_shard - self.max_per_shard.div_ceil(8);
         if table.len() <= target {
-            return;
+            return Ok(());
         }
         let excess = table.len() - target;
-        let mut ends: Vec<u64> = table.iter().map(|e| e.buckets.iter().map(|b| b.expires).max().unwrap_or(0)).collect();
+        let mut ends: Vec<u64> = table.iter().map(entry_expires).collect();
         let (_, cut, _) = ends.select_nth_unstable(excess - 1);
         let cut = *cut;
         let mut evicted = 0usize;
         table.retain(|e| {
-            if evicted < excess && e.buckets.iter().map(|b| b.expires).max().unwrap_or(0) <= cut {
+            if evicted < excess && entry_expires(e) <= cut {
                 evicted += 1;
                 false
             } else {
@@ -764,7 +852,20 @@ impl<K: Hash + Eq> Inner<K> {
             max_keys_per_shard = self.max_per_shard,
             "floodgate memory store is full: evicted live keys, which start again from empty"
         );
+        Ok(())
     }
+}
+
+/// When an entry may be dropped: when its last bucket expires.
+fn entry_expires<K>(e: &Entry<K>) -> u64 {
+    e.buckets.iter().map(|b| b.expires).max().unwrap_or(0)
+}
+
+/// The answer to a new key that a full store has no room for: denied until `wait` has passed.
+#[cold]
+fn refused(policy: &Policy, wait_us: u64) -> Decision {
+    let wait = Duration::from_micros(wait_us.max(1));
+    Decision { allowed: false, limit: policy.capacity(), remaining: 0, reset_after: wait, retry_after: Some(wait) }
 }
 
 impl<K> MemoryStore<K>
