@@ -11,6 +11,10 @@
 //!   bucket in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag). So
 //!   [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script, on a cluster too. The id is
 //!   percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with another id).
+//!   An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum, so every id that worked
+//!   before keeps its keys; see [`RedisStoreBuilder::hash_ids_longer_than`]) is keyed by its SHA-256 instead:
+//!   `<prefix>:{%sha256:<64 hex digits>}`, still one hash tag (one slot), a fixed 72 bytes whatever the id's
+//!   length. Ids have no length limit unless [`RedisStoreBuilder::max_id_len`] sets one.
 //!   Every key has a millisecond TTL that covers its state, so Redis memory is bounded with no sweeper.
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
@@ -69,6 +73,11 @@ use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
 pub use redis;
 pub use scripts::ScriptSource;
+
+/// Ids longer than this many bytes are keyed by their SHA-256 unless the builder says otherwise
+/// ([`RedisStoreBuilder::hash_ids_longer_than`]). It is the longest id the store accepted before long ids were
+/// hashed, so every id that worked before keeps its exact keys (a rolling upgrade resets no limit).
+pub const DEFAULT_HASH_IDS_LONGER_THAN: usize = 4096;
 
 /// What a decision call answers when Redis cannot (refused, reset, timed out, or an error reply).
 ///
@@ -236,6 +245,7 @@ pub struct RedisStoreBuilder {
     keep: Duration,
     ttl_slack: Option<Duration>,
     max_id_len: usize,
+    hash_over: usize,
     lazy: bool,
 }
 
@@ -251,7 +261,8 @@ impl Default for RedisStoreBuilder {
             retry_hint: Duration::from_secs(1),
             keep: Duration::ZERO,
             ttl_slack: None,
-            max_id_len: 4096,
+            max_id_len: usize::MAX,
+            hash_over: DEFAULT_HASH_IDS_LONGER_THAN,
             lazy: false,
         }
     }
@@ -346,9 +357,33 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// The longest id accepted, in bytes (default 4096); longer ids get [`StoreError::InvalidId`].
+    /// The longest id accepted, in bytes (default: no limit; long ids are hashed, see
+    /// [`hash_ids_longer_than`](Self::hash_ids_longer_than)); longer ids get [`StoreError::InvalidId`].
     pub fn max_id_len(mut self, max: usize) -> Self {
         self.max_id_len = max;
+        self
+    }
+
+    /// Ids longer than `len` bytes are keyed by their SHA-256 (`<prefix>:{%sha256:<hex>}`) instead of their
+    /// percent-encoding (default [`DEFAULT_HASH_IDS_LONGER_THAN`], 4096). A smaller value keeps keys compact (a
+    /// percent-encoded id can take three times its length, in every key of the id and in its index); changing it
+    /// on a live deployment moves the ids between the two lengths to new keys, which starts their limits afresh.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+    /// let store = floodgate_redis::RedisStore::builder()
+    ///     .url("redis://127.0.0.1/")
+    ///     .prefix("rl")
+    ///     .hash_ids_longer_than(8)
+    ///     .build()
+    ///     .await?;
+    /// assert_eq!(store.index_key(b"user:42"), b"rl:{user:42}");
+    /// assert!(store.index_key(b"user:42:session:7").starts_with(b"rl:{%sha256:"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hash_ids_longer_than(mut self, len: usize) -> Self {
+        self.hash_over = len;
         self
     }
 
@@ -448,6 +483,7 @@ impl RedisStoreBuilder {
                 retry_hint: self.retry_hint,
                 keep_us: u64::try_from(self.keep.as_micros()).unwrap_or(u64::MAX),
                 max_id_len: self.max_id_len,
+                hash_over: self.hash_over,
                 stats: Counters::default(),
             }),
         })
@@ -464,6 +500,7 @@ struct Inner {
     keep_us: u64,
     ttl_slack_ms: u64,
     max_id_len: usize,
+    hash_over: usize,
     stats: Counters,
 }
 
@@ -573,7 +610,7 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn bucket_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
-        key::bucket_key(&key::index_key(&self.inner.prefix, id), policy.key())
+        key::bucket_key(&self.index_key(id), policy.key())
     }
 
     /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the bucket):
@@ -590,10 +627,12 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn log_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
-        key::log_key(&key::index_key(&self.inner.prefix, id), policy.key())
+        key::log_key(&self.index_key(id), policy.key())
     }
 
-    /// The Redis key of `id`'s index, the set of its bucket keys: `<prefix>:{<encoded id>}`.
+    /// The Redis key of `id`'s index, the set of its bucket keys: `<prefix>:{<encoded id>}`, or
+    /// `<prefix>:{%sha256:<hex>}` for an id longer than the hashing threshold
+    /// ([`RedisStoreBuilder::hash_ids_longer_than`]).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -604,7 +643,7 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn index_key(&self, id: &[u8]) -> Vec<u8> {
-        key::index_key(&self.inner.prefix, id)
+        key::index_key(&self.inner.prefix, id, self.inner.hash_over)
     }
 
     fn now_arg(&self) -> i64 {
@@ -641,7 +680,7 @@ impl RedisStore {
 
     async fn decide_raw(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> Result<Decision, RedisStoreError> {
         self.check_id(id)?;
-        let index = key::index_key(&self.inner.prefix, id);
+        let index = self.index_key(id);
         let bucket = key::bucket_key(&index, policy.key());
         let op = match op {
             Op::Hit => "h",
@@ -699,7 +738,7 @@ impl RedisStore {
 
     async fn inspect_raw(&self, id: &[u8], policy: &Policy) -> Result<Option<BucketInfo>, RedisStoreError> {
         self.check_id(id)?;
-        let index = key::index_key(&self.inner.prefix, id);
+        let index = self.index_key(id);
         let bucket = key::bucket_key(&index, policy.key());
         let v = self.run_policy_script(&bucket, &index, policy, "i", 0).await?;
         parse_info(v)
@@ -707,7 +746,7 @@ impl RedisStore {
 
     async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
         self.check_id(id)?;
-        let index = key::index_key(&self.inner.prefix, id);
+        let index = self.index_key(id);
         let now = self.now_arg();
         let v = self
             .eval(scripts::delete(), &[&index], |c| {

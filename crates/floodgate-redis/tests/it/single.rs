@@ -364,6 +364,57 @@ async fn overlong_ids_are_invalid() {
     assert!(store.hit(&[b'x'; 16], &p, 1).await.expect("hit").allowed);
 }
 
+/// Long ids work (they used to answer InvalidId past 4096 bytes): a 20 000-byte id is limited exactly and
+/// `delete_buckets` clears it, two long ids sharing a 20 000-byte prefix keep apart, a 64 KiB id works, and every
+/// key of a long id is short (its SHA-256 inside the hash tag) while ids up to 4096 bytes keep their old keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ids_are_hashed_and_limited_exactly() {
+    let store = redis_time_store(&fresh_prefix()).await;
+    let prefix = store.prefix().to_owned();
+    let h = Duration::from_secs(3600);
+    let every = [
+        Policy::fixed_window(5, h),
+        Policy::sliding_window(7, h),
+        Policy::token_bucket(3, h).and_then(|p| p.with_burst(5)),
+        Policy::leaky_bucket(4, h),
+        Policy::gcra(1000, h).and_then(|p| p.with_burst(10)),
+        Policy::sliding_log(6, h),
+    ];
+    for p in every.into_iter().map(|p| p.expect("policy")) {
+        let mut a = vec![b'x'; 20_000];
+        let mut b = a.clone();
+        a.push(b'a');
+        b.push(b'b');
+        let cap = p.capacity();
+        for i in 0..cap {
+            assert!(store.hit(&a, &p, 1).await.expect("hit a").allowed, "{p:?}: hit {i} of {cap}");
+        }
+        assert!(!store.hit(&a, &p, 1).await.expect("hit a").allowed, "{p:?}: past the limit");
+        // The other long id shares nothing with the first.
+        assert!(store.hit(&b, &p, 1).await.expect("hit b").allowed, "{p:?}: b shares a's state");
+        assert_eq!(store.inspect(&b, &p).await.expect("inspect b").map(|i| i.used), Some(1));
+        assert_eq!(store.delete_buckets(&a).await.expect("delete a"), 1, "{p:?}");
+        assert!(store.inspect(&a, &p).await.expect("inspect a").is_none());
+        assert!(store.hit(&a, &p, 1).await.expect("hit a after delete").allowed);
+        assert_eq!(store.delete_buckets(&a).await.expect("delete a"), 1);
+        assert_eq!(store.delete_buckets(&b).await.expect("delete b"), 1);
+    }
+    let p = Policy::fixed_window(1, Duration::from_secs(60)).expect("policy");
+    let huge = vec![0xffu8; 64 * 1024];
+    assert!(store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
+    assert!(!store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
+    let key = store.bucket_key(&huge, &p);
+    assert!(key.starts_with(format!("{prefix}:{{%sha256:").as_bytes()) && key.len() < 200, "{key:?}");
+    let ttl = tokio::task::block_in_place(|| {
+        shared_single().cli(&["PTTL", std::str::from_utf8(&key).expect("the hashed key is ascii")])
+    });
+    assert!(ttl.trim().parse::<i64>().is_ok_and(|t| t > 0), "{ttl}");
+    // At 4096 bytes the old layout: the id itself in the hash tag.
+    let edge = vec![b'e'; 4096];
+    assert_eq!(store.index_key(&edge), [format!("{prefix}:{{").as_bytes(), &edge, b"}"].concat());
+    assert!(store.hit(&edge, &p, 1).await.expect("4096-byte id").allowed);
+}
+
 /// The builder refuses a prefix that would break the hash tag, and an unreachable Redis.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builder_rejects_bad_config() {
