@@ -133,40 +133,92 @@ pub enum RedisStoreError {
         /// The store's maximum.
         max: usize,
     },
+    /// A key of the id holds another Redis type than the store writes there (someone `SET` a string where a
+    /// bucket's hash belongs): every call on the id fails until
+    /// [`delete_buckets`](floodgate::Store::delete_buckets) of the id clears it.
+    #[error("{0}: the key holds the wrong redis type; delete_buckets of the id (reset) clears it")]
+    WrongType(String),
+}
+
+/// The kind of a fault, for the per-kind counters of [`RedisStats`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FaultKind {
+    Timeout,
+    Unavailable,
+    Backend,
+    WrongType,
+    InvalidId,
+}
+
+impl RedisStoreError {
+    /// A Redis error reply `WRONGTYPE ...` becomes [`RedisStoreError::WrongType`].
+    fn classify(self) -> Self {
+        match self {
+            RedisStoreError::Redis(r) if r.code() == Some("WRONGTYPE") => {
+                let detail = r.detail().unwrap_or("").trim();
+                // The scripts' own message names the key; a plain Redis one does not.
+                let detail = detail.split(" script:").next().unwrap_or(detail).trim();
+                RedisStoreError::WrongType(if detail.starts_with("floodgate key") {
+                    format!("WRONGTYPE {detail}")
+                } else {
+                    format!("WRONGTYPE a key of the id: {detail}")
+                })
+            }
+            e => e,
+        }
+    }
+
+    fn kind(&self) -> FaultKind {
+        match self {
+            RedisStoreError::Redis(r) if r.is_timeout() => FaultKind::Timeout,
+            RedisStoreError::Redis(r) if is_unavailable(r) => FaultKind::Unavailable,
+            RedisStoreError::IdTooLong { .. } => FaultKind::InvalidId,
+            RedisStoreError::WrongType(_) => FaultKind::WrongType,
+            _ => FaultKind::Backend,
+        }
+    }
+}
+
+fn is_unavailable(r: &redis::RedisError) -> bool {
+    r.is_io_error()
+        || r.is_connection_dropped()
+        || r.is_connection_refusal()
+        || matches!(r.kind(), ErrorKind::ClusterConnectionNotFound)
+        || matches!(
+            r.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+            )
+        )
 }
 
 impl From<RedisStoreError> for StoreError {
     fn from(e: RedisStoreError) -> Self {
-        match e {
-            RedisStoreError::Redis(r)
-                if r.is_io_error()
-                    || r.is_connection_dropped()
-                    || r.is_connection_refusal()
-                    || matches!(r.kind(), ErrorKind::ClusterConnectionNotFound)
-                    || matches!(
-                        r.kind(),
-                        ErrorKind::Server(
-                            ServerErrorKind::ClusterDown
-                                | ServerErrorKind::TryAgain
-                                | ServerErrorKind::MasterDown
-                                | ServerErrorKind::Moved
-                                | ServerErrorKind::Ask
-                        )
-                    ) =>
-            {
-                StoreError::Unavailable(r.to_string())
-            }
+        match e.classify() {
+            RedisStoreError::Redis(r) if is_unavailable(&r) => StoreError::Unavailable(r.to_string()),
             e @ RedisStoreError::IdTooLong { .. } => StoreError::InvalidId(e.to_string()),
             e => StoreError::Backend(e.to_string()),
         }
     }
 }
 
-/// Counters of the faults a store has met, by how it answered them ([`RedisStore::stats`]).
+/// Counters of the faults a store has met, by how it answered them and by kind ([`RedisStore::stats`]).
+///
+/// Every failed call counts once in [`failures`](Self::failures) and once in exactly one kind
+/// ([`timeouts`](Self::timeouts), [`unavailable`](Self::unavailable), [`backend`](Self::backend) or
+/// [`wrong_type`](Self::wrong_type)), whatever the failure policy; and once in how it
+/// was answered ([`failed_open`](Self::failed_open), [`failed_closed`](Self::failed_closed) or
+/// [`errors`](Self::errors)). An id refused by [`RedisStoreBuilder::max_id_len`] is the caller's error, not a
+/// fault: it counts nowhere.
 ///
 /// ```
 /// let quiet = floodgate_redis::RedisStats::default();
 /// assert_eq!(quiet.failed_open + quiet.failed_closed + quiet.errors, 0);
+/// assert_eq!(quiet.failures, quiet.timeouts + quiet.unavailable + quiet.backend + quiet.wrong_type);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
@@ -180,6 +232,16 @@ pub struct RedisStats {
     pub timeouts: u64,
     /// Scripts reloaded after a `NOSCRIPT` reply.
     pub script_reloads: u64,
+    /// Every failed call, however it was answered (the sum of [`timeouts`](Self::timeouts) and the kinds
+    /// below).
+    pub failures: u64,
+    /// Failures because Redis could not be reached: connection refused, reset or closed, cluster down,
+    /// `TRYAGAIN`, `MOVED`/`ASK` past the client's retries.
+    pub unavailable: u64,
+    /// Failures because Redis answered an error (other than `WRONGTYPE`) or a reply the store cannot read.
+    pub backend: u64,
+    /// Failures because a key of the id holds another Redis type ([`RedisStoreError::WrongType`]).
+    pub wrong_type: u64,
 }
 
 #[derive(Default)]
@@ -192,6 +254,10 @@ struct Counters {
     errors: AtomicU64,
     timeouts: AtomicU64,
     script_reloads: AtomicU64,
+    failures: AtomicU64,
+    unavailable: AtomicU64,
+    backend: AtomicU64,
+    wrong_type: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -579,6 +645,10 @@ impl RedisStore {
             errors: s.errors.load(Ordering::Relaxed),
             timeouts: s.timeouts.load(Ordering::Relaxed),
             script_reloads: s.script_reloads.load(Ordering::Relaxed),
+            failures: s.failures.load(Ordering::Relaxed),
+            unavailable: s.unavailable.load(Ordering::Relaxed),
+            backend: s.backend.load(Ordering::Relaxed),
+            wrong_type: s.wrong_type.load(Ordering::Relaxed),
         }
     }
 
@@ -760,20 +830,36 @@ impl RedisStore {
     }
 
     /// Runs one call under the timeout; returns the reply, or the fault as a [`StoreError`] (counted).
+    /// Every fault is counted here, once, by kind (how it is answered is counted by the caller).
     async fn guarded<T>(&self, fut: impl Future<Output = Result<T, RedisStoreError>>) -> StoreResult<T> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            // The client's own response timeout (set to the same duration) may fire first.
-            Ok(Err(RedisStoreError::Redis(e))) if e.is_timeout() => {
-                self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Timeout(self.inner.timeout))
-            }
-            Ok(Err(e)) => Err(e.into()),
+        let e = match tokio::time::timeout(self.inner.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.classify(),
             Err(_) => {
-                self.inner.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Timeout(self.inner.timeout))
+                self.count_kind(FaultKind::Timeout);
+                return Err(StoreError::Timeout(self.inner.timeout));
             }
+        };
+        let kind = e.kind();
+        self.count_kind(kind);
+        match kind {
+            // The client's own response timeout (set to the same duration) may fire first.
+            FaultKind::Timeout => Err(StoreError::Timeout(self.inner.timeout)),
+            _ => Err(e.into()),
         }
+    }
+
+    fn count_kind(&self, kind: FaultKind) {
+        let s = &self.inner.stats;
+        let counter = match kind {
+            FaultKind::InvalidId => return,
+            FaultKind::Timeout => &s.timeouts,
+            FaultKind::Unavailable => &s.unavailable,
+            FaultKind::Backend => &s.backend,
+            FaultKind::WrongType => &s.wrong_type,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        s.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn decide(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> StoreResult<Decision> {

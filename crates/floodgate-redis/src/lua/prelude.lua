@@ -65,7 +65,26 @@ if t < 0 then
 end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+-- A key of this id holding another Redis type (someone SET a string where a hash belongs): a clear WRONGTYPE
+-- error naming the key, and nothing written but this: the bucket key joins the id's index (when the index is a
+-- set, or absent), so delete_buckets of the id (which deletes every indexed key and its log, whatever their
+-- types, and the index itself) clears it.
+local function wrongtype(k, ty, want)
+  local it = redis.call('TYPE', idx)['ok']
+  if k ~= idx and (it == 'set' or it == 'none') then
+    redis.call('SADD', idx, key)
+    if it == 'none' then redis.call('PEXPIRE', idx, 86400000) end
+  end
+  error({err = 'WRONGTYPE floodgate key ' .. k .. ' holds a ' .. ty .. ', not a ' .. want ..
+    ' (delete_buckets of its id clears it)'})
+end
+local h = redis.pcall('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+if h.err then wrongtype(key, redis.call('TYPE', key)['ok'], 'hash') end
+if not h[7] then
+  -- A new bucket will be added to the index: the index must be a set (checked before anything is written).
+  local it = redis.call('TYPE', idx)['ok']
+  if it ~= 'set' and it ~= 'none' then wrongtype(idx, it, 'set') end
+end
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
 local sa, sb, sc = 0, 0, 0

@@ -7,6 +7,10 @@
 -- The units in one log stay far below 2^53 (at most limit + 2^20 per forced call).
 local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
 local log = KEYS[3]
+do
+  local lt = redis.call('TYPE', log)['ok']
+  if lt ~= 'zset' and lt ~= 'none' then wrongtype(log, lt, 'sorted set') end
+end
 local RUN = 1048575 -- sliding_log::MAX_RUN_UNITS: a forced cost counts as at most this many units
 
 local function parse(m) -- a run's member: its ms and units

@@ -406,3 +406,59 @@ async fn lazy_store_starts_before_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every failure is counted by kind under every failure policy (fail-open and fail-closed answers used to leave
+/// nothing but `failed_open`/`failed_closed`, indistinguishable from one another's causes): a dead Redis counts
+/// in `unavailable` (or `timeouts`), a hung one in `timeouts`, each once in `failures`, beside how it was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_is_counted_by_kind_under_every_policy() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let timeout = Duration::from_millis(100);
+    let mut stores = Vec::new();
+    for failure in [FailurePolicy::FailOpen, FailurePolicy::FailClosed, FailurePolicy::Error] {
+        let store = RedisStore::builder()
+            .url(&server.url())
+            .timeout(timeout)
+            .failure_policy(failure)
+            .build()
+            .await
+            .expect("connect");
+        stores.push((failure, store));
+    }
+    let p = Policy::gcra(100, Duration::from_secs(60)).expect("policy");
+    for (_, store) in &stores {
+        assert!(store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    }
+    // Hung: every call times out.
+    tokio::task::block_in_place(|| server.pause());
+    for (_, store) in &stores {
+        for _ in 0..3 {
+            let _ = store.hit(b"k", &p, 1).await;
+        }
+        let _ = store.inspect(b"k", &p).await;
+    }
+    tokio::task::block_in_place(|| server.resume());
+    for (failure, store) in &stores {
+        let s = store.stats();
+        assert_eq!((s.timeouts, s.failures), (4, 4), "{failure:?}: {s:?}");
+    }
+    // Dead: refused or dropped (or timed out while reconnecting).
+    tokio::task::block_in_place(|| server.kill());
+    for (failure, store) in &stores {
+        for _ in 0..3 {
+            let _ = store.hit(b"k", &p, 1).await;
+        }
+        let _ = store.delete_buckets(b"k").await;
+        let s = store.stats();
+        assert_eq!(s.failures, 8, "{failure:?}: {s:?}");
+        assert_eq!(s.failures, s.timeouts + s.unavailable + s.backend + s.wrong_type, "{s:?}");
+        assert!(s.unavailable >= 1, "{failure:?}: {s:?}");
+        // Decisions answered by the policy (6), inspections and deletions always as errors (2).
+        let answered = match failure {
+            FailurePolicy::FailOpen => (s.failed_open, s.failed_closed, s.errors),
+            FailurePolicy::FailClosed => (s.failed_closed, s.failed_open, s.errors),
+            FailurePolicy::Error => (s.errors - 2, s.failed_open + s.failed_closed, 2),
+        };
+        assert_eq!(answered, (6, 0, 2), "{failure:?}: {s:?}");
+    }
+}
