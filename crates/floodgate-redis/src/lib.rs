@@ -18,8 +18,14 @@
 //!   Every key has a millisecond TTL that covers its state, so Redis memory is bounded with no sweeper.
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
-//! - **Connections.** One multiplexed, auto-pipelined connection (redis-rs `ConnectionManager`, or the cluster
-//!   client), shared by every caller and reconnected by itself; the cluster client follows `MOVED`/`ASK`.
+//! - **Connections.** One multiplexed, auto-pipelined connection, shared by every caller and reconnected by
+//!   itself; the cluster client follows `MOVED`/`ASK`. For a single Redis over plain TCP the store runs the
+//!   connection's driver itself and sees it close as it happens (Redis restarted while idle, `CLIENT KILL`, Redis's
+//!   idle `timeout`): the next call opens a fresh connection before sending anything, so a dropped idle
+//!   connection fails no call ([`RedisStats::reconnects`]). A call already handed to a connection that then dies
+//!   is never retried (it may have run, and a script run twice counts its hit twice): it fails by the failure
+//!   policy. Over TLS or a Unix socket the store uses redis-rs's `ConnectionManager`, whose first call after a
+//!   drop still fails.
 //! - **Failure policy.** [`FailurePolicy::FailOpen`], [`FailurePolicy::FailClosed`] or [`FailurePolicy::Error`],
 //!   with a per-call timeout: no caller waits past it, whatever Redis does.
 //!
@@ -57,6 +63,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+mod conn;
 mod key;
 mod scripts;
 
@@ -242,6 +249,9 @@ pub struct RedisStats {
     pub backend: u64,
     /// Failures because a key of the id holds another Redis type ([`RedisStoreError::WrongType`]).
     pub wrong_type: u64,
+    /// Connections to a single Redis over TCP opened again after the first, each as soon as the previous one
+    /// was seen closed (a restart, `CLIENT KILL`, Redis's idle `timeout`), before any call was sent on it.
+    pub reconnects: u64,
 }
 
 #[derive(Default)]
@@ -262,6 +272,9 @@ struct Counters {
 
 #[derive(Clone)]
 enum Conn {
+    /// A single Redis over plain TCP, its connection watched (see `conn.rs`).
+    Watched(Arc<conn::Watched>),
+    /// A single Redis over TLS or a Unix socket.
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
@@ -269,6 +282,7 @@ enum Conn {
 impl Conn {
     async fn query(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
         match self {
+            Conn::Watched(c) => c.query(cmd).await?.extract_error(),
             Conn::Single(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
             Conn::Cluster(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
         }
@@ -496,23 +510,37 @@ impl RedisStoreBuilder {
                 return Err(RedisStoreError::Config("no redis given: call url(), client() or cluster()".to_owned()));
             }
             Target::Error(e) => return Err(RedisStoreError::Config(e)),
-            Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout.min(self.timeout.max(Duration::from_millis(1)))))
-                    .set_response_timeout(Some(self.timeout))
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(5))
-                    .set_max_delay(Duration::from_millis(200));
-                if self.lazy {
-                    Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
-                } else {
-                    let fut = ConnectionManager::new_with_config(client, config);
-                    let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
-                        RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
-                    })??;
-                    Conn::Single(conn)
+            Target::Single(client) => match conn::Watched::new(&client, self.timeout, self.connect_timeout) {
+                Some(watched) => {
+                    let watched = Arc::new(watched);
+                    if !self.lazy {
+                        let fut = watched.connect();
+                        tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                            RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
+                        })??;
+                    }
+                    Conn::Watched(watched)
                 }
-            }
+                None => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(
+                            self.connect_timeout.min(self.timeout.max(Duration::from_millis(1))),
+                        ))
+                        .set_response_timeout(Some(self.timeout))
+                        .set_number_of_retries(1)
+                        .set_min_delay(Duration::from_millis(5))
+                        .set_max_delay(Duration::from_millis(200));
+                    if self.lazy {
+                        Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+                    } else {
+                        let fut = ConnectionManager::new_with_config(client, config);
+                        let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
+                            RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
+                        })??;
+                        Conn::Single(conn)
+                    }
+                }
+            },
             Target::Cluster(builder, our_retries) => {
                 let mut builder = (*builder).connection_timeout(self.connect_timeout).response_timeout(self.timeout);
                 if our_retries {
@@ -593,7 +621,7 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let topology = match self.inner.conn {
-            Conn::Single(_) => "single",
+            Conn::Single(_) | Conn::Watched(_) => "single",
             Conn::Cluster(_) => "cluster",
         };
         f.debug_struct("RedisStore")
@@ -649,6 +677,10 @@ impl RedisStore {
             unavailable: s.unavailable.load(Ordering::Relaxed),
             backend: s.backend.load(Ordering::Relaxed),
             wrong_type: s.wrong_type.load(Ordering::Relaxed),
+            reconnects: match &self.inner.conn {
+                Conn::Watched(c) => c.reconnects.load(Ordering::Relaxed),
+                _ => 0,
+            },
         }
     }
 

@@ -462,3 +462,40 @@ async fn every_failure_is_counted_by_kind_under_every_policy() {
         assert_eq!(answered, (6, 0, 2), "{failure:?}: {s:?}");
     }
 }
+
+/// A dropped idle connection costs no call (it used to fail the first one: one error under `Error`, a silent
+/// allow or deny under the fail policies): `CLIENT KILL`, a restart of Redis while idle, and Redis's own idle
+/// `timeout` are each followed by a call that succeeds on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_call_after_a_dropped_connection_succeeds() {
+    let mut server = tokio::task::block_in_place(|| RedisServer::start_with(&["--timeout", "1"]));
+    let store = RedisStore::builder()
+        .url(&server.url())
+        .timeout(Duration::from_millis(500))
+        .failure_policy(FailurePolicy::Error)
+        .build()
+        .await
+        .expect("connect");
+    let p = Policy::fixed_window(1_000, Duration::from_secs(3600)).expect("policy");
+    let hit = async |what: &str, remaining: u64| {
+        let d = store.hit(b"k", &p, 1).await.unwrap_or_else(|e| panic!("first call after {what}: {e}"));
+        assert!(d.allowed, "{what}");
+        assert_eq!(d.remaining, remaining, "{what}: a real decision");
+    };
+    hit("connect", 999).await;
+    let killed = tokio::task::block_in_place(|| server.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
+    assert!(killed.trim().parse::<u32>().is_ok_and(|n| n >= 1), "CLIENT KILL: {killed}");
+    // Idle for a moment, as a pooled connection is when Redis drops it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hit("CLIENT KILL", 998).await;
+    // Redis's idle timeout (1 s; Redis checks it about once a second).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    hit("the idle timeout", 997).await;
+    // A restart while idle: the state is gone (no persistence), the call is answered.
+    tokio::task::block_in_place(|| server.restart());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hit("a restart", 999).await;
+    let s = store.stats();
+    assert_eq!((s.failures, s.errors), (0, 0), "{s:?}");
+    assert_eq!(s.reconnects, 3, "{s:?}");
+}

@@ -1,0 +1,130 @@
+//! A single Redis over plain TCP: one multiplexed connection whose death is seen as it happens.
+//!
+//! redis-rs's `ConnectionManager` learns that its connection died only from the next command, which fails (over
+//! RESP2 it gets no disconnection notice): the first call after Redis restarted while idle, a `CLIENT KILL` or
+//! Redis's idle `timeout` paid for it. Here the store runs the connection's driver task itself, and the driver
+//! ends as soon as it reads the socket's end (it polls the socket even while idle): that marks the connection
+//! dead, and the next call opens a fresh connection before it sends anything. Nothing is ever retried after it
+//! was handed to a connection (it may have run: a script run twice would count a hit twice); a call that meets
+//! a connection dying under it fails as before.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, RedisResult, Value};
+
+/// One live connection and whether its driver has ended.
+struct Live {
+    conn: MultiplexedConnection,
+    dead: Arc<AtomicBool>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// The connection of a single Redis reached by `redis://host:port`.
+pub(crate) struct Watched {
+    client: redis::Client,
+    host: String,
+    port: u16,
+    config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    current: Mutex<Option<Arc<Live>>>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// Connections opened after the first (counted in `RedisStats::reconnects`).
+    pub(crate) reconnects: AtomicU64,
+    opened: AtomicBool,
+}
+
+impl Watched {
+    /// `None` unless the client's address is plain TCP (TLS and Unix sockets go through `ConnectionManager`).
+    pub(crate) fn new(client: &redis::Client, timeout: Duration, connect_timeout: Duration) -> Option<Watched> {
+        let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() else {
+            return None;
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(timeout));
+        Some(Watched {
+            client: client.clone(),
+            host: host.clone(),
+            port: *port,
+            config,
+            connect_timeout,
+            current: Mutex::new(None),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+            reconnects: AtomicU64::new(0),
+            opened: AtomicBool::new(false),
+        })
+    }
+
+    fn alive(&self) -> Option<Arc<Live>> {
+        let guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().filter(|l| !l.dead.load(Ordering::Acquire)).cloned()
+    }
+
+    /// The live connection, or a fresh one. The attempt runs in a task of its own, one at a time, so a caller
+    /// that gives up (its timeout) does not cancel it; its error is the caller's.
+    async fn live(self: &Arc<Self>) -> RedisResult<Arc<Live>> {
+        if let Some(live) = self.alive() {
+            return Ok(live);
+        }
+        let this = self.clone();
+        let attempt = tokio::spawn(async move {
+            let _one = this.connecting.clone().lock_owned().await;
+            if let Some(live) = this.alive() {
+                return Ok(live);
+            }
+            let live = Arc::new(this.open().await?);
+            if this.opened.swap(true, Ordering::Relaxed) {
+                this.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(host = %this.host, port = this.port, "floodgate-redis: connected again");
+            }
+            *this.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+            Ok(live)
+        });
+        attempt.await.map_err(|e| redis::RedisError::from(std::io::Error::other(format!("connect task: {e}"))))?
+    }
+
+    async fn open(&self) -> RedisResult<Live> {
+        let connect = async {
+            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
+            stream.set_nodelay(true)?;
+            MultiplexedConnection::new_with_config(
+                self.client.get_connection_info().redis_settings(),
+                stream,
+                self.config.clone(),
+            )
+            .await
+        };
+        let (conn, driver) = tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to redis took over {:?}", self.connect_timeout),
+            ))
+        })??;
+        let dead = Arc::new(AtomicBool::new(false));
+        let flag = dead.clone();
+        let driver = tokio::spawn(async move {
+            driver.await;
+            flag.store(true, Ordering::Release);
+        });
+        Ok(Live { conn, dead, driver })
+    }
+
+    /// Opens the first connection now (a store that is not lazy).
+    pub(crate) async fn connect(self: &Arc<Self>) -> RedisResult<()> {
+        self.live().await.map(|_| ())
+    }
+
+    pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
+        let live = self.live().await?;
+        live.conn.clone().send_packed_command(cmd).await
+    }
+}
