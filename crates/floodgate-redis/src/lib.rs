@@ -60,6 +60,27 @@
 //! than real time, or a key may expire before its state would have (tests that freeze the clock for a few
 //! seconds are fine: TTLs are at least the policy's window).
 
+//!
+//! ## Calls past their deadline
+//!
+//! A call that times out may still sit in Redis's input (Redis frozen, slow, or its reply lost); it must not count
+//! later, since its caller was answered as failed. So every decision and inspection carries a deadline in Redis's
+//! own time, and the script checks Redis `TIME` first: past the deadline it changes nothing and answers
+//! "expired". The store learns the offset between its monotonic clock and Redis `TIME` from the replies (each
+//! carries Redis `TIME`): reply time minus send time is an upper bound of the offset; the tightest is kept, and
+//! loosened by 500 ppm of the time since it was learnt. The deadline is send time + [`timeout`] + that bound.
+//!
+//! The bound: a script that starts later than its caller's deadline plus the estimate's error (at most the round
+//! trip of the reply it was learnt from, typically well under a millisecond on a LAN, plus 500 ppm of the time
+//! since; the first call of a store has no deadline) changes nothing. A script that started before its deadline
+//! but whose reply came back late still counts (the call did run); its caller was answered by the failure
+//! policy. If Redis's clock steps back, deadlines become late by the step until a new reply tightens the
+//! estimate; if it steps forward, a caller may see one expired reply, which corrects the estimate, and the call
+//! is retried once (it changed nothing). [`Store::delete_buckets`] has no deadline: a late deletion still
+//! deletes.
+//!
+//! [`timeout`]: RedisStoreBuilder::timeout
+
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
@@ -145,6 +166,14 @@ pub enum RedisStoreError {
     /// [`delete_buckets`](floodgate::Store::delete_buckets) of the id clears it.
     #[error("{0}: the key holds the wrong redis type; delete_buckets of the id (reset) clears it")]
     WrongType(String),
+    /// The script found its deadline (in Redis's own time) already past and changed nothing (see the crate
+    /// docs, "Calls past their deadline"). A caller sees it only when the store's estimate of Redis's clock was
+    /// off; the store then learns the new offset and retries once.
+    #[error("the call reached redis after its deadline and was dropped unrun ({late_us} µs late by redis time)")]
+    Expired {
+        /// How far past the deadline Redis would have run it, in microseconds of Redis time.
+        late_us: u64,
+    },
 }
 
 /// The kind of a fault, for the per-kind counters of [`RedisStats`].
@@ -154,6 +183,7 @@ enum FaultKind {
     Unavailable,
     Backend,
     WrongType,
+    Expired,
     InvalidId,
 }
 
@@ -181,6 +211,7 @@ impl RedisStoreError {
             RedisStoreError::Redis(r) if is_unavailable(r) => FaultKind::Unavailable,
             RedisStoreError::IdTooLong { .. } => FaultKind::InvalidId,
             RedisStoreError::WrongType(_) => FaultKind::WrongType,
+            RedisStoreError::Expired { .. } => FaultKind::Expired,
             _ => FaultKind::Backend,
         }
     }
@@ -216,8 +247,8 @@ impl From<RedisStoreError> for StoreError {
 /// Counters of the faults a store has met, by how it answered them and by kind ([`RedisStore::stats`]).
 ///
 /// Every failed call counts once in [`failures`](Self::failures) and once in exactly one kind
-/// ([`timeouts`](Self::timeouts), [`unavailable`](Self::unavailable), [`backend`](Self::backend) or
-/// [`wrong_type`](Self::wrong_type)), whatever the failure policy; and once in how it
+/// ([`timeouts`](Self::timeouts), [`unavailable`](Self::unavailable), [`backend`](Self::backend),
+/// [`wrong_type`](Self::wrong_type) or [`expired`](Self::expired)), whatever the failure policy; and once in how it
 /// was answered ([`failed_open`](Self::failed_open), [`failed_closed`](Self::failed_closed) or
 /// [`errors`](Self::errors)). An id refused by [`RedisStoreBuilder::max_id_len`] is the caller's error, not a
 /// fault: it counts nowhere.
@@ -225,7 +256,7 @@ impl From<RedisStoreError> for StoreError {
 /// ```
 /// let quiet = floodgate_redis::RedisStats::default();
 /// assert_eq!(quiet.failed_open + quiet.failed_closed + quiet.errors, 0);
-/// assert_eq!(quiet.failures, quiet.timeouts + quiet.unavailable + quiet.backend + quiet.wrong_type);
+/// assert_eq!(quiet.failures, quiet.timeouts + quiet.unavailable + quiet.backend + quiet.wrong_type + quiet.expired);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RedisStats {
@@ -249,6 +280,10 @@ pub struct RedisStats {
     pub backend: u64,
     /// Failures because a key of the id holds another Redis type ([`RedisStoreError::WrongType`]).
     pub wrong_type: u64,
+    /// Calls answered [`RedisStoreError::Expired`]: the script dropped them unrun as past their deadline while
+    /// their caller still waited (the store's estimate of Redis's clock was off, even after one retry). Calls
+    /// dropped after their caller gave up are counted in [`timeouts`](Self::timeouts), where they failed.
+    pub expired: u64,
     /// Connections to a single Redis over TCP opened again after the first, each as soon as the previous one
     /// was seen closed (a restart, `CLIENT KILL`, Redis's idle `timeout`), before any call was sent on it.
     pub reconnects: u64,
@@ -268,6 +303,7 @@ struct Counters {
     unavailable: AtomicU64,
     backend: AtomicU64,
     wrong_type: AtomicU64,
+    expired: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -579,6 +615,7 @@ impl RedisStoreBuilder {
                 max_id_len: self.max_id_len,
                 hash_over: self.hash_over,
                 stats: Counters::default(),
+                redis_clock: RedisClock::new(),
             }),
         })
     }
@@ -596,6 +633,51 @@ struct Inner {
     max_id_len: usize,
     hash_over: usize,
     stats: Counters,
+    redis_clock: RedisClock,
+}
+
+/// What the store knows of Redis's clock: an upper bound of (Redis `TIME` − the store's monotonic clock), in
+/// microseconds, and when it was learnt. Each reply carries Redis `TIME`; a reply's time minus the call's send
+/// time is an upper bound of the offset (the script ran after the send), the tightest one is kept, and it is
+/// loosened by 500 ppm of the time since (clock drift), so the deadline given to Redis is never earlier than the
+/// caller's own (unless Redis's clock steps forward, which the first expired reply a caller sees corrects).
+struct RedisClock {
+    origin: std::time::Instant,
+    estimate: std::sync::Mutex<Option<(i64, i64)>>,
+}
+
+impl RedisClock {
+    fn new() -> Self {
+        RedisClock { origin: std::time::Instant::now(), estimate: std::sync::Mutex::new(None) }
+    }
+
+    fn now_us(&self) -> i64 {
+        i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+
+    fn offset(&self, at: i64) -> Option<i64> {
+        let e = *self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        e.map(|(off, learnt)| off.saturating_add(at.saturating_sub(learnt).max(0) / 2000))
+    }
+
+    /// The deadline of a call sent at `sent` (store clock) in Redis time, or -1 before any reply.
+    fn deadline(&self, sent: i64, timeout: Duration) -> i64 {
+        let timeout = i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX);
+        self.offset(sent).map_or(-1, |off| sent.saturating_add(timeout).saturating_add(off))
+    }
+
+    /// Learns from a reply of Redis time `redis_us` to a call sent at `sent`; `reset` trusts it over the current
+    /// estimate (after an expired reply a caller saw: the estimate was too low).
+    fn learn(&self, sent: i64, redis_us: i64, reset: bool) {
+        let sample = redis_us.saturating_sub(sent);
+        let now = self.now_us();
+        let aged = self.offset(now);
+        let mut e = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        match aged {
+            Some(aged) if !reset && sample > aged => {}
+            _ => *e = Some((sample, now)),
+        }
+    }
 }
 
 /// The Redis and Redis Cluster [`Store`]. Clones share one connection.
@@ -677,6 +759,7 @@ impl RedisStore {
             unavailable: s.unavailable.load(Ordering::Relaxed),
             backend: s.backend.load(Ordering::Relaxed),
             wrong_type: s.wrong_type.load(Ordering::Relaxed),
+            expired: s.expired.load(Ordering::Relaxed),
             reconnects: match &self.inner.conn {
                 Conn::Watched(c) => c.reconnects.load(Ordering::Relaxed),
                 _ => 0,
@@ -793,6 +876,8 @@ impl RedisStore {
         parse_decision(v)
     }
 
+    /// Runs the policy's script with a deadline; an expired reply the caller still waits for (the clock estimate
+    /// was off: the script changed nothing) is retried once with the corrected estimate.
     async fn run_policy_script(
         &self,
         bucket: &[u8],
@@ -801,20 +886,83 @@ impl RedisStore {
         op: &'static str,
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
+        let clock = &self.inner.redis_clock;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = clock.now_us();
+            let deadline = clock.deadline(sent, self.inner.timeout);
+            let v = self.run_policy_script_once(bucket, index, policy, op, cost, deadline).await?;
+            match self.read_redis_time(v, sent) {
+                Err(RedisStoreError::Expired { late_us }) if attempt == 1 => {
+                    tracing::debug!(late_us, "floodgate-redis: a call expired by a wrong clock estimate; retrying");
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Takes Redis `TIME` off the end of a script's reply and learns from it; an expired reply is
+    /// [`RedisStoreError::Expired`].
+    fn read_redis_time(&self, v: Value, sent: i64) -> Result<Value, RedisStoreError> {
+        let clock = &self.inner.redis_clock;
+        match v {
+            Value::Array(mut items) => {
+                if matches!(items.first(), Some(Value::BulkString(b)) if b == b"expired") {
+                    let (redis_us, late) = match (items.get(1), items.get(2)) {
+                        (Some(r), Some(l)) => (int(r)?, micros(l)?),
+                        _ => return Err(RedisStoreError::Reply(format!("short expired reply {items:?}"))),
+                    };
+                    clock.learn(sent, redis_us, true);
+                    return Err(RedisStoreError::Expired { late_us: late });
+                }
+                match items.pop() {
+                    Some(Value::Int(redis_us)) => clock.learn(sent, redis_us, false),
+                    other => return Err(RedisStoreError::Reply(format!("expected redis time last, got {other:?}"))),
+                }
+                Ok(Value::Array(items))
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn run_policy_script_once(
+        &self,
+        bucket: &[u8],
+        index: &[u8],
+        policy: &Policy,
+        op: &'static str,
+        cost: u64,
+        deadline: i64,
+    ) -> Result<Value, RedisStoreError> {
         let now = self.now_arg();
         let (keep, slack) = (self.inner.keep_us, self.inner.ttl_slack_ms);
         let script = scripts::for_algorithm(policy.algorithm());
         let v = match policy.algorithm() {
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
                 self.eval(script, &[bucket, index], |c| {
-                    c.arg(op).arg(cost).arg(now).arg(keep).arg(slack).arg(policy.limit()).arg(policy.window_micros());
+                    c.arg(op)
+                        .arg(cost)
+                        .arg(now)
+                        .arg(keep)
+                        .arg(slack)
+                        .arg(deadline)
+                        .arg(policy.limit())
+                        .arg(policy.window_micros());
                 })
                 .await?
             }
             Algorithm::SlidingLog => {
                 let log = key::log_key(index, policy.key());
                 self.eval(script, &[bucket, index, &log], |c| {
-                    c.arg(op).arg(cost).arg(now).arg(keep).arg(slack).arg(policy.limit()).arg(policy.window_micros());
+                    c.arg(op)
+                        .arg(cost)
+                        .arg(now)
+                        .arg(keep)
+                        .arg(slack)
+                        .arg(deadline)
+                        .arg(policy.limit())
+                        .arg(policy.window_micros());
                 })
                 .await?
             }
@@ -825,6 +973,7 @@ impl RedisStore {
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
+                        .arg(deadline)
                         .arg(policy.meter_unit())
                         .arg(policy.meter_drain())
                         .arg(policy.capacity());
@@ -875,8 +1024,9 @@ impl RedisStore {
         let kind = e.kind();
         self.count_kind(kind);
         match kind {
-            // The client's own response timeout (set to the same duration) may fire first.
-            FaultKind::Timeout => Err(StoreError::Timeout(self.inner.timeout)),
+            // The client's own response timeout (set to the same duration) may fire first; an expired call
+            // reached Redis past its deadline.
+            FaultKind::Timeout | FaultKind::Expired => Err(StoreError::Timeout(self.inner.timeout)),
             _ => Err(e.into()),
         }
     }
@@ -889,6 +1039,7 @@ impl RedisStore {
             FaultKind::Unavailable => &s.unavailable,
             FaultKind::Backend => &s.backend,
             FaultKind::WrongType => &s.wrong_type,
+            FaultKind::Expired => &s.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         s.failures.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,10 @@
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
 -- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
 -- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
--- ARGV[6..] = the policy
+-- ARGV[6] = the deadline: Redis TIME (µs) past which the caller has given up, or -1 for none. Past it the script
+-- changes nothing and answers {'expired', Redis time, how late}, so a call answered as failed never counts later.
+-- ARGV[7..] = the policy
+-- Every other reply gets Redis TIME (µs) appended (the store learns its clock's offset from it).
 -- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
 -- cr = created, up = updated, e = when the state is empty again (the logical expiry, in the decision clock's
 -- microseconds).
@@ -58,11 +61,15 @@ end
 local key, idx = KEYS[1], KEYS[2]
 local op = ARGV[1]
 local cost = tonumber(ARGV[2])
-local t = tonumber(ARGV[3])
-if t < 0 then
+local rt
+do
   local tm = redis.call('TIME')
-  t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  rt = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 end
+local deadline = tonumber(ARGV[6])
+if deadline >= 0 and rt > deadline then return {'expired', rt, rt - deadline} end
+local t = tonumber(ARGV[3])
+if t < 0 then t = rt end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
 -- A key of this id holding another Redis type (someone SET a string where a hash belongs): a clear WRONGTYPE

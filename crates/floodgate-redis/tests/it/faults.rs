@@ -499,3 +499,73 @@ async fn first_call_after_a_dropped_connection_succeeds() {
     assert_eq!((s.failures, s.errors), (0, 0), "{s:?}");
     assert_eq!(s.reconnects, 3, "{s:?}");
 }
+
+/// Calls that time out while Redis is frozen never count later (they used to: 50 calls answered as failures
+/// left `used: 50`): each carries a deadline in Redis's own time, and the script drops work past it. Frozen by
+/// SIGSTOP and by `DEBUG SLEEP`; afterwards `inspect` shows nothing used and the store decides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_timed_out_while_redis_was_frozen_never_count() {
+    let server = tokio::task::block_in_place(|| RedisServer::start_with(&["--enable-debug-command", "yes"]));
+    let timeout = Duration::from_millis(100);
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(&server.url())
+            .timeout(timeout)
+            .failure_policy(FailurePolicy::FailOpen)
+            .build()
+            .await
+            .expect("connect"),
+    );
+    let p = Policy::fixed_window(1_000, Duration::from_secs(3600)).expect("policy");
+    // A few calls first: the store learns Redis's clock from their replies.
+    for _ in 0..5 {
+        assert!(store.hit(b"warm", &p, 1).await.expect("hit").allowed);
+    }
+    let s0 = store.stats();
+    for (round, freeze) in ["SIGSTOP", "DEBUG SLEEP"].into_iter().enumerate() {
+        let id = format!("frozen:{round}");
+        let sleeper = match freeze {
+            "SIGSTOP" => {
+                tokio::task::block_in_place(|| server.pause());
+                None
+            }
+            _ => {
+                let port = server.port;
+                let h = std::thread::spawn(move || crate::support::cli(port, &["DEBUG", "SLEEP", "0.6"]));
+                // Let the sleep begin before the calls go out.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some(h)
+            }
+        };
+        let calls: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, p, id) = (store.clone(), p.clone(), id.clone());
+                tokio::spawn(async move { store.hit(id.as_bytes(), &p, 1).await })
+            })
+            .collect();
+        for c in calls {
+            // Answered by the failure policy at the timeout.
+            assert!(c.await.expect("task").expect("fail open").allowed);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match sleeper {
+            None => tokio::task::block_in_place(|| server.resume()),
+            Some(h) => assert!(h.join().expect("DEBUG SLEEP").contains("OK")),
+        }
+        // Redis runs the 50 queued scripts now, and every one is past its deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let info = loop {
+            if let Ok(info) = store.inspect(id.as_bytes(), &p).await {
+                break info;
+            }
+            assert!(Instant::now() < deadline, "{freeze}: redis did not come back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(info.map(|i| i.used), None, "{freeze}: calls answered as failures were counted");
+        let d = store.hit(id.as_bytes(), &p, 1).await.expect("hit after the freeze");
+        assert_eq!((d.allowed, d.remaining), (true, 999), "{freeze}: a real decision");
+    }
+    let s = store.stats();
+    assert_eq!(s.failed_open - s0.failed_open, 100, "{s:?}");
+    assert!(s.timeouts - s0.timeouts >= 100, "{s:?}");
+}
