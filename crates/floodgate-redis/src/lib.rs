@@ -1192,3 +1192,33 @@ impl Store for RedisStore {
         self.count_error(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_clock_keeps_the_tightest_upper_bound_and_loosens_it_with_time() {
+        let c = RedisClock::new();
+        let timeout = Duration::from_millis(100);
+        assert_eq!(c.deadline(0, timeout), -1, "no deadline before any reply");
+        // Redis is 1 000 000 µs ahead; a reply seen 300 µs after its send, then a tighter one (50 µs).
+        c.learn(10, 1_000_310, false);
+        assert_eq!(c.offset(10), Some(1_000_300));
+        c.learn(20, 1_000_070, false);
+        assert_eq!(c.offset(20).map(|o| o <= 1_000_050 + 1), Some(true));
+        // A looser sample does not replace it.
+        c.learn(30, 1_005_000, false);
+        assert!(c.offset(30).is_some_and(|o| o < 1_001_000));
+        // Deadline: send + timeout + bound, never before the true deadline (offset 1 000 000).
+        let d = c.deadline(1_000, timeout);
+        assert!((1_101_000..=1_101_100).contains(&d), "{d}");
+        // 500 ppm of loosening: 10 s later the bound is 5 ms looser.
+        let later = c.now_us() + 10_000_000;
+        let aged = c.offset(later).unwrap_or_default();
+        assert!((1_005_000..1_006_000).contains(&aged), "{aged}");
+        // An expired reply a caller saw resets the estimate even to a looser one.
+        c.learn(40, 1_500_040, true);
+        assert!(c.offset(40).is_some_and(|o| o >= 1_499_000), "{:?}", c.offset(40));
+    }
+}
