@@ -48,7 +48,15 @@ pub(crate) struct Watched {
     /// Connections opened after the first (counted in `RedisStats::reconnects`).
     pub(crate) reconnects: AtomicU64,
     opened: AtomicBool,
+    /// Connection attempts made, and the last one's failure and when it ended: callers that waited for an
+    /// attempt share its outcome, and none starts within `RETRY_GAP` of a failure (no connection storm at a
+    /// Redis that refuses, no queue of attempts at one that does not answer).
+    attempts: AtomicU64,
+    last_failure: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// The least time between a failed connection attempt and the next.
+const RETRY_GAP: Duration = Duration::from_millis(10);
 
 impl Watched {
     /// `None` unless the client's address is plain TCP (TLS and Unix sockets go through `ConnectionManager`).
@@ -69,6 +77,8 @@ impl Watched {
             connecting: Arc::new(tokio::sync::Mutex::new(())),
             reconnects: AtomicU64::new(0),
             opened: AtomicBool::new(false),
+            attempts: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
         })
     }
 
@@ -84,12 +94,33 @@ impl Watched {
             return Ok(live);
         }
         let this = self.clone();
+        let seen = self.attempts.load(Ordering::Acquire);
         let attempt = tokio::spawn(async move {
             let _one = this.connecting.clone().lock_owned().await;
             if let Some(live) = this.alive() {
                 return Ok(live);
             }
-            let live = Arc::new(this.open().await?);
+            {
+                let last = this.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((at, e)) = last.as_ref()
+                    && (this.attempts.load(Ordering::Acquire) != seen || at.elapsed() < RETRY_GAP)
+                {
+                    return Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        format!("not connected to redis: {e}"),
+                    )));
+                }
+            }
+            this.attempts.fetch_add(1, Ordering::AcqRel);
+            let live = match this.open().await {
+                Ok(live) => Arc::new(live),
+                Err(e) => {
+                    *this.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((std::time::Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+            };
+            *this.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if this.opened.swap(true, Ordering::Relaxed) {
                 this.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(host = %this.host, port = this.port, "floodgate-redis: connected again");

@@ -569,3 +569,68 @@ async fn calls_that_timed_out_while_redis_was_frozen_never_count() {
     assert_eq!(s.failed_open - s0.failed_open, 100, "{s:?}");
     assert!(s.timeouts - s0.timeouts >= 100, "{s:?}");
 }
+
+/// A Redis that accepts connections but never answers: calls fail by their timeout, and connection attempts do
+/// not pile up (one at a time, callers that waited share its outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_gets_one_connection_attempt_at_a_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let end = Instant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        held.push(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        })
+    };
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(&format!("redis://127.0.0.1:{port}/"))
+            .lazy(true)
+            .timeout(Duration::from_millis(50))
+            .connect_timeout(Duration::from_millis(700))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .await
+            .expect("a lazy store builds"),
+    );
+    let p = Policy::gcra(10, Duration::from_secs(1)).expect("policy");
+    let begin = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, p) = (store.clone(), p.clone());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let t = Instant::now();
+                    assert!(!store.hit(b"k", &p, 1).await.expect("fail closed").allowed);
+                    assert!(t.elapsed() < Duration::from_millis(200), "a call took {:?}", t.elapsed());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let took = begin.elapsed();
+    // The callers are gone: attempts queued behind the first must not each connect in turn afterwards.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().expect("acceptor");
+    // 80 calls over `took`; a connection attempt lasts 700 ms, and the next starts only after it.
+    let most = usize::try_from(took.as_millis() / 700).unwrap_or(usize::MAX) + 1;
+    let n = accepted.load(Ordering::Relaxed);
+    assert!(n >= 1 && n <= most, "{n} connections for calls over {took:?}");
+    assert_eq!(store.stats().failed_closed, 80);
+}
