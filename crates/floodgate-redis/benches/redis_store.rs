@@ -54,6 +54,7 @@ fn main() {
         "-1",
         "0",
         "1",
+        "-1",
         &policy.meter_unit().to_string(),
         &policy.meter_drain().to_string(),
         &policy.capacity().to_string(),

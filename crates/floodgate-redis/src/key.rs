@@ -5,6 +5,13 @@
 //! stands for itself, every other byte is `%XX` (upper-case hex), and the empty id is a lone `%`. The encoding
 //! is injective (two ids never share a key) and never contains `}`, so the hash tag is exactly the id and every
 //! key of one id lands in one cluster slot whatever bytes the id holds.
+//!
+//! An id longer than the store's hashing threshold ([`crate::DEFAULT_HASH_IDS_LONGER_THAN`] by default) is keyed
+//! by its SHA-256 instead: the hash tag is `%sha256:<64 lower-case hex digits>`. The encoding of a short id never
+//! holds `%s` (a `%` is always followed by two upper-case hex digits, or ends the empty id's lone `%`), so a
+//! hashed tag never equals a short id's; two long ids share a tag only if SHA-256 collides.
+
+use sha2::{Digest, Sha256};
 
 /// Appends the hash-tag encoding of `id` to `out`.
 pub(crate) fn encode_id(id: &[u8], out: &mut Vec<u8>) {
@@ -22,8 +29,26 @@ pub(crate) fn encode_id(id: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The index key of `id`: `<prefix>:{<encoded id>}`.
-pub(crate) fn index_key(prefix: &str, id: &[u8]) -> Vec<u8> {
+/// Appends the hashed tag of a long id: `%sha256:` and the SHA-256 of `id` in lower-case hex.
+fn encode_hashed_id(id: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"%sha256:");
+    for b in Sha256::digest(id) {
+        out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    }
+}
+
+/// The index key of `id`: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when the id is longer than
+/// `hash_over` bytes.
+pub(crate) fn index_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
+    if id.len() > hash_over {
+        let mut k = Vec::with_capacity(prefix.len() + 76);
+        k.extend_from_slice(prefix.as_bytes());
+        k.extend_from_slice(b":{");
+        encode_hashed_id(id, &mut k);
+        k.push(b'}');
+        return k;
+    }
     let mut k = Vec::with_capacity(prefix.len() + id.len() + 4);
     k.extend_from_slice(prefix.as_bytes());
     k.extend_from_slice(b":{");
@@ -65,9 +90,12 @@ mod tests {
     #[test]
     fn readable_ids_stay_readable() {
         assert_eq!(enc(b"user:42"), "user:42");
-        assert_eq!(index_key("fg", b"ip:10.0.0.1"), b"fg:{ip:10.0.0.1}".to_vec());
-        assert_eq!(bucket_key(&index_key("fg", b"u"), "gcra:5/1000000us:b5"), b"fg:{u}:gcra:5/1000000us:b5".to_vec());
-        assert_eq!(log_key(&index_key("fg", b"u"), "plan"), b"fg:{u}#plan".to_vec());
+        assert_eq!(index_key("fg", b"ip:10.0.0.1", 4096), b"fg:{ip:10.0.0.1}".to_vec());
+        assert_eq!(
+            bucket_key(&index_key("fg", b"u", 4096), "gcra:5/1000000us:b5"),
+            b"fg:{u}:gcra:5/1000000us:b5".to_vec()
+        );
+        assert_eq!(log_key(&index_key("fg", b"u", 4096), "plan"), b"fg:{u}#plan".to_vec());
     }
 
     #[test]
@@ -88,5 +116,23 @@ mod tests {
             assert!(!e.contains('}') && !e.contains('{') && !e.is_empty(), "{id:?} -> {e}");
             assert!(seen.insert(e), "{id:?} collides");
         }
+    }
+
+    #[test]
+    fn long_ids_are_hashed_inside_the_tag() {
+        // At the threshold the layout is today's; one byte over, the SHA-256 of the id.
+        let id = vec![b'a'; 5];
+        assert_eq!(index_key("fg", &id, 5), b"fg:{aaaaa}".to_vec());
+        let long = vec![b'a'; 6];
+        let k = String::from_utf8(index_key("fg", &long, 5)).unwrap_or_default();
+        // sha256("aaaaaa")
+        assert_eq!(k, "fg:{%sha256:ed02457b5c41d964dbd2f2a609d63fe1bb7528dbe55e1abf5b52c249cd735797}");
+        // Two long ids sharing a long prefix get different tags; a short id spelled like a tag is still escaped.
+        let (mut a, mut b) = (vec![b'x'; 20_000], vec![b'x'; 20_000]);
+        a.push(b'1');
+        b.push(b'2');
+        assert_ne!(index_key("fg", &a, 4096), index_key("fg", &b, 4096));
+        let spoof = &k.as_bytes()[4..k.len() - 1];
+        assert_ne!(index_key("fg", spoof, 4096), k.as_bytes());
     }
 }

@@ -77,7 +77,7 @@ fn main() {
     let call = Call {
         sha: script.sha().to_owned(),
         keys: vec!["b:{u}:gcra".into(), "b:{u}".into()],
-        args: ["h", "1", "-1", "0", "1"]
+        args: ["h", "1", "-1", "0", "1", "-1"]
             .into_iter()
             .map(String::from)
             .chain([policy.meter_unit(), policy.meter_drain(), policy.capacity()].map(|n| n.to_string()))

@@ -8,8 +8,12 @@ if t < 0 then
   t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 end
 local deleted = 0
-for _, k in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local h = redis.call('HMGET', k, 'e', 'k', 'a', 'b', 'c')
+-- An index or bucket that holds another Redis type (see the prelude's wrongtype) is deleted like any other.
+local members = {}
+if redis.call('TYPE', KEYS[1])['ok'] == 'set' then members = redis.call('SMEMBERS', KEYS[1]) end
+for _, k in ipairs(members) do
+  local h = redis.pcall('HMGET', k, 'e', 'k', 'a', 'b', 'c')
+  if h.err then h = {} end
   -- Live, and holding something (a bucket that another algorithm's call emptied, or whose log's runs have all
   -- left, holds nothing).
   local kind, a, b, c = h[2], h[3], h[4], h[5]

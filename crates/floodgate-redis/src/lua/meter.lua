@@ -1,6 +1,6 @@
 -- Token bucket, leaky bucket and GCRA: one meter (crates/floodgate/src/algorithm/meter.rs).
--- ARGV[6] = unit, ARGV[7] = drain, ARGV[8] = burst. State: a = level, b = last, c = the unit it was written in.
-local unit, drain, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+-- ARGV[7] = unit, ARGV[8] = drain, ARGV[9] = burst. State: a = level, b = last, c = the unit it was written in.
+local unit, drain, burst = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local cap = burst * unit
 
 local function level_at(at)

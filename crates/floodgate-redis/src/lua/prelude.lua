@@ -4,7 +4,10 @@
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
 -- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
 -- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
--- ARGV[6..] = the policy
+-- ARGV[6] = the deadline: Redis TIME (µs) past which the caller has given up, or -1 for none. Past it the script
+-- changes nothing and answers {'expired', Redis time, how late}, so a call answered as failed never counts later.
+-- ARGV[7..] = the policy
+-- Every other reply gets Redis TIME (µs) appended (the store learns its clock's offset from it).
 -- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
 -- cr = created, up = updated, e = when the state is empty again (the logical expiry, in the decision clock's
 -- microseconds).
@@ -58,14 +61,37 @@ end
 local key, idx = KEYS[1], KEYS[2]
 local op = ARGV[1]
 local cost = tonumber(ARGV[2])
-local t = tonumber(ARGV[3])
-if t < 0 then
+local rt
+do
   local tm = redis.call('TIME')
-  t = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  rt = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 end
+local deadline = tonumber(ARGV[6])
+if deadline >= 0 and rt > deadline then return {'expired', rt, rt - deadline} end
+local t = tonumber(ARGV[3])
+if t < 0 then t = rt end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
-local h = redis.call('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+-- A key of this id holding another Redis type (someone SET a string where a hash belongs): a clear WRONGTYPE
+-- error naming the key, and nothing written but this: the bucket key joins the id's index (when the index is a
+-- set, or absent), so delete_buckets of the id (which deletes every indexed key and its log, whatever their
+-- types, and the index itself) clears it.
+local function wrongtype(k, ty, want)
+  local it = redis.call('TYPE', idx)['ok']
+  if k ~= idx and (it == 'set' or it == 'none') then
+    redis.call('SADD', idx, key)
+    if it == 'none' then redis.call('PEXPIRE', idx, 86400000) end
+  end
+  error({err = 'WRONGTYPE floodgate key ' .. k .. ' holds a ' .. ty .. ', not a ' .. want ..
+    ' (delete_buckets of its id clears it)'})
+end
+local h = redis.pcall('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+if h.err then wrongtype(key, redis.call('TYPE', key)['ok'], 'hash') end
+if not h[7] then
+  -- A new bucket will be added to the index: the index must be a set (checked before anything is written).
+  local it = redis.call('TYPE', idx)['ok']
+  if it ~= 'set' and it ~= 'none' then wrongtype(idx, it, 'set') end
+end
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
 local sa, sb, sc = 0, 0, 0

@@ -1,12 +1,16 @@
--- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[6] = limit, ARGV[7] = window (µs).
+-- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[7] = limit, ARGV[8] = window (µs).
 -- KEYS[3] = the log, a sorted set of runs: score = the run's time in whole ms (a hit at `now` µs is logged at
 -- ceil(now / 1000)), member = "<ms>" for a run of one unit or "<ms>:<units>". Hits of one ms merge into one run.
 -- A run at ms counts while now < ms * 1000 + window.
 -- Bucket fields: a = units in the log, b = the latest time seen (µs: a clock that steps back stands still there),
 -- c = the newest run's member, d = the oldest run's member (both meaningless when a = 0).
 -- The units in one log stay far below 2^53 (at most limit + 2^20 per forced call).
-local limit, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+local limit, window = tonumber(ARGV[7]), tonumber(ARGV[8])
 local log = KEYS[3]
+do
+  local lt = redis.call('TYPE', log)['ok']
+  if lt ~= 'zset' and lt ~= 'none' then wrongtype(log, lt, 'sorted set') end
+end
 local RUN = 1048575 -- sliding_log::MAX_RUN_UNITS: a forced cost counts as at most this many units
 
 local function parse(m) -- a run's member: its ms and units

@@ -406,3 +406,231 @@ async fn lazy_store_starts_before_redis() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every failure is counted by kind under every failure policy (fail-open and fail-closed answers used to leave
+/// nothing but `failed_open`/`failed_closed`, indistinguishable from one another's causes): a dead Redis counts
+/// in `unavailable` (or `timeouts`), a hung one in `timeouts`, each once in `failures`, beside how it was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_is_counted_by_kind_under_every_policy() {
+    let mut server = tokio::task::block_in_place(RedisServer::start);
+    let timeout = Duration::from_millis(100);
+    let mut stores = Vec::new();
+    for failure in [FailurePolicy::FailOpen, FailurePolicy::FailClosed, FailurePolicy::Error] {
+        let store = RedisStore::builder()
+            .url(&server.url())
+            .timeout(timeout)
+            .failure_policy(failure)
+            .build()
+            .await
+            .expect("connect");
+        stores.push((failure, store));
+    }
+    let p = Policy::gcra(100, Duration::from_secs(60)).expect("policy");
+    for (_, store) in &stores {
+        assert!(store.hit(b"k", &p, 1).await.expect("hit").allowed);
+    }
+    // Hung: every call times out.
+    tokio::task::block_in_place(|| server.pause());
+    for (_, store) in &stores {
+        for _ in 0..3 {
+            let _ = store.hit(b"k", &p, 1).await;
+        }
+        let _ = store.inspect(b"k", &p).await;
+    }
+    tokio::task::block_in_place(|| server.resume());
+    for (failure, store) in &stores {
+        let s = store.stats();
+        assert_eq!((s.timeouts, s.failures), (4, 4), "{failure:?}: {s:?}");
+    }
+    // Dead: refused or dropped (or timed out while reconnecting).
+    tokio::task::block_in_place(|| server.kill());
+    for (failure, store) in &stores {
+        for _ in 0..3 {
+            let _ = store.hit(b"k", &p, 1).await;
+        }
+        let _ = store.delete_buckets(b"k").await;
+        let s = store.stats();
+        assert_eq!(s.failures, 8, "{failure:?}: {s:?}");
+        assert_eq!(s.failures, s.timeouts + s.unavailable + s.backend + s.wrong_type, "{s:?}");
+        assert!(s.unavailable >= 1, "{failure:?}: {s:?}");
+        // Decisions answered by the policy (6), inspections and deletions always as errors (2).
+        let answered = match failure {
+            FailurePolicy::FailOpen => (s.failed_open, s.failed_closed, s.errors),
+            FailurePolicy::FailClosed => (s.failed_closed, s.failed_open, s.errors),
+            FailurePolicy::Error => (s.errors - 2, s.failed_open + s.failed_closed, 2),
+        };
+        assert_eq!(answered, (6, 0, 2), "{failure:?}: {s:?}");
+    }
+}
+
+/// A dropped idle connection costs no call (it used to fail the first one: one error under `Error`, a silent
+/// allow or deny under the fail policies): `CLIENT KILL`, a restart of Redis while idle, and Redis's own idle
+/// `timeout` are each followed by a call that succeeds on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_call_after_a_dropped_connection_succeeds() {
+    let mut server = tokio::task::block_in_place(|| RedisServer::start_with(&["--timeout", "1"]));
+    let store = RedisStore::builder()
+        .url(&server.url())
+        .timeout(Duration::from_millis(500))
+        .failure_policy(FailurePolicy::Error)
+        .build()
+        .await
+        .expect("connect");
+    let p = Policy::fixed_window(1_000, Duration::from_secs(3600)).expect("policy");
+    let hit = async |what: &str, remaining: u64| {
+        let d = store.hit(b"k", &p, 1).await.unwrap_or_else(|e| panic!("first call after {what}: {e}"));
+        assert!(d.allowed, "{what}");
+        assert_eq!(d.remaining, remaining, "{what}: a real decision");
+    };
+    hit("connect", 999).await;
+    let killed = tokio::task::block_in_place(|| server.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
+    assert!(killed.trim().parse::<u32>().is_ok_and(|n| n >= 1), "CLIENT KILL: {killed}");
+    // Idle for a moment, as a pooled connection is when Redis drops it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hit("CLIENT KILL", 998).await;
+    // Redis's idle timeout (1 s; Redis checks it about once a second).
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    hit("the idle timeout", 997).await;
+    // A restart while idle: the state is gone (no persistence), the call is answered.
+    tokio::task::block_in_place(|| server.restart());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    hit("a restart", 999).await;
+    let s = store.stats();
+    assert_eq!((s.failures, s.errors), (0, 0), "{s:?}");
+    assert_eq!(s.reconnects, 3, "{s:?}");
+}
+
+/// Calls that time out while Redis is frozen never count later (they used to: 50 calls answered as failures
+/// left `used: 50`): each carries a deadline in Redis's own time, and the script drops work past it. Frozen by
+/// SIGSTOP and by `DEBUG SLEEP`; afterwards `inspect` shows nothing used and the store decides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_timed_out_while_redis_was_frozen_never_count() {
+    let server = tokio::task::block_in_place(|| RedisServer::start_with(&["--enable-debug-command", "yes"]));
+    let timeout = Duration::from_millis(100);
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(&server.url())
+            .timeout(timeout)
+            .failure_policy(FailurePolicy::FailOpen)
+            .build()
+            .await
+            .expect("connect"),
+    );
+    let p = Policy::fixed_window(1_000, Duration::from_secs(3600)).expect("policy");
+    // A few calls first: the store learns Redis's clock from their replies.
+    for _ in 0..5 {
+        assert!(store.hit(b"warm", &p, 1).await.expect("hit").allowed);
+    }
+    let s0 = store.stats();
+    for (round, freeze) in ["SIGSTOP", "DEBUG SLEEP"].into_iter().enumerate() {
+        let id = format!("frozen:{round}");
+        let sleeper = match freeze {
+            "SIGSTOP" => {
+                tokio::task::block_in_place(|| server.pause());
+                None
+            }
+            _ => {
+                let port = server.port;
+                let h = std::thread::spawn(move || crate::support::cli(port, &["DEBUG", "SLEEP", "0.6"]));
+                // Let the sleep begin before the calls go out.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some(h)
+            }
+        };
+        let calls: Vec<_> = (0..50)
+            .map(|_| {
+                let (store, p, id) = (store.clone(), p.clone(), id.clone());
+                tokio::spawn(async move { store.hit(id.as_bytes(), &p, 1).await })
+            })
+            .collect();
+        for c in calls {
+            // Answered by the failure policy at the timeout.
+            assert!(c.await.expect("task").expect("fail open").allowed);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match sleeper {
+            None => tokio::task::block_in_place(|| server.resume()),
+            Some(h) => assert!(h.join().expect("DEBUG SLEEP").contains("OK")),
+        }
+        // Redis runs the 50 queued scripts now, and every one is past its deadline.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let info = loop {
+            if let Ok(info) = store.inspect(id.as_bytes(), &p).await {
+                break info;
+            }
+            assert!(Instant::now() < deadline, "{freeze}: redis did not come back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(info.map(|i| i.used), None, "{freeze}: calls answered as failures were counted");
+        let d = store.hit(id.as_bytes(), &p, 1).await.expect("hit after the freeze");
+        assert_eq!((d.allowed, d.remaining), (true, 999), "{freeze}: a real decision");
+    }
+    let s = store.stats();
+    assert_eq!(s.failed_open - s0.failed_open, 100, "{s:?}");
+    assert!(s.timeouts - s0.timeouts >= 100, "{s:?}");
+}
+
+/// A Redis that accepts connections but never answers: calls fail by their timeout, and connection attempts do
+/// not pile up (one at a time, callers that waited share its outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_redis_gets_one_connection_attempt_at_a_time() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let end = Instant::now() + Duration::from_secs(10);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                        held.push(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        })
+    };
+    let store = Arc::new(
+        RedisStore::builder()
+            .url(&format!("redis://127.0.0.1:{port}/"))
+            .lazy(true)
+            .timeout(Duration::from_millis(50))
+            .connect_timeout(Duration::from_millis(700))
+            .failure_policy(FailurePolicy::FailClosed)
+            .build()
+            .await
+            .expect("a lazy store builds"),
+    );
+    let p = Policy::gcra(10, Duration::from_secs(1)).expect("policy");
+    let begin = Instant::now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, p) = (store.clone(), p.clone());
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    let t = Instant::now();
+                    assert!(!store.hit(b"k", &p, 1).await.expect("fail closed").allowed);
+                    assert!(t.elapsed() < Duration::from_millis(200), "a call took {:?}", t.elapsed());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let took = begin.elapsed();
+    // The callers are gone: attempts queued behind the first must not each connect in turn afterwards.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().expect("acceptor");
+    // 80 calls over `took`; a connection attempt lasts 700 ms, and the next starts only after it.
+    let most = usize::try_from(took.as_millis() / 700).unwrap_or(usize::MAX) + 1;
+    let n = accepted.load(Ordering::Relaxed);
+    assert!(n >= 1 && n <= most, "{n} connections for calls over {took:?}");
+    assert_eq!(store.stats().failed_closed, 80);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use floodgate::algorithm::sliding_log::MAX_RUN_UNITS;
 use floodgate::{Algorithm, Clock, ManualClock, MemoryStore, Policy, Store, StoreError, Timestamp};
-use floodgate_redis::RedisStore;
+use floodgate_redis::{FailurePolicy, RedisStore};
 
 use crate::support::RedisServer;
 use crate::{fresh_prefix, make_single_store, shared_single};
@@ -355,13 +355,130 @@ async fn overlong_ids_are_invalid() {
         .url(&url)
         .prefix(fresh_prefix())
         .max_id_len(16)
-        .failure_policy(floodgate_redis::FailurePolicy::FailOpen)
+        .failure_policy(FailurePolicy::FailOpen)
         .build()
         .await
         .expect("connect");
     let p = Policy::fixed_window(1, Duration::from_secs(1)).expect("policy");
     assert!(matches!(store.hit(&[b'x'; 17], &p, 1).await, Err(StoreError::InvalidId(_))));
     assert!(store.hit(&[b'x'; 16], &p, 1).await.expect("hit").allowed);
+}
+
+/// Long ids work (they used to answer InvalidId past 4096 bytes): a 20 000-byte id is limited exactly and
+/// `delete_buckets` clears it, two long ids sharing a 20 000-byte prefix keep apart, a 64 KiB id works, and every
+/// key of a long id is short (its SHA-256 inside the hash tag) while ids up to 4096 bytes keep their old keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_ids_are_hashed_and_limited_exactly() {
+    let store = redis_time_store(&fresh_prefix()).await;
+    let prefix = store.prefix().to_owned();
+    let h = Duration::from_secs(3600);
+    let every = [
+        Policy::fixed_window(5, h),
+        Policy::sliding_window(7, h),
+        Policy::token_bucket(3, h).and_then(|p| p.with_burst(5)),
+        Policy::leaky_bucket(4, h),
+        Policy::gcra(1000, h).and_then(|p| p.with_burst(10)),
+        Policy::sliding_log(6, h),
+    ];
+    for p in every.into_iter().map(|p| p.expect("policy")) {
+        let mut a = vec![b'x'; 20_000];
+        let mut b = a.clone();
+        a.push(b'a');
+        b.push(b'b');
+        let cap = p.capacity();
+        for i in 0..cap {
+            assert!(store.hit(&a, &p, 1).await.expect("hit a").allowed, "{p:?}: hit {i} of {cap}");
+        }
+        assert!(!store.hit(&a, &p, 1).await.expect("hit a").allowed, "{p:?}: past the limit");
+        // The other long id shares nothing with the first.
+        assert!(store.hit(&b, &p, 1).await.expect("hit b").allowed, "{p:?}: b shares a's state");
+        assert_eq!(store.inspect(&b, &p).await.expect("inspect b").map(|i| i.used), Some(1));
+        assert_eq!(store.delete_buckets(&a).await.expect("delete a"), 1, "{p:?}");
+        assert!(store.inspect(&a, &p).await.expect("inspect a").is_none());
+        assert!(store.hit(&a, &p, 1).await.expect("hit a after delete").allowed);
+        assert_eq!(store.delete_buckets(&a).await.expect("delete a"), 1);
+        assert_eq!(store.delete_buckets(&b).await.expect("delete b"), 1);
+    }
+    let p = Policy::fixed_window(1, Duration::from_secs(60)).expect("policy");
+    let huge = vec![0xffu8; 64 * 1024];
+    assert!(store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
+    assert!(!store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
+    let key = store.bucket_key(&huge, &p);
+    assert!(key.starts_with(format!("{prefix}:{{%sha256:").as_bytes()) && key.len() < 200, "{key:?}");
+    let ttl = tokio::task::block_in_place(|| {
+        shared_single().cli(&["PTTL", std::str::from_utf8(&key).expect("the hashed key is ascii")])
+    });
+    assert!(ttl.trim().parse::<i64>().is_ok_and(|t| t > 0), "{ttl}");
+    // At 4096 bytes the old layout: the id itself in the hash tag.
+    let edge = vec![b'e'; 4096];
+    assert_eq!(store.index_key(&edge), [format!("{prefix}:{{").as_bytes(), &edge, b"}"].concat());
+    assert!(store.hit(&edge, &p, 1).await.expect("4096-byte id").allowed);
+}
+
+/// A key of an id holding another Redis type (a string SET where the bucket's hash, the index's set or a sliding
+/// log's sorted set belongs) fails that id's calls with a clear WRONGTYPE error naming the key, counted in
+/// `wrong_type` under every failure policy; `delete_buckets` of the id clears it and the id works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_type_keys_are_named_counted_and_cleared_by_delete() {
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let h = Duration::from_secs(3600);
+    let log = Policy::sliding_log(3, h).expect("policy");
+    let gcra = Policy::gcra(3, h).expect("policy");
+    for failure in [FailurePolicy::Error, FailurePolicy::FailOpen, FailurePolicy::FailClosed] {
+        let store = RedisStore::builder()
+            .url(&url)
+            .prefix(fresh_prefix())
+            .failure_policy(failure)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("connect");
+        let spoil = |key: Vec<u8>| {
+            let key = String::from_utf8(key).expect("ascii key");
+            assert!(tokio::task::block_in_place(|| shared_single().cli(&["SET", &key, "oops"])).contains("OK"));
+            key
+        };
+        let cases: [(&[u8], &Policy, Vec<u8>); 4] = [
+            (b"bucket", &gcra, store.bucket_key(b"bucket", &gcra)),
+            (b"index", &gcra, store.index_key(b"index")),
+            (b"log", &log, store.log_key(b"log", &log)),
+            (b"logbucket", &log, store.bucket_key(b"logbucket", &log)),
+        ];
+        for (n, (id, p, key)) in cases.into_iter().enumerate() {
+            let key = spoil(key);
+            let before = store.stats();
+            let r = store.hit(id, p, 1).await;
+            match failure {
+                FailurePolicy::Error => {
+                    let e = r.expect_err("a wrong type fails").to_string();
+                    assert!(e.contains("WRONGTYPE") && e.contains(&key), "{failure:?} {key}: {e}");
+                }
+                FailurePolicy::FailOpen => assert!(r.expect("fail open").allowed),
+                FailurePolicy::FailClosed => assert!(!r.expect("fail closed").allowed),
+            }
+            let inspected = store.inspect(id, p).await.expect_err("inspect fails too").to_string();
+            assert!(inspected.contains("WRONGTYPE") && inspected.contains(&key), "{inspected}");
+            let after = store.stats();
+            assert_eq!(after.wrong_type - before.wrong_type, 2, "{failure:?} {key}: {after:?}");
+            assert_eq!(after.failures - before.failures, 2, "{failure:?} {key}: {after:?}");
+            assert_eq!(after.wrong_type, 2 * (n as u64 + 1));
+            // The reset recovers the id: the spoilt key is gone and the id decides again.
+            assert_eq!(store.delete_buckets(id).await.expect("delete clears a wrong type"), 0, "{key}");
+            let ty = tokio::task::block_in_place(|| shared_single().cli(&["TYPE", &key]));
+            assert_eq!(ty.trim(), "none", "{key}");
+            for _ in 0..3 {
+                assert!(store.hit(id, p, 1).await.expect("hit after the reset").allowed, "{key}");
+            }
+            assert!(!store.hit(id, p, 1).await.expect("hit after the reset").allowed, "{key}");
+            assert_eq!(store.delete_buckets(id).await.expect("delete"), 1);
+        }
+        let s = store.stats();
+        match failure {
+            FailurePolicy::Error => assert_eq!(s.errors, 8, "{s:?}"),
+            FailurePolicy::FailOpen => assert_eq!((s.failed_open, s.errors), (4, 4), "{s:?}"),
+            FailurePolicy::FailClosed => assert_eq!((s.failed_closed, s.errors), (4, 4), "{s:?}"),
+        }
+    }
 }
 
 /// The builder refuses a prefix that would break the hash tag, and an unreachable Redis.
