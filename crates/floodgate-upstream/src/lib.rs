@@ -1,0 +1,13 @@
+//! # floodgate-upstream
+//!
+//! The other half of rate limiting: not limiting the callers of your service, but respecting the limits of the
+//! services you call, so that you never take a 429.
+//!
+//! - [`headers`]: pure parsers of what upstreams send (Discord, GitHub, the IETF `RateLimit` fields,
+//!   `Retry-After`), the provider chosen by you, never guessed.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used)]
+#![forbid(unsafe_code)]
+
+pub mod headers;
