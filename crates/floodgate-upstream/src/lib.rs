@@ -10,4 +10,7 @@
 #![deny(clippy::unwrap_used)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod headers;
+pub mod store;
