@@ -13,4 +13,11 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod headers;
+#[cfg(feature = "reqwest")]
+pub mod middleware;
 pub mod store;
+mod upstream;
+
+pub use headers::{Observation, Provider};
+pub use store::{Acquire, BucketStore, Lease, MemoryStore, StoreConfig};
+pub use upstream::{AcquireOutcome, BucketView, Permit, Upstream, UpstreamError, UpstreamStats};
