@@ -26,6 +26,8 @@
 //! `Retry-After`. Routes whose template is in [`StoreConfig::exempt`] pass the global gate.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -35,6 +37,8 @@ use async_trait::async_trait;
 use crate::headers::Observation;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisBucketStore;
 
 /// Builds a route string `TEMPLATE#MAJOR` from a route template and its major parameter (empty for none).
 ///
@@ -262,7 +266,7 @@ pub enum StoreError {
 /// The result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Where upstream buckets live: [`MemoryStore`] (the default), or Redis (`RedisBucketStore`, feature `redis`) for a
+/// Where upstream buckets live: [`MemoryStore`] (the default), or Redis ([`RedisBucketStore`], feature `redis`) for a
 /// fleet sharing one budget. Every call is atomic.
 #[async_trait]
 pub trait BucketStore: Send + Sync {
