@@ -6,7 +6,8 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Upstream429, client, load, serve};
+use common::{Style, Upstream429, client, load, load_as, serve};
+use floodgate_upstream::Provider;
 use floodgate_upstream::store::{GlobalLimit, StoreConfig};
 use floodgate_upstream::{MemoryStore, Upstream};
 
@@ -84,4 +85,28 @@ async fn a_cancelled_request_releases_its_place() {
     let outcome = upstream.acquire("GET 127.0.0.1/slow", Duration::from_secs(1)).await.expect("acquire");
     assert!(outcome.go, "{outcome:?}");
     assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+}
+
+/// The IETF and GitHub variants: whole-second resets (rounded up by an honest upstream), still zero 429s, and
+/// most of the rate (a window of one second here).
+async fn whole_second_style(style: Style, provider: Provider) {
+    let window = Duration::from_secs(1);
+    let server = Upstream429::styled(window, 20, 10_000, style);
+    let addr = serve(server.clone()).await;
+    let upstream = Upstream::in_memory();
+    let (ok, _, elapsed) = load_as(provider, &upstream, addr, &["/b/one"], 16, Duration::from_millis(2_100)).await;
+    let rejected = server.rejected.load(Ordering::SeqCst);
+    println!("{provider}: {ok} ok in {elapsed:?} (20 per second allowed), {rejected} 429s");
+    assert_eq!(rejected, 0, "{provider}");
+    assert!(ok >= 40, "{provider}: {ok}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ietf_headers_take_no_429() {
+    whole_second_style(Style::Ietf, Provider::Ietf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_headers_take_no_429() {
+    whole_second_style(Style::Github, Provider::Github).await;
 }

@@ -20,7 +20,16 @@ use parking_lot::Mutex;
 
 /// The upstream: per bucket `limit` per `window`, and `global` per `window` over all buckets, in fixed windows
 /// from its start.
+/// Which headers the upstream sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Discord,
+    Ietf,
+    Github,
+}
+
 pub struct Upstream429 {
+    pub style: Style,
     pub start: Instant,
     pub window: Duration,
     pub limit: u64,
@@ -40,7 +49,12 @@ fn secs(d: Duration) -> HeaderValue {
 
 impl Upstream429 {
     pub fn new(window: Duration, limit: u64, global: u64) -> Arc<Self> {
+        Self::styled(window, limit, global, Style::Discord)
+    }
+
+    pub fn styled(window: Duration, limit: u64, global: u64, style: Style) -> Arc<Self> {
         Arc::new(Upstream429 {
+            style,
             start: Instant::now(),
             window,
             limit,
@@ -75,18 +89,49 @@ impl Upstream429 {
             }
             let mut counts = self.counts.lock();
             let c = counts.entry((bucket.to_owned(), idx)).or_insert(0);
-            h.insert("x-ratelimit-limit", self.limit.into());
-            h.insert("x-ratelimit-reset-after", secs(reset_after));
-            h.insert("x-ratelimit-bucket", HeaderValue::from_str(&format!("hash-{bucket}")).expect("ascii"));
-            if *c >= self.limit {
+            let allowed = *c < self.limit;
+            if allowed {
+                *c += 1;
+                *gc += 1;
+            }
+            let remaining = self.limit - *c;
+            // Whole seconds (IETF `t`, GitHub's epoch reset, Retry-After) are rounded up: never sooner than true.
+            let whole = reset_after.as_micros().div_ceil(1_000_000) as u64;
+            match self.style {
+                Style::Discord => {
+                    h.insert("x-ratelimit-limit", self.limit.into());
+                    h.insert("x-ratelimit-remaining", remaining.into());
+                    h.insert("x-ratelimit-reset-after", secs(reset_after));
+                    h.insert("x-ratelimit-bucket", HeaderValue::from_str(&format!("hash-{bucket}")).expect("ascii"));
+                    if !allowed {
+                        h.insert("retry-after", secs(reset_after));
+                    }
+                }
+                Style::Ietf => {
+                    let policy = format!("\"{bucket}\";q={};w={}", self.limit, self.window.as_secs().max(1));
+                    h.insert("ratelimit-policy", HeaderValue::from_str(&policy).expect("ascii"));
+                    let state = format!("\"{bucket}\";r={remaining};t={whole}");
+                    h.insert("ratelimit", HeaderValue::from_str(&state).expect("ascii"));
+                    if !allowed {
+                        h.insert("retry-after", whole.into());
+                    }
+                }
+                Style::Github => {
+                    let now = std::time::SystemTime::now();
+                    let epoch = now.duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+                    let reset = (epoch + reset_after).as_micros().div_ceil(1_000_000) as u64;
+                    h.insert("date", HeaderValue::from_str(&httpdate::fmt_http_date(now)).expect("ascii"));
+                    h.insert("x-ratelimit-limit", self.limit.into());
+                    h.insert("x-ratelimit-remaining", remaining.into());
+                    h.insert("x-ratelimit-used", (*c).into());
+                    h.insert("x-ratelimit-reset", reset.into());
+                    h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+                }
+            }
+            if !allowed {
                 self.rejected.fetch_add(1, Ordering::SeqCst);
-                h.insert("x-ratelimit-remaining", 0.into());
-                h.insert("retry-after", secs(reset_after));
                 return (StatusCode::TOO_MANY_REQUESTS, h);
             }
-            *c += 1;
-            *gc += 1;
-            h.insert("x-ratelimit-remaining", (self.limit - *c).into());
         }
         self.ok.fetch_add(1, Ordering::SeqCst);
         (StatusCode::OK, h)
@@ -125,8 +170,12 @@ pub async fn serve(state: Arc<Upstream429>) -> SocketAddr {
 }
 
 pub fn client(upstream: &Upstream) -> reqwest_middleware::ClientWithMiddleware {
+    client_for(upstream, Provider::Discord)
+}
+
+pub fn client_for(upstream: &Upstream, provider: Provider) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(UpstreamMiddleware::new(upstream.clone(), Provider::Discord).max_wait(Duration::from_secs(5)))
+        .with(UpstreamMiddleware::new(upstream.clone(), provider).max_wait(Duration::from_secs(5)))
         .build()
 }
 
@@ -138,7 +187,19 @@ pub async fn load(
     callers: usize,
     run: Duration,
 ) -> (u64, u64, Duration) {
-    let client = client(upstream);
+    load_as(Provider::Discord, upstream, addr, paths, callers, run).await
+}
+
+/// [`load`] reading `provider`'s headers.
+pub async fn load_as(
+    provider: Provider,
+    upstream: &Upstream,
+    addr: SocketAddr,
+    paths: &[&str],
+    callers: usize,
+    run: Duration,
+) -> (u64, u64, Duration) {
+    let client = client_for(upstream, provider);
     let start = Instant::now();
     let ok = Arc::new(AtomicU64::new(0));
     let limited = Arc::new(AtomicU64::new(0));
