@@ -105,11 +105,17 @@ impl Middleware for UpstreamMiddleware {
             // A cancelled future or an error drops the permit, which releases its place.
             let response = next.clone().run(current, extensions).await?;
             let status = response.status().as_u16();
-            permit
-                .finish(self.provider, status, response.headers())
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?;
-            if status != 429 || spare.is_none() {
+            let view = match permit.finish(self.provider, status, response.headers()).await {
+                Ok(view) => Some(view),
+                Err(e) => {
+                    // The response is the caller's all the same; the lease expires by itself.
+                    tracing::warn!(route, error = %e, "could not record an upstream response");
+                    None
+                }
+            };
+            // A 429 is retried only if its wait fits in the bound: otherwise the caller gets the 429 itself.
+            let fits = view.is_some_and(|v| v.retry_after.is_none_or(|d| d <= self.max_wait));
+            if status != 429 || spare.is_none() || !fits {
                 return Ok(response);
             }
             tracing::info!(route, attempt, "retrying a 429 after its Retry-After");
