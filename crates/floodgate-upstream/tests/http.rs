@@ -110,3 +110,53 @@ async fn ietf_headers_take_no_429() {
 async fn github_headers_take_no_429() {
     whole_second_style(Style::Github, Provider::Github).await;
 }
+
+/// The same load through reqwest-retry (exponential backoff, 3 retries, which ignores Retry-After): the baseline
+/// the figures compare with. It only reports; nothing about it is asserted but that it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_reqwest_retry() {
+    use reqwest_retry::{RetryTransientMiddleware, policies::ExponentialBackoff};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    let window = Duration::from_millis(200);
+    let server = Upstream429::new(window, 10, 10_000);
+    let addr = serve(server.clone()).await;
+    let policy = ExponentialBackoff::builder().build_with_max_retries(3);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RetryTransientMiddleware::new_with_policy(policy))
+        .build();
+    let run = Duration::from_millis(1_200);
+    let start = Instant::now();
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10_000 {
+                if start.elapsed() >= run {
+                    break;
+                }
+                match client.get(format!("http://{addr}/b/one")).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("caller");
+    }
+    let per_window = server.per_window("one");
+    let used: u64 = per_window.values().sum();
+    let windows = per_window.len() as u64;
+    println!(
+        "reqwest-retry baseline, 32 callers: {} ok, {} gave up, {} 429s taken, {used} of {} allowed in the windows used, in {:?}",
+        ok.load(Ordering::SeqCst),
+        failed.load(Ordering::SeqCst),
+        server.rejected.load(Ordering::SeqCst),
+        windows * 10,
+        start.elapsed()
+    );
+    assert!(used > 0);
+}
