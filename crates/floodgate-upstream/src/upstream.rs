@@ -216,6 +216,25 @@ impl Upstream {
         Ok(BucketView { remaining: info.remaining, reset_after: info.reset_after, retry_after: info.retry_after })
     }
 
+    /// Spawns a task that calls [`BucketStore::cleanup`]`(age)` every `every` (at least a second apart), so a
+    /// long-running process keeps only the buckets in use. Abort the handle to stop it.
+    pub fn spawn_cleanup(&self, every: Duration, age: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let every = every.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.cleanup(age).await {
+                    Ok(n) => tracing::debug!(dropped = n, "upstream buckets cleaned up"),
+                    Err(e) => tracing::warn!(error = %e, "upstream bucket cleanup failed"),
+                }
+            }
+        })
+    }
+
     /// Hands a lease back without a response (the request failed or was cancelled).
     pub async fn release(&self, lease: &Lease) -> Result<(), UpstreamError> {
         let result = self.store.release(lease).await;

@@ -62,3 +62,16 @@ async fn a_dropped_permit_releases() {
     let next = up.acquire("GET /y", Duration::from_millis(500)).await.expect("acquire");
     assert!(next.go, "{next:?}");
 }
+
+/// The periodic cleanup drops idle buckets (paused tokio time drives the interval, the manual clock the age).
+#[tokio::test(start_paused = true)]
+async fn periodic_cleanup_drops_idle_buckets() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_000));
+    let up = upstream(&clock);
+    up.store().update("idle", 3).await.expect("update");
+    let task = up.spawn_cleanup(Duration::from_secs(1), Duration::from_secs(60));
+    clock.advance(Duration::from_secs(61));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(up.store().lookup("idle").await.expect("lookup"), None);
+    task.abort();
+}
