@@ -5,7 +5,7 @@
 //! blocks are keys that expire, leases are scored by Redis `TIME`. Keys, under a prefix `P`:
 //! `P:b:KEY` (a bucket's hash), `P:w:KEY` (its window), `P:ra:KEY` (a Retry-After block), `P:l:KEY` (leases in
 //! flight), `P:p:KEY` (the pioneer), `P:map:ROUTE` (a learned mapping), `P:g:log`, `P:g:ra`, `P:g:lat` (the
-//! global limit), `P:seq` (lease ids). Every key has a TTL. The scripts touch keys they derive, so this store is
+//! global limit), `P:seq` (lease ids). Every key but `P:seq` has a TTL. The scripts touch keys they derive, so this store is
 //! for a single Redis (or a primary with replicas), not Redis Cluster.
 
 use std::time::Duration;
