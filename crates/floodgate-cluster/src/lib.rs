@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod counter;
+pub mod frame;
 mod store;
 
 pub use counter::{ClusterStoreError, EntryKey, GCounter, check_policy};
