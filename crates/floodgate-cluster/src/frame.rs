@@ -8,7 +8,7 @@
 //! ```
 //! use floodgate_cluster::frame::{Frame, Hello, PROTOCOL_VERSION};
 //!
-//! let hello = Frame::Hello(Hello { version: PROTOCOL_VERSION, node_id: "a".into(), nonce: [7; 32], wall_ms: 1 });
+//! let hello = Frame::Hello(Hello { version: PROTOCOL_VERSION, node_id: "a".into(), nonce: [7; 32], wall_ms: 1, listen_port: 7946 });
 //! let bytes = hello.encode();
 //! assert_eq!(Frame::decode(&bytes)?, hello);
 //! assert!(Frame::decode(&bytes[..3]).is_err());
@@ -58,6 +58,8 @@ pub struct Hello {
     pub nonce: [u8; 32],
     /// The sender's wall clock, in milliseconds since the epoch (to see the clock skew).
     pub wall_ms: u64,
+    /// The port the sender listens on for peers (its address is the one the link comes from).
+    pub listen_port: u16,
 }
 
 /// A batch of counters.
@@ -85,6 +87,8 @@ pub enum Frame {
     SyncEnd,
     /// Nothing to send: the link is alive.
     Ping,
+    /// The addresses of the sender's other peers, so that every node links to every other.
+    Peers(Vec<String>),
 }
 
 /// Why bytes are not a frame.
@@ -126,6 +130,11 @@ const TAG_AUTH: u8 = 2;
 const TAG_ENTRIES: u8 = 3;
 const TAG_SYNC_END: u8 = 4;
 const TAG_PING: u8 = 5;
+const TAG_PEERS: u8 = 6;
+/// The most addresses one peers frame lists.
+pub const MAX_PEERS_PER_FRAME: usize = 1024;
+/// The longest address, in bytes.
+pub const MAX_ADDR_LEN: usize = 300;
 
 fn put_varint(buf: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
@@ -212,6 +221,7 @@ impl Frame {
                 put_bytes(&mut buf, h.node_id.as_bytes());
                 buf.put_slice(&h.nonce);
                 put_varint(&mut buf, h.wall_ms);
+                put_varint(&mut buf, u64::from(h.listen_port));
             }
             Frame::Auth { mac } => {
                 buf.put_u8(TAG_AUTH);
@@ -249,6 +259,14 @@ impl Frame {
             }
             Frame::SyncEnd => buf.put_u8(TAG_SYNC_END),
             Frame::Ping => buf.put_u8(TAG_PING),
+            Frame::Peers(addrs) => {
+                buf.put_u8(TAG_PEERS);
+                let addrs = &addrs[..addrs.len().min(MAX_PEERS_PER_FRAME)];
+                put_varint(&mut buf, addrs.len() as u64);
+                for a in addrs {
+                    put_bytes(&mut buf, &a.as_bytes()[..a.len().min(MAX_ADDR_LEN)]);
+                }
+            }
         }
         buf
     }
@@ -270,7 +288,13 @@ impl Frame {
                 let node_id = r.str("node id", MAX_NODE_ID_LEN)?.to_owned();
                 let nonce = r.array32()?;
                 let wall_ms = r.varint()?;
-                Frame::Hello(Hello { version, node_id, nonce, wall_ms })
+                let port = r.varint()?;
+                let listen_port = u16::try_from(port).map_err(|_| FrameError::TooLarge {
+                    what: "port",
+                    got: port,
+                    max: u64::from(u16::MAX),
+                })?;
+                Frame::Hello(Hello { version, node_id, nonce, wall_ms, listen_port })
             }
             TAG_AUTH => Frame::Auth { mac: r.array32()? },
             TAG_ENTRIES => {
@@ -301,6 +325,14 @@ impl Frame {
             }
             TAG_SYNC_END => Frame::SyncEnd,
             TAG_PING => Frame::Ping,
+            TAG_PEERS => {
+                let n = r.bounded("addresses in a frame", MAX_PEERS_PER_FRAME)?;
+                let mut addrs = Vec::with_capacity(n.min(r.b.len()));
+                for _ in 0..n {
+                    addrs.push(r.str("address", MAX_ADDR_LEN)?.to_owned());
+                }
+                Frame::Peers(addrs)
+            }
             other => return Err(FrameError::UnknownTag(other)),
         };
         if !r.b.is_empty() {
@@ -360,8 +392,8 @@ pub enum Role {
 ///
 /// ```
 /// use floodgate_cluster::frame::{Hello, Role, proof, verify};
-/// let d = Hello { version: 1, node_id: "a".into(), nonce: [1; 32], wall_ms: 0 };
-/// let a = Hello { version: 1, node_id: "b".into(), nonce: [2; 32], wall_ms: 0 };
+/// let d = Hello { version: 1, node_id: "a".into(), nonce: [1; 32], wall_ms: 0, listen_port: 7946 };
+/// let a = Hello { version: 1, node_id: "b".into(), nonce: [2; 32], wall_ms: 0, listen_port: 7946 };
 /// let mac = proof(b"secret", Role::Dialer, &d, &a);
 /// assert!(verify(b"secret", Role::Dialer, &d, &a, &mac));
 /// assert!(!verify(b"other", Role::Dialer, &d, &a, &mac));
@@ -417,9 +449,16 @@ mod tests {
 
     fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (any::<u16>(), "[a-z0-9-]{0,30}", any::<[u8; 32]>(), any::<u64>()).prop_map(
-                |(version, node_id, nonce, wall_ms)| Frame::Hello(Hello { version, node_id, nonce, wall_ms })
+            (any::<u16>(), "[a-z0-9-]{0,30}", any::<[u8; 32]>(), any::<u64>(), any::<u16>()).prop_map(
+                |(version, node_id, nonce, wall_ms, listen_port)| Frame::Hello(Hello {
+                    version,
+                    node_id,
+                    nonce,
+                    wall_ms,
+                    listen_port
+                })
             ),
+            prop::collection::vec("[0-9.:]{0,30}", 0..5).prop_map(Frame::Peers),
             any::<[u8; 32]>().prop_map(|mac| Frame::Auth { mac }),
             (any::<u64>(), prop::collection::vec(key_counts(), 0..20))
                 .prop_map(|(sent_ms, keys)| Frame::Entries(Entries { sent_ms, keys })),

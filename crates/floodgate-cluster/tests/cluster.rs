@@ -1,0 +1,206 @@
+//! Nodes in one process over loopback: convergence, joining, partition and heal, authentication, hostile frames.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floodgate::{Policy, Store, SystemClock};
+use floodgate_cluster::frame::{self, Frame, Hello, PROTOCOL_VERSION, Role};
+use floodgate_cluster::{Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStore, PeerState};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const SECRET: &[u8] = b"test secret, loopback only";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn config(id: &str, secret: &[u8], peers: &[&ClusterHandle]) -> ClusterConfig {
+    let mut c = ClusterConfig::new("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), secret.to_vec());
+    c.node_id = Some(id.into());
+    c.peers = peers.iter().map(|h| h.local_addr().to_string()).collect();
+    c.batch_interval = Duration::from_millis(2);
+    c.reconnect_min = Duration::from_millis(20);
+    c.reconnect_max = Duration::from_millis(200);
+    c.sync_timeout = Duration::from_secs(5);
+    c.peer_timeout = Duration::from_secs(3);
+    c.ping_interval = Duration::from_millis(200);
+    c
+}
+
+async fn node(id: &str, peers: &[&ClusterHandle]) -> (ClusterStore, ClusterHandle) {
+    start(config(id, SECRET, peers)).await
+}
+
+async fn start(c: ClusterConfig) -> (ClusterStore, ClusterHandle) {
+    Cluster::start(c, Arc::new(SystemClock::new())).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `cond` every 5 ms until it holds, at most `DEADLINE`.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "not within {DEADLINE:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn policy() -> Policy {
+    // A day's window: the tests do not cross a window's end but once in a great while.
+    Policy::fixed_window(1_000, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn used(store: &ClusterStore, id: &[u8]) -> u64 {
+    let now = store.clock().now().as_micros();
+    store.inspect_at(id, &policy(), now).ok().flatten().map_or(0, |i| i.used)
+}
+
+fn up(h: &ClusterHandle, n: usize) -> bool {
+    h.status().peers.iter().filter(|p| p.state == PeerState::Up).count() >= n
+}
+
+async fn hits(store: &ClusterStore, id: &[u8], n: u64) {
+    for _ in 0..n {
+        let d = store.hit(id, &policy(), 1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.allowed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    let (c, hc) = node("c", &[&ha, &hb]).await;
+    eventually("a full mesh", || up(&ha, 2) && up(&hb, 2) && up(&hc, 2)).await;
+    for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+        hits(s, b"spread", 10 + i as u64).await;
+    }
+    eventually("every node counts 33", || [&a, &b, &c].iter().all(|s| used(s, b"spread") == 33)).await;
+    let stats = ha.stats();
+    assert!(stats.merges_applied > 0 && stats.bytes_sent > 0 && stats.peers_connected == 2, "{stats:?}");
+    let status = hc.status();
+    assert_eq!(status.node_id, "c");
+    assert!(status.peers.iter().all(|p| p.clock_skew_ms.is_some_and(|s| s.abs() < 1_000)), "{status:?}");
+    let json = serde_json::to_value(&status).unwrap_or_default();
+    assert_eq!(json["peers"][0]["state"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_sees_existing_counts_before_admitting() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    let full = Policy::fixed_window(100, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..50 {
+        assert!(a.hit(b"busy", &full, 1).await.is_ok_and(|d| d.allowed));
+        assert!(b.hit(b"busy", &full, 1).await.is_ok_and(|d| d.allowed));
+    }
+    let now = || a.clock().now().as_micros();
+    eventually("a holds b's counts", || {
+        a.inspect_at(b"busy", &full, now()).ok().flatten().is_some_and(|i| i.used == 100)
+    })
+    .await;
+    // The joining node knows only a; it gets b's counts through a's full sync.
+    let (c, hc) = node("c", &[&ha]).await;
+    let start = Instant::now();
+    let first = loop {
+        match c.hit(b"busy", &full, 1).await {
+            Ok(d) => break d,
+            Err(floodgate::StoreError::Unavailable(_)) => {
+                assert!(start.elapsed() < DEADLINE, "c never opened");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(!first.allowed, "the joining node admitted a hit over a full limit: {first:?}");
+    assert_eq!(hc.stats().sync_timeouts, 0);
+    assert!(hc.stats().syncs_completed >= 1);
+    // And the other way: what the new node counts reaches the others.
+    let other = policy();
+    assert!(c.hit(b"new", &other, 3).await.is_ok_and(|d| d.allowed));
+    let used_other = |s: &ClusterStore| s.inspect_at(b"new", &other, now()).ok().flatten().map_or(0, |i| i.used);
+    eventually("a and b see c's hits", || used_other(&a) == 3 && used_other(&b) == 3).await;
+    drop(hb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_both_ways() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    let (c, hc) = node("c", &[&ha, &hb]).await;
+    eventually("a full mesh", || up(&ha, 2) && up(&hb, 2) && up(&hc, 2)).await;
+    // Split {a, b} | {c}.
+    for (h, others) in [(&ha, &["c"][..]), (&hb, &["c"][..]), (&hc, &["a", "b"][..])] {
+        for o in others {
+            h.block(o);
+        }
+    }
+    eventually("c cut off", || hc.status().peers.iter().all(|p| p.state == PeerState::Connecting)).await;
+    hits(&a, b"split", 10).await;
+    hits(&b, b"split", 5).await;
+    hits(&c, b"split", 7).await;
+    eventually("a and b agree on their side", || used(&a, b"split") == 15 && used(&b, b"split") == 15).await;
+    assert_eq!(used(&c, b"split"), 7, "c saw hits across the split");
+    // Heal.
+    for (h, others) in [(&ha, &["c"][..]), (&hb, &["c"][..]), (&hc, &["a", "b"][..])] {
+        for o in others {
+            h.unblock(o);
+        }
+    }
+    let healed = Instant::now();
+    eventually("all agree on 22", || [&a, &b, &c].iter().all(|s| used(s, b"split") == 22)).await;
+    assert!(healed.elapsed() < Duration::from_secs(2), "heal took {:?}", healed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_secret_is_refused_and_no_secret_does_not_start() {
+    let (a, ha) = node("a", &[]).await;
+    let mut c = config("mallory", b"wrong secret", &[&ha]);
+    c.sync_timeout = Duration::from_millis(300);
+    let (m, hm) = start(c).await;
+    eventually("a refused mallory", || ha.stats().auth_failures >= 1).await;
+    eventually("mallory's gate opened on its timeout", || m.is_ready()).await;
+    assert_eq!(hm.stats().sync_timeouts, 1);
+    hits(&m, b"x", 3).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(used(&a, b"x"), 0, "counts crossed an unauthenticated link");
+    assert_eq!(ha.stats().peers_connected, 0);
+    let none = Cluster::start(config("n", b"", &[]), Arc::new(SystemClock::new())).await;
+    assert!(matches!(none, Err(ClusterError::NoSecret)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_frame_closes_only_its_link() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    // An authenticated peer (it knows the secret) that then sends garbage.
+    let stream = TcpStream::connect(ha.local_addr()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut wire = Framed::new(stream, frame::codec());
+    let mine = Hello { version: PROTOCOL_VERSION, node_id: "rogue".into(), nonce: [9; 32], wall_ms: 0, listen_port: 1 };
+    wire.send(Frame::Hello(mine.clone()).encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    let theirs = match wire.next().await.map(|r| r.map(|b| Frame::decode(&b))) {
+        Some(Ok(Ok(Frame::Hello(h)))) => h,
+        other => panic!("{other:?}"),
+    };
+    let mac = frame::proof(SECRET, Role::Dialer, &mine, &theirs);
+    wire.send(Frame::Auth { mac }.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    wire.send(Bytes::from_static(&[3, 0, 1, 0xff, 0xff])).await.unwrap_or_else(|e| panic!("{e}"));
+    // a closes the rogue link: reading ends (after a's own frames) within the deadline.
+    let closed = tokio::time::timeout(DEADLINE, async {
+        for _ in 0..100_000 {
+            match wire.next().await {
+                Some(Ok(_)) => continue,
+                _ => return true,
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+    assert!(ha.stats().frames_rejected >= 1);
+    // The a-b link is untouched and still replicates.
+    hits(&b, b"after", 4).await;
+    eventually("a sees b's hits", || used(&a, b"after") == 4).await;
+    assert!(up(&ha, 1));
+}
