@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use floodgate::algorithm::{self, Op, State, fixed_window::WindowState, sliding_window::SlidingState};
+use floodgate::memory::{ByteKey, ToKey};
 use floodgate::{
     Algorithm, BucketInfo, Clock, Decision, Policy, Store, StoreError, StoreResult, SystemClock, Timestamp,
 };
@@ -106,13 +107,14 @@ fn dead(w: &Window, now: u64, grace: u64) -> bool {
 }
 
 struct IdEntry {
-    id: Arc<[u8]>,
+    /// Inline up to 24 bytes, as the memory store keeps its keys.
+    id: ByteKey,
     counters: SmallVec<[Counter; 1]>,
 }
 
 /// A key whose own entry changed.
 struct Dirty {
-    id: Arc<[u8]>,
+    id: ByteKey,
     policy: Arc<str>,
     window_us: u64,
     start: u64,
@@ -353,40 +355,30 @@ impl ClusterStore {
         check_policy(policy)?;
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(id);
-        let mut table = inner.shard(hash).table.lock();
-        let table = &mut *table;
-        let sliding = policy.algorithm() == Algorithm::SlidingWindow;
-        let w = policy.window_micros();
-        let start_now = now - now % w;
+        let mut guard = inner.shard(hash).table.lock();
+        let Table { map, dirty } = &mut *guard;
         let fp = policy.fingerprint();
-        let found = table
-            .map
-            .find(hash, |e| *e.id == *id)
-            .and_then(|e| e.counters.iter().find(|c| c.fingerprint == fp && *c.policy == *policy.key()));
-        let (s, cur, prev) = match found {
-            Some(c) => {
-                let s = start_now.max(if c.own_start.is_multiple_of(w) { c.own_start } else { 0 });
-                (s, c.total(w, s), if sliding { c.total(w, s.saturating_sub(w)) } else { 0 })
+        // One lookup: the usual call finds its id and counter and writes in place.
+        if let Some(entry) = map.find_mut(hash, |e| id.is_key(&e.id)) {
+            let IdEntry { id: key, counters } = entry;
+            if let Some(c) = counters.iter_mut().find(|c| c.fingerprint == fp) {
+                let (decision, write) = decide(Some(c), policy, op, cost, now)?;
+                if let Some(write) = write {
+                    inner.write_own(c, key, dirty, policy, write, now);
+                }
+                return Ok(decision);
             }
-            None => (start_now, 0, 0),
-        };
-        let mut state = if sliding {
-            State::Sliding(SlidingState { start: s, cur, prev })
-        } else {
-            State::Window(WindowState { start: s, count: cur })
-        };
-        let decision = algorithm::apply(&mut state, policy, op, cost, Timestamp::from_micros(now));
-        let (ns, ncur) = match state {
-            State::Sliding(st) => (st.start, st.cur),
-            State::Window(st) => (st.start, st.count),
-            _ => (s, cur),
-        };
-        let before = if ns == s { cur } else { 0 };
-        if ncur < before {
-            return Err(ClusterStoreError::CannotLower { current: before, requested: ncur });
+            let (decision, write) = decide(None, policy, op, cost, now)?;
+            if let Some(write) = write {
+                counters.push(Counter::new(policy.key().into(), fp, now));
+                let last = counters.len() - 1;
+                inner.write_own(&mut counters[last], key, dirty, policy, write, now);
+            }
+            return Ok(decision);
         }
-        if ncur > before {
-            inner.write_own(table, hash, id, policy, ns, ncur - before, before == 0 && prev == 0, now);
+        let (decision, write) = decide(None, policy, op, cost, now)?;
+        if let Some(write) = write {
+            inner.insert_own(map, dirty, hash, id, policy, write, now);
         }
         Ok(decision)
     }
@@ -398,10 +390,8 @@ impl ClusterStore {
         let hash = inner.hasher.hash_one(id);
         let table = inner.shard(hash).table.lock();
         let fp = policy.fingerprint();
-        let Some(c) = table
-            .map
-            .find(hash, |e| *e.id == *id)
-            .and_then(|e| e.counters.iter().find(|c| c.fingerprint == fp && *c.policy == *policy.key()))
+        let Some(c) =
+            table.map.find(hash, |e| id.is_key(&e.id)).and_then(|e| e.counters.iter().find(|c| c.fingerprint == fp))
         else {
             return Ok(None);
         };
@@ -430,7 +420,7 @@ impl ClusterStore {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(id);
         let mut table = inner.shard(hash).table.lock();
-        match table.map.find_entry(hash, |e| *e.id == *id) {
+        match table.map.find_entry(hash, |e| id.is_key(&e.id)) {
             Ok(e) => {
                 let (e, _) = e.remove();
                 e.counters.iter().filter(|c| c.live(now)).count() as u64
@@ -449,7 +439,7 @@ impl ClusterStore {
             let dirty = std::mem::take(&mut table.dirty);
             for d in dirty {
                 let hash = self.inner.hasher.hash_one(&*d.id);
-                let win = table.map.find_mut(hash, |e| e.id == d.id).and_then(|e| {
+                let win = table.map.find_mut(hash, |e| d.id[..].is_key(&e.id)).and_then(|e| {
                     e.counters
                         .iter_mut()
                         .find(|c| c.policy == d.policy)
@@ -458,7 +448,7 @@ impl ClusterStore {
                 if let Some(win) = win {
                     win.dirty = false;
                     out.push(KeyCounts {
-                        key: EntryKey { policy: d.policy, window_us: d.window_us, start: d.start, id: d.id },
+                        key: EntryKey { policy: d.policy, window_us: d.window_us, start: d.start, id: d.id[..].into() },
                         counts: vec![(own.clone(), win.counts.get(OWN))],
                     });
                 }
@@ -483,7 +473,7 @@ impl ClusterStore {
                                 policy: c.policy.clone(),
                                 window_us: w.window_us,
                                 start: w.start,
-                                id: e.id.clone(),
+                                id: e.id[..].into(),
                             },
                             counts: w
                                 .counts
@@ -543,8 +533,10 @@ impl ClusterStore {
         let hash = inner.hasher.hash_one(&*key.id);
         let mut table = inner.shard(hash).table.lock();
         let table = &mut *table;
-        let exists =
-            table.map.find(hash, |e| e.id == key.id).is_some_and(|e| e.counters.iter().any(|c| c.policy == key.policy));
+        let exists = table
+            .map
+            .find(hash, |e| key.id[..].is_key(&e.id))
+            .is_some_and(|e| e.counters.iter().any(|c| c.policy == key.policy));
         if !exists {
             if nodes.iter().all(|&(_, c)| c == 0) {
                 out.unchanged += nodes.len() as u64;
@@ -556,7 +548,7 @@ impl ClusterStore {
             }
             out.created = true;
         }
-        let counter = match table.map.find_mut(hash, |e| e.id == key.id) {
+        let counter = match table.map.find_mut(hash, |e| key.id[..].is_key(&e.id)) {
             Some(e) => match e.counters.iter().position(|c| c.policy == key.policy) {
                 Some(i) => &mut e.counters[i],
                 None => {
@@ -568,9 +560,9 @@ impl ClusterStore {
             None => {
                 let counters =
                     smallvec::smallvec![Counter::new(key.policy.clone(), policy_fingerprint(&key.policy), now)];
-                let e = table
-                    .map
-                    .insert_unique(hash, IdEntry { id: key.id.clone(), counters }, |e| inner.hasher.hash_one(&*e.id));
+                let e = table.map.insert_unique(hash, IdEntry { id: key.id[..].to_key(), counters }, |e| {
+                    inner.hasher.hash_one(&*e.id)
+                });
                 &mut e.into_mut().counters[0]
             }
         };
@@ -639,6 +631,55 @@ impl ClusterStore {
     }
 }
 
+/// What a call adds to this node's entry: `delta` units in the window that starts at `start`.
+#[derive(Clone, Copy)]
+struct Write {
+    start: u64,
+    delta: u64,
+    /// Whether the counter counted nothing before (its `created` time restarts).
+    fresh: bool,
+}
+
+/// Decides a call on a counter's totals with the core's algorithm (the state it would have had in one store),
+/// and says what to add to this node's entry.
+#[inline(always)]
+fn decide(
+    counter: Option<&Counter>,
+    policy: &Policy,
+    op: Op,
+    cost: u64,
+    now: u64,
+) -> Result<(Decision, Option<Write>), ClusterStoreError> {
+    let sliding = policy.algorithm() == Algorithm::SlidingWindow;
+    let w = policy.window_micros();
+    let start_now = now - now % w;
+    let (s, cur, prev) = match counter {
+        Some(c) => {
+            // A clock that stepped back stands still in the latest window this node counted in.
+            let s = if c.own_start > start_now && c.own_start.is_multiple_of(w) { c.own_start } else { start_now };
+            (s, c.total(w, s), if sliding { c.total(w, s.saturating_sub(w)) } else { 0 })
+        }
+        None => (start_now, 0, 0),
+    };
+    let mut state = if sliding {
+        State::Sliding(SlidingState { start: s, cur, prev })
+    } else {
+        State::Window(WindowState { start: s, count: cur })
+    };
+    let decision = algorithm::apply(&mut state, policy, op, cost, Timestamp::from_micros(now));
+    let (ns, ncur) = match state {
+        State::Sliding(st) => (st.start, st.cur),
+        State::Window(st) => (st.start, st.count),
+        _ => (s, cur),
+    };
+    let before = if ns == s { cur } else { 0 };
+    if ncur < before {
+        return Err(ClusterStoreError::CannotLower { current: before, requested: ncur });
+    }
+    let write = (ncur > before).then_some(Write { start: ns, delta: ncur - before, fresh: before == 0 && prev == 0 });
+    Ok((decision, write))
+}
+
 /// The fingerprint of a policy key received from a peer: the same as [`Policy::fingerprint`] would give.
 fn policy_fingerprint(key: &str) -> u64 {
     use std::hash::BuildHasher as _;
@@ -665,57 +706,53 @@ impl Inner {
         &self.shards[((hash >> 48) & self.shard_mask) as usize]
     }
 
-    /// Adds `delta` to this node's entry of window `start` of (`id`, `policy`), creating what is missing, and
-    /// marks the key dirty for replication.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a write's units to this node's entry in `counter`, and marks the key dirty for replication.
     #[inline]
     fn write_own(
         &self,
-        table: &mut Table,
-        hash: u64,
-        id: &[u8],
+        counter: &mut Counter,
+        id: &ByteKey,
+        dirty: &mut Vec<Dirty>,
         policy: &Policy,
-        start: u64,
-        delta: u64,
-        fresh: bool,
+        write: Write,
         now: u64,
     ) {
-        let entry = match table.map.find_entry(hash, |e| *e.id == *id) {
-            Ok(e) => e.into_mut(),
-            Err(absent) => absent
-                .into_table()
-                .insert_unique(hash, IdEntry { id: id.into(), counters: SmallVec::new() }, |e| {
-                    self.hasher.hash_one(&*e.id)
-                })
-                .into_mut(),
-        };
-        let fp = policy.fingerprint();
-        let i = match entry.counters.iter().position(|c| c.fingerprint == fp && *c.policy == *policy.key()) {
-            Some(i) => i,
-            None => {
-                entry.counters.push(Counter::new(policy.key().into(), fp, now));
-                entry.counters.len() - 1
-            }
-        };
-        let counter = &mut entry.counters[i];
-        if fresh {
+        if write.fresh {
             counter.created = now;
         }
         counter.updated = now;
-        counter.own_start = counter.own_start.max(start);
+        counter.own_start = counter.own_start.max(write.start);
         counter.sliding = policy.algorithm() == Algorithm::SlidingWindow;
         let w = policy.window_micros();
-        let grace = duration_us(self.limits.grace);
         if counter.windows.len() > 1 {
+            let grace = duration_us(self.limits.grace);
             counter.windows.retain(|win| !dead(win, now, grace));
         }
-        let policy_key = counter.policy.clone();
-        let win = counter.window_mut(w, start);
-        win.counts.add(OWN, delta);
+        let win = counter.window_mut(w, write.start);
+        win.counts.add(OWN, write.delta);
         if !win.dirty {
             win.dirty = true;
-            table.dirty.push(Dirty { id: entry.id.clone(), policy: policy_key, window_us: w, start });
+            dirty.push(Dirty { id: id.clone(), policy: counter.policy.clone(), window_us: w, start: write.start });
         }
+    }
+
+    /// A write for an id the store does not hold.
+    #[cold]
+    #[allow(clippy::too_many_arguments)]
+    fn insert_own(
+        &self,
+        map: &mut HashTable<IdEntry>,
+        dirty: &mut Vec<Dirty>,
+        hash: u64,
+        id: &[u8],
+        policy: &Policy,
+        write: Write,
+        now: u64,
+    ) {
+        let counters = smallvec::smallvec![Counter::new(policy.key().into(), policy.fingerprint(), now)];
+        let entry = map.insert_unique(hash, IdEntry { id: id.to_key(), counters }, |e| self.hasher.hash_one(&*e.id));
+        let IdEntry { id, counters } = entry.into_mut();
+        self.write_own(&mut counters[0], id, dirty, policy, write, now);
     }
 
     fn node_index(&self, name: &Arc<str>) -> Option<u32> {
