@@ -82,6 +82,22 @@ async fn three_nodes_converge() {
     assert!(status.peers.iter().all(|p| p.clock_skew_ms.is_some_and(|s| s.abs() < 1_000)), "{status:?}");
     let json = serde_json::to_value(&status).unwrap_or_default();
     assert_eq!(json["peers"][0]["state"], "up");
+    // Propagation of one hit, measured: from a's hit to c seeing it (batch interval 2 ms).
+    let mut times = Vec::new();
+    for i in 0..20u64 {
+        let t = Instant::now();
+        hits(&a, b"lag", 1).await;
+        eventually("c sees a's hit", || used(&c, b"lag") == i + 1).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "propagation a -> c over 20 hits: median {:?}, max {:?}; c's max lag {} ms",
+        times[10],
+        times[19],
+        hc.stats().max_lag_ms
+    );
+    assert!(times[10] < Duration::from_millis(100), "{times:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
