@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
 use tracing::{debug, info, warn};
 
 use crate::node::DnsHooks;
@@ -30,14 +32,28 @@ pub(crate) async fn discover(hooks: DnsHooks, name: String) {
     let Some((host, port)) = split_host_port(&name) else {
         return;
     };
-    let resolver = match TokioResolver::builder_tokio() {
-        Ok(b) => b.build(),
-        Err(e) => {
-            warn!(%name, error = %e, "cluster: no DNS resolver configuration; --peer-dns not resolved");
-            return;
-        }
-    };
     let cap = hooks.cap().max(Duration::from_secs(1));
+    let builder = match hooks.server() {
+        Some(server) => {
+            let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioConnectionProvider::default(),
+            )
+        }
+        None => match TokioResolver::builder_tokio() {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(%name, error = %e, "cluster: no DNS resolver configuration; --peer-dns not resolved");
+                return;
+            }
+        },
+    };
+    let mut opts = ResolverOpts::default();
+    // Records are re-read at min(TTL, cap): the resolver's cache must not hold them longer.
+    opts.positive_max_ttl = Some(cap);
+    opts.negative_max_ttl = Some(cap / 10);
+    let resolver = builder.with_options(opts).build();
     let mut last_good: BTreeSet<String> = BTreeSet::new();
     loop {
         let wait = match resolver.lookup_ip(host).await {

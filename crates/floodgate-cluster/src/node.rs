@@ -64,6 +64,8 @@ pub struct ClusterConfig {
     pub peer_key_budget: u64,
     /// The longest time between two resolutions of a `peer_dns` name (default 30 s; sooner if the TTL is).
     pub dns_refresh_cap: Duration,
+    /// The DNS server to ask for `peer_dns` names (default: the system's resolver configuration).
+    pub dns_server: Option<SocketAddr>,
     /// Bounds on what peers may send.
     pub limits: StoreLimits,
 }
@@ -100,6 +102,7 @@ impl ClusterConfig {
             reconnect_max: Duration::from_secs(5),
             peer_key_budget: 1_000_000,
             dns_refresh_cap: Duration::from_secs(30),
+            dns_server: None,
             limits: StoreLimits::default(),
         }
     }
@@ -385,6 +388,9 @@ impl DnsHooks {
     }
     pub(crate) fn cap(&self) -> Duration {
         self.shared.config.dns_refresh_cap
+    }
+    pub(crate) fn server(&self) -> Option<SocketAddr> {
+        self.shared.config.dns_server
     }
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shared.shutdown
