@@ -157,6 +157,22 @@ async fn a_partition_heals_both_ways() {
     hits(&c, b"split", 7).await;
     eventually("a and b agree on their side", || used(&a, b"split") == 15 && used(&b, b"split") == 15).await;
     assert_eq!(used(&c, b"split"), 7, "c saw hits across the split");
+    // Over-admission during the split, measured: a limit of 10, 20 attempts on each node.
+    let limited = Policy::fixed_window(10, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    let mut admitted = [0u64; 3];
+    for _ in 0..20 {
+        for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+            admitted[i] += u64::from(s.hit(b"limited", &limited, 1).await.is_ok_and(|d| d.allowed));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "admitted during the split with a limit of 10: a+b side {}, c side {}",
+        admitted[0] + admitted[1],
+        admitted[2]
+    );
+    assert_eq!(admitted[2], 10, "the isolated side admits its limit");
+    assert!(admitted[0] + admitted[1] <= 20, "{admitted:?}");
     // Heal.
     for (h, others) in [(&ha, &["c"][..]), (&hb, &["c"][..]), (&hc, &["a", "b"][..])] {
         for o in others {
