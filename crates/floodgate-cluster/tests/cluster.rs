@@ -236,3 +236,20 @@ async fn a_hostile_frame_closes_only_its_link() {
     eventually("a sees b's hits", || used(&a, b"after") == 4).await;
     assert!(up(&ha, 1));
 }
+
+/// The join bar, measured: a node joins a peer that holds 100 000 live keys. Run in release:
+/// `cargo test --release -p floodgate-cluster --test cluster -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run in release"]
+async fn a_joining_node_syncs_100_000_keys() {
+    let (a, ha) = node("a", &[]).await;
+    for i in 0..100_000u32 {
+        a.hit_sync(&i.to_be_bytes(), &policy(), 1).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let t = Instant::now();
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("b synced", || b.is_ready()).await;
+    let took = t.elapsed();
+    assert_eq!(b.len(), 100_000);
+    eprintln!("joined with 100 000 keys in {took:?} (sync received in {} ms)", hb.stats().last_sync_ms);
+}
