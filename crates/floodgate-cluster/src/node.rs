@@ -239,8 +239,7 @@ const STATE_UP: u8 = 2;
 struct Link {
     serial: u64,
     peer: Arc<str>,
-    address: String,
-    /// Where the peer listens (what other nodes are told).
+    /// Where the peer listens (what status shows and other nodes are told).
     advertised: String,
     /// Whether this node dialed it.
     dialed: bool,
@@ -422,7 +421,7 @@ impl ClusterHandle {
                 let lag = l.lag_ms.load(Ordering::Relaxed);
                 PeerStatus {
                     id: Some(l.peer.to_string()),
-                    address: l.address.clone(),
+                    address: l.advertised.clone(),
                     state: if l.state.load(Ordering::Acquire) == STATE_UP { PeerState::Up } else { PeerState::Syncing },
                     lag_ms: u64::try_from(lag).ok(),
                     clock_skew_ms: Some(l.skew_ms),
@@ -796,7 +795,6 @@ async fn run_link(shared: Arc<Shared>, stream: TcpStream, address: String, diale
     let link = Arc::new(Link {
         serial: shared.serial.fetch_add(1, Ordering::Relaxed),
         peer: peer.clone(),
-        address: address.clone(),
         advertised,
         dialed,
         state: AtomicU8::new(STATE_SYNCING),
