@@ -205,15 +205,11 @@ async fn a_bad_secret_is_refused_and_no_secret_does_not_start() {
     assert!(matches!(none, Err(ClusterError::NoSecret)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_frame_closes_only_its_link() {
-    let (a, ha) = node("a", &[]).await;
-    let (b, hb) = node("b", &[&ha]).await;
-    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
-    // An authenticated peer (it knows the secret) that then sends garbage.
-    let stream = TcpStream::connect(ha.local_addr()).await.unwrap_or_else(|e| panic!("{e}"));
+/// A peer that knows the secret, linked to `h` by hand (the test then plays its part).
+async fn rogue(h: &ClusterHandle, id: &str) -> Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec> {
+    let stream = TcpStream::connect(h.local_addr()).await.unwrap_or_else(|e| panic!("{e}"));
     let mut wire = Framed::new(stream, frame::codec());
-    let mine = Hello { version: PROTOCOL_VERSION, node_id: "rogue".into(), nonce: [9; 32], wall_ms: 0, listen_port: 1 };
+    let mine = Hello { version: PROTOCOL_VERSION, node_id: id.into(), nonce: [9; 32], wall_ms: 0, listen_port: 1 };
     wire.send(Frame::Hello(mine.clone()).encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
     let theirs = match wire.next().await.map(|r| r.map(|b| Frame::decode(&b))) {
         Some(Ok(Ok(Frame::Hello(h)))) => h,
@@ -221,6 +217,67 @@ async fn a_hostile_frame_closes_only_its_link() {
     };
     let mac = frame::proof(SECRET, Role::Dialer, &mine, &theirs);
     wire.send(Frame::Auth { mac }.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    wire
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_never_fails_its_link_nor_slows_the_others() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    // A peer that says it is alive but reads nothing for a while.
+    let mut slow = rogue(&ha, "slow").await;
+    slow.send(Frame::SyncEnd.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    let many = Policy::fixed_window(1 << 40, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    for round in 0..20u32 {
+        for i in 0..2_000u32 {
+            assert!(a.hit_sync(&i.to_be_bytes(), &many, 1).is_ok_and(|d| d.allowed));
+        }
+        slow.send(Frame::Ping.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+        if round % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // b kept up meanwhile, and the slow link is still there.
+    let now = || b.clock().now().as_micros();
+    let b_sees = |i: u32| b.inspect_at(&i.to_be_bytes(), &many, now()).ok().flatten().map_or(0, |x| x.used);
+    eventually("b has every count", || (0..2_000u32).step_by(97).all(|i| b_sees(i) == 20)).await;
+    assert!(ha.status().peers.iter().any(|p| p.id.as_deref() == Some("slow")), "{:?}", ha.status());
+    // The slow peer catches up: the latest counts arrive (coalesced), and the link never failed.
+    let caught_up = tokio::time::timeout(DEADLINE, async {
+        let mut latest = std::collections::HashMap::new();
+        for _ in 0..1_000_000 {
+            match slow.next().await.map(|r| r.map(|b| Frame::decode(&b))) {
+                Some(Ok(Ok(Frame::Entries(e)))) => {
+                    for k in e.keys {
+                        if let Some((_, c)) = k.counts.first() {
+                            latest.insert(k.key.id.to_vec(), *c);
+                        }
+                    }
+                    if latest.len() == 2_000 && latest.values().all(|&c| c == 20) {
+                        return true;
+                    }
+                }
+                Some(Ok(Ok(_))) => {}
+                _ => return false,
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(caught_up, Ok(true));
+    assert!(start.elapsed() < DEADLINE);
+    assert!(ha.status().peers.iter().any(|p| p.id.as_deref() == Some("slow")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_frame_closes_only_its_link() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    // An authenticated peer (it knows the secret) that then sends garbage.
+    let mut wire = rogue(&ha, "rogue").await;
     wire.send(Bytes::from_static(&[3, 0, 1, 0xff, 0xff])).await.unwrap_or_else(|e| panic!("{e}"));
     // a closes the rogue link: reading ends (after a's own frames) within the deadline.
     let closed = tokio::time::timeout(DEADLINE, async {
