@@ -61,7 +61,9 @@ struct Window {
     start: u64,
     counts: GCounter,
     /// Whether this node's own entry changed since replication last took it.
-    dirty: bool,
+    /// The shard's dirty generation in which this window's own entry was listed for replication: it waits
+    /// there while that generation is the shard's current one.
+    dirty: u32,
 }
 
 /// The counters of one id under one policy key.
@@ -87,7 +89,7 @@ impl Counter {
         let i = match self.windows.iter().position(|w| w.window_us == window_us && w.start == start) {
             Some(i) => i,
             None => {
-                self.windows.push(Window { window_us, start, counts: GCounter::default(), dirty: false });
+                self.windows.push(Window { window_us, start, counts: GCounter::default(), dirty: 0 });
                 self.windows.len() - 1
             }
         };
@@ -112,18 +114,33 @@ struct IdEntry {
     counters: SmallVec<[Counter; 1]>,
 }
 
-/// A key whose own entry changed.
+/// A key whose own entry changed (with the id's hash, so replication need not hash it again).
 struct Dirty {
     id: ByteKey,
+    hash: u64,
     policy: Arc<str>,
     window_us: u64,
     start: u64,
 }
 
+/// The keys a shard changed since replication last took them. Replication takes the list and moves to the
+/// next generation; a window listed in the current generation is not listed again, so the hit path does no
+/// more than compare two numbers for a key already listed.
+struct DirtyList {
+    generation: u32,
+    list: Vec<Dirty>,
+}
+
+impl Default for DirtyList {
+    fn default() -> Self {
+        DirtyList { generation: 1, list: Vec::new() }
+    }
+}
+
 #[derive(Default)]
 struct Table {
     map: HashTable<IdEntry>,
-    dirty: Vec<Dirty>,
+    dirty: DirtyList,
 }
 
 #[repr(align(64))]
@@ -364,7 +381,7 @@ impl ClusterStore {
             if let Some(c) = counters.iter_mut().find(|c| c.fingerprint == fp) {
                 let (decision, write) = decide(Some(c), policy, op, cost, now)?;
                 if let Some(write) = write {
-                    inner.write_own(c, key, dirty, policy, write, now);
+                    inner.write_own(c, key, hash, dirty, policy, write, now);
                 }
                 return Ok(decision);
             }
@@ -372,7 +389,7 @@ impl ClusterStore {
             if let Some(write) = write {
                 counters.push(Counter::new(policy.key().into(), fp, now));
                 let last = counters.len() - 1;
-                inner.write_own(&mut counters[last], key, dirty, policy, write, now);
+                inner.write_own(&mut counters[last], key, hash, dirty, policy, write, now);
             }
             return Ok(decision);
         }
@@ -436,20 +453,20 @@ impl ClusterStore {
         let mut out = Vec::new();
         for shard in self.inner.shards.iter() {
             let mut table = shard.table.lock();
-            let dirty = std::mem::take(&mut table.dirty);
-            for d in dirty {
-                let hash = self.inner.hasher.hash_one(&*d.id);
-                let win = table.map.find_mut(hash, |e| d.id[..].is_key(&e.id)).and_then(|e| {
-                    e.counters
-                        .iter_mut()
-                        .find(|c| c.policy == d.policy)
-                        .and_then(|c| c.windows.iter_mut().find(|w| w.window_us == d.window_us && w.start == d.start))
-                });
-                if let Some(win) = win {
-                    win.dirty = false;
+            let Table { map, dirty } = &mut *table;
+            // Generation 0 is never current: a new window's 0 is not listed.
+            dirty.generation = dirty.generation.checked_add(1).unwrap_or(1);
+            for d in std::mem::take(&mut dirty.list) {
+                let count = map
+                    .find(d.hash, |e| d.id[..].is_key(&e.id))
+                    .and_then(|e| e.counters.iter().find(|c| c.policy == d.policy))
+                    .and_then(|c| c.windows.iter().find(|w| w.window_us == d.window_us && w.start == d.start))
+                    .map(|w| w.counts.get(OWN));
+                // A window deleted or dropped since has nothing to send.
+                if let Some(count) = count {
                     out.push(KeyCounts {
                         key: EntryKey { policy: d.policy, window_us: d.window_us, start: d.start, id: d.id[..].into() },
-                        counts: vec![(own.clone(), win.counts.get(OWN))],
+                        counts: vec![(own.clone(), count)],
                     });
                 }
             }
@@ -515,7 +532,7 @@ impl ClusterStore {
             return out;
         }
         if dead(
-            &Window { window_us: w, start: key.start, counts: GCounter::default(), dirty: false },
+            &Window { window_us: w, start: key.start, counts: GCounter::default(), dirty: 0 },
             now,
             duration_us(limits.grace),
         ) {
@@ -708,11 +725,13 @@ impl Inner {
 
     /// Adds a write's units to this node's entry in `counter`, and marks the key dirty for replication.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn write_own(
         &self,
         counter: &mut Counter,
         id: &ByteKey,
-        dirty: &mut Vec<Dirty>,
+        hash: u64,
+        dirty: &mut DirtyList,
         policy: &Policy,
         write: Write,
         now: u64,
@@ -730,9 +749,10 @@ impl Inner {
         }
         let win = counter.window_mut(w, write.start);
         win.counts.add(OWN, write.delta);
-        if !win.dirty {
-            win.dirty = true;
-            dirty.push(Dirty { id: id.clone(), policy: counter.policy.clone(), window_us: w, start: write.start });
+        if win.dirty != dirty.generation {
+            win.dirty = dirty.generation;
+            let policy = counter.policy.clone();
+            dirty.list.push(Dirty { id: id.clone(), hash, policy, window_us: w, start: write.start });
         }
     }
 
@@ -742,7 +762,7 @@ impl Inner {
     fn insert_own(
         &self,
         map: &mut HashTable<IdEntry>,
-        dirty: &mut Vec<Dirty>,
+        dirty: &mut DirtyList,
         hash: u64,
         id: &[u8],
         policy: &Policy,
@@ -752,7 +772,7 @@ impl Inner {
         let counters = smallvec::smallvec![Counter::new(policy.key().into(), policy.fingerprint(), now)];
         let entry = map.insert_unique(hash, IdEntry { id: id.to_key(), counters }, |e| self.hasher.hash_one(&*e.id));
         let IdEntry { id, counters } = entry.into_mut();
-        self.write_own(&mut counters[0], id, dirty, policy, write, now);
+        self.write_own(&mut counters[0], id, hash, dirty, policy, write, now);
     }
 
     fn node_index(&self, name: &Arc<str>) -> Option<u32> {
