@@ -97,10 +97,12 @@ async fn every_record_becomes_a_peer_and_the_last_good_set_stays() {
     // The records change: b appears (a is still linked).
     *records.lock() = vec![Ipv4Addr::new(127, 0, 0, 3)];
     eventually("d finds b by DNS", || linked_to(&hd, "b")).await;
-    assert!(linked_to(&hd, "a"));
+    // (b and a learn of each other from d's peer list, and a link may be replaced by the one the lower id
+    // dialed: a moment of `syncing`.)
+    eventually("a still linked", || linked_to(&hd, "a")).await;
     // An empty answer keeps the last good set: both stay.
     records.lock().clear();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(linked_to(&hd, "a") && linked_to(&hd, "b"), "{:?}", hd.status());
+    eventually("a and b both still linked", || linked_to(&hd, "a") && linked_to(&hd, "b")).await;
     drop((ha, hb));
 }
