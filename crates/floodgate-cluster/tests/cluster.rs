@@ -1,0 +1,320 @@
+//! Nodes in one process over loopback: convergence, joining, partition and heal, authentication, hostile frames.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use floodgate::{Policy, Store, SystemClock};
+use floodgate_cluster::frame::{self, Frame, Hello, PROTOCOL_VERSION, Role};
+use floodgate_cluster::{Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStore, PeerState};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+const SECRET: &[u8] = b"test secret, loopback only";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn config(id: &str, secret: &[u8], peers: &[&ClusterHandle]) -> ClusterConfig {
+    let mut c = ClusterConfig::new("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), secret.to_vec());
+    c.node_id = Some(id.into());
+    c.peers = peers.iter().map(|h| h.local_addr().to_string()).collect();
+    c.batch_interval = Duration::from_millis(2);
+    c.reconnect_min = Duration::from_millis(20);
+    c.reconnect_max = Duration::from_millis(200);
+    c.sync_timeout = Duration::from_secs(5);
+    c.peer_timeout = Duration::from_secs(3);
+    c.ping_interval = Duration::from_millis(200);
+    c
+}
+
+async fn node(id: &str, peers: &[&ClusterHandle]) -> (ClusterStore, ClusterHandle) {
+    start(config(id, SECRET, peers)).await
+}
+
+async fn start(c: ClusterConfig) -> (ClusterStore, ClusterHandle) {
+    Cluster::start(c, Arc::new(SystemClock::new())).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `cond` every 5 ms until it holds, at most `DEADLINE`.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "not within {DEADLINE:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn policy() -> Policy {
+    // A day's window: the tests do not cross a window's end but once in a great while.
+    Policy::fixed_window(1_000, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn used(store: &ClusterStore, id: &[u8]) -> u64 {
+    let now = store.clock().now().as_micros();
+    store.inspect_at(id, &policy(), now).ok().flatten().map_or(0, |i| i.used)
+}
+
+fn up(h: &ClusterHandle, n: usize) -> bool {
+    h.status().peers.iter().filter(|p| p.state == PeerState::Up).count() >= n
+}
+
+async fn hits(store: &ClusterStore, id: &[u8], n: u64) {
+    for _ in 0..n {
+        let d = store.hit(id, &policy(), 1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.allowed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_converge() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    let (c, hc) = node("c", &[&ha, &hb]).await;
+    eventually("a full mesh", || up(&ha, 2) && up(&hb, 2) && up(&hc, 2)).await;
+    for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+        hits(s, b"spread", 10 + i as u64).await;
+    }
+    eventually("every node counts 33", || [&a, &b, &c].iter().all(|s| used(s, b"spread") == 33)).await;
+    let stats = ha.stats();
+    assert!(stats.merges_applied > 0 && stats.bytes_sent > 0 && stats.peers_connected == 2, "{stats:?}");
+    // (A link may be replaced a moment by the one the lower id dialed, once nodes learn each other's addresses.)
+    let mut status = hc.status();
+    eventually("c sees both peers up", || {
+        status = hc.status();
+        status.peers.iter().filter(|p| p.state == PeerState::Up).count() == 2
+    })
+    .await;
+    assert_eq!(status.node_id, "c");
+    let linked: Vec<_> = status.peers.iter().filter(|p| p.state == PeerState::Up).collect();
+    assert!(linked.iter().all(|p| p.clock_skew_ms.is_some_and(|s| s.abs() < 1_000)), "{status:?}");
+    let json = serde_json::to_value(&status).unwrap_or_default();
+    let states = json["peers"].as_array().map(|ps| ps.iter().filter(|p| p["state"] == "up").count());
+    assert_eq!(states, Some(2), "{json}");
+    // Propagation of one hit, measured: from a's hit to c seeing it (batch interval 2 ms).
+    let mut times = Vec::new();
+    for i in 0..20u64 {
+        let t = Instant::now();
+        hits(&a, b"lag", 1).await;
+        eventually("c sees a's hit", || used(&c, b"lag") == i + 1).await;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "propagation a -> c over 20 hits: median {:?}, max {:?}; c's max lag {} ms",
+        times[10],
+        times[19],
+        hc.stats().max_lag_ms
+    );
+    assert!(times[10] < Duration::from_millis(100), "{times:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_sees_existing_counts_before_admitting() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    let full = Policy::fixed_window(100, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..50 {
+        assert!(a.hit(b"busy", &full, 1).await.is_ok_and(|d| d.allowed));
+        assert!(b.hit(b"busy", &full, 1).await.is_ok_and(|d| d.allowed));
+    }
+    let now = || a.clock().now().as_micros();
+    eventually("a holds b's counts", || {
+        a.inspect_at(b"busy", &full, now()).ok().flatten().is_some_and(|i| i.used == 100)
+    })
+    .await;
+    // The joining node knows only a; it gets b's counts through a's full sync.
+    let (c, hc) = node("c", &[&ha]).await;
+    let start = Instant::now();
+    let first = loop {
+        match c.hit(b"busy", &full, 1).await {
+            Ok(d) => break d,
+            Err(floodgate::StoreError::Unavailable(_)) => {
+                assert!(start.elapsed() < DEADLINE, "c never opened");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(!first.allowed, "the joining node admitted a hit over a full limit: {first:?}");
+    assert_eq!(hc.stats().sync_timeouts, 0);
+    assert!(hc.stats().syncs_completed >= 1);
+    // And the other way: what the new node counts reaches the others.
+    let other = policy();
+    assert!(c.hit(b"new", &other, 3).await.is_ok_and(|d| d.allowed));
+    let used_other = |s: &ClusterStore| s.inspect_at(b"new", &other, now()).ok().flatten().map_or(0, |i| i.used);
+    eventually("a and b see c's hits", || used_other(&a) == 3 && used_other(&b) == 3).await;
+    drop(hb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_both_ways() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    let (c, hc) = node("c", &[&ha, &hb]).await;
+    eventually("a full mesh", || up(&ha, 2) && up(&hb, 2) && up(&hc, 2)).await;
+    // Split {a, b} | {c}.
+    for (h, others) in [(&ha, &["c"][..]), (&hb, &["c"][..]), (&hc, &["a", "b"][..])] {
+        for o in others {
+            h.block(o);
+        }
+    }
+    eventually("c cut off", || hc.status().peers.iter().all(|p| p.state == PeerState::Connecting)).await;
+    hits(&a, b"split", 10).await;
+    hits(&b, b"split", 5).await;
+    hits(&c, b"split", 7).await;
+    eventually("a and b agree on their side", || used(&a, b"split") == 15 && used(&b, b"split") == 15).await;
+    assert_eq!(used(&c, b"split"), 7, "c saw hits across the split");
+    // Over-admission during the split, measured: a limit of 10, 20 attempts on each node.
+    let limited = Policy::fixed_window(10, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    let mut admitted = [0u64; 3];
+    for _ in 0..20 {
+        for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+            admitted[i] += u64::from(s.hit(b"limited", &limited, 1).await.is_ok_and(|d| d.allowed));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    eprintln!(
+        "admitted during the split with a limit of 10: a+b side {}, c side {}",
+        admitted[0] + admitted[1],
+        admitted[2]
+    );
+    assert_eq!(admitted[2], 10, "the isolated side admits its limit");
+    assert!(admitted[0] + admitted[1] <= 20, "{admitted:?}");
+    // Heal.
+    for (h, others) in [(&ha, &["c"][..]), (&hb, &["c"][..]), (&hc, &["a", "b"][..])] {
+        for o in others {
+            h.unblock(o);
+        }
+    }
+    let healed = Instant::now();
+    eventually("all agree on 22", || [&a, &b, &c].iter().all(|s| used(s, b"split") == 22)).await;
+    assert!(healed.elapsed() < Duration::from_secs(2), "heal took {:?}", healed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_secret_is_refused_and_no_secret_does_not_start() {
+    let (a, ha) = node("a", &[]).await;
+    let mut c = config("mallory", b"wrong secret", &[&ha]);
+    c.sync_timeout = Duration::from_millis(300);
+    let (m, hm) = start(c).await;
+    eventually("a refused mallory", || ha.stats().auth_failures >= 1).await;
+    eventually("mallory's gate opened on its timeout", || m.is_ready()).await;
+    assert_eq!(hm.stats().sync_timeouts, 1);
+    hits(&m, b"x", 3).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(used(&a, b"x"), 0, "counts crossed an unauthenticated link");
+    assert_eq!(ha.stats().peers_connected, 0);
+    let none = Cluster::start(config("n", b"", &[]), Arc::new(SystemClock::new())).await;
+    assert!(matches!(none, Err(ClusterError::NoSecret)));
+}
+
+/// A peer that knows the secret, linked to `h` by hand (the test then plays its part).
+async fn rogue(h: &ClusterHandle, id: &str) -> Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec> {
+    let stream = TcpStream::connect(h.local_addr()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut wire = Framed::new(stream, frame::codec());
+    let mine = Hello { version: PROTOCOL_VERSION, node_id: id.into(), nonce: [9; 32], wall_ms: 0, listen_port: 1 };
+    wire.send(Frame::Hello(mine.clone()).encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    let theirs = match wire.next().await.map(|r| r.map(|b| Frame::decode(&b))) {
+        Some(Ok(Ok(Frame::Hello(h)))) => h,
+        other => panic!("{other:?}"),
+    };
+    let mac = frame::proof(SECRET, Role::Dialer, &mine, &theirs);
+    wire.send(Frame::Auth { mac }.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    wire
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_never_fails_its_link_nor_slows_the_others() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    // A peer that says it is alive but reads nothing for a while.
+    let mut slow = rogue(&ha, "slow").await;
+    slow.send(Frame::SyncEnd.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+    let many = Policy::fixed_window(1 << 40, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    for round in 0..20u32 {
+        for i in 0..2_000u32 {
+            assert!(a.hit_sync(&i.to_be_bytes(), &many, 1).is_ok_and(|d| d.allowed));
+        }
+        slow.send(Frame::Ping.encode().freeze()).await.unwrap_or_else(|e| panic!("{e}"));
+        if round % 5 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // b kept up meanwhile, and the slow link is still there.
+    let now = || b.clock().now().as_micros();
+    let b_sees = |i: u32| b.inspect_at(&i.to_be_bytes(), &many, now()).ok().flatten().map_or(0, |x| x.used);
+    eventually("b has every count", || (0..2_000u32).step_by(97).all(|i| b_sees(i) == 20)).await;
+    assert!(ha.status().peers.iter().any(|p| p.id.as_deref() == Some("slow")), "{:?}", ha.status());
+    // The slow peer catches up: the latest counts arrive (coalesced), and the link never failed.
+    let caught_up = tokio::time::timeout(DEADLINE, async {
+        let mut latest = std::collections::HashMap::new();
+        for _ in 0..1_000_000 {
+            match slow.next().await.map(|r| r.map(|b| Frame::decode(&b))) {
+                Some(Ok(Ok(Frame::Entries(e)))) => {
+                    for k in e.keys {
+                        if let Some((_, c)) = k.counts.first() {
+                            latest.insert(k.key.id.to_vec(), *c);
+                        }
+                    }
+                    if latest.len() == 2_000 && latest.values().all(|&c| c == 20) {
+                        return true;
+                    }
+                }
+                Some(Ok(Ok(_))) => {}
+                _ => return false,
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(caught_up, Ok(true));
+    assert!(start.elapsed() < DEADLINE);
+    assert!(ha.status().peers.iter().any(|p| p.id.as_deref() == Some("slow")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_frame_closes_only_its_link() {
+    let (a, ha) = node("a", &[]).await;
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    // An authenticated peer (it knows the secret) that then sends garbage.
+    let mut wire = rogue(&ha, "rogue").await;
+    wire.send(Bytes::from_static(&[3, 0, 1, 0xff, 0xff])).await.unwrap_or_else(|e| panic!("{e}"));
+    // a closes the rogue link: reading ends (after a's own frames) within the deadline.
+    let closed = tokio::time::timeout(DEADLINE, async {
+        for _ in 0..100_000 {
+            match wire.next().await {
+                Some(Ok(_)) => continue,
+                _ => return true,
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+    assert!(ha.stats().frames_rejected >= 1);
+    // The a-b link is untouched and still replicates.
+    hits(&b, b"after", 4).await;
+    eventually("a sees b's hits", || used(&a, b"after") == 4).await;
+    assert!(up(&ha, 1));
+}
+
+/// The join bar, measured: a node joins a peer that holds 100 000 live keys. Run in release:
+/// `cargo test --release -p floodgate-cluster --test cluster -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run in release"]
+async fn a_joining_node_syncs_100_000_keys() {
+    let (a, ha) = node("a", &[]).await;
+    for i in 0..100_000u32 {
+        a.hit_sync(&i.to_be_bytes(), &policy(), 1).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let t = Instant::now();
+    let (b, hb) = node("b", &[&ha]).await;
+    eventually("b synced", || b.is_ready()).await;
+    let took = t.elapsed();
+    assert_eq!(b.len(), 100_000);
+    eprintln!("joined with 100 000 keys in {took:?} (sync received in {} ms)", hb.stats().last_sync_ms);
+}
