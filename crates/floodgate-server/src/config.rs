@@ -98,6 +98,16 @@ pub enum ConfigError {
     /// The config is invalid; every problem found is listed.
     #[error("{}", join_issues(.0))]
     Invalid(Vec<ConfigIssue>),
+    /// The path holds no domain and no policy (no YAML file at all, or only empty ones): refused, never read
+    /// as "no limits".
+    #[error(
+        "{path}: no domain and no policy found (looked for *.yaml and *.yml files there); an empty config is \
+         refused so that a wrong path or a deleted file never turns every limit off"
+    )]
+    Empty {
+        /// Where the config was looked for.
+        path: String,
+    },
 }
 
 fn join_issues(issues: &[ConfigIssue]) -> String {
@@ -605,7 +615,11 @@ impl Config {
                 Err(_) => merger.issues.push(whole_file(&name, "not valid UTF-8".into())),
             }
         }
-        merger.finish()
+        let config = merger.finish()?;
+        if config.domains.is_empty() && config.policies.is_empty() {
+            return Err(ConfigError::Empty { path: path.display().to_string() });
+        }
+        Ok(config)
     }
 
     /// The domain named `name`.

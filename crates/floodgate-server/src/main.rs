@@ -209,15 +209,27 @@ fn count_rules(level: &floodgate_server::config::Level) -> usize {
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let token = match (&args.token_file, std::env::var("FLOODGATE_TOKEN").ok()) {
-        (Some(file), _) => Some(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("--token-file {}: {e}", file.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, env) => env.map(|t| t.trim().to_owned()),
-    }
-    .filter(|t| !t.is_empty());
+        (Some(file), _) => {
+            let t = std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(format!(
+                    "--token-file {}: the file is empty; refusing to serve with no authentication",
+                    file.display()
+                )
+                .into());
+            }
+            Some(t.to_owned())
+        }
+        (None, Some(env)) => {
+            let t = env.trim();
+            if t.is_empty() {
+                return Err("FLOODGATE_TOKEN is set but empty; refusing to serve with no authentication".into());
+            }
+            Some(t.to_owned())
+        }
+        (None, None) => None,
+    };
     let source = match &args.config {
         Some(p) if args.merge_domains => ConfigSource::PathMergingDomains(p.clone()),
         Some(p) => ConfigSource::Path(p.clone()),

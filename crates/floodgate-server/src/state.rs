@@ -62,9 +62,10 @@ pub enum ConfigSource {
     PathMergingDomains(PathBuf),
 }
 
-/// What a config source's files look like now: each `*.yaml` / `*.yml` file (or the one file) with its length
-/// and modification time, following symlinks (so a swapped directory symlink shows as a change).
-pub type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+/// What a config source's files look like now: each `*.yaml` / `*.yml` file (or the one file) with its length,
+/// modification time and a hash of its contents, following symlinks (so a swapped directory symlink shows as a
+/// change, and so does a rewrite of the same size whose modification time was put back).
+pub type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>, u64)>;
 
 impl ConfigSource {
     /// The source's [`Fingerprint`]; empty for the built-in config or when the path cannot be read.
@@ -75,7 +76,17 @@ impl ConfigSource {
         };
         let stat = |p: PathBuf| {
             let meta = std::fs::metadata(&p).ok()?;
-            meta.is_file().then(|| (p, meta.len(), meta.modified().ok()))
+            if !meta.is_file() {
+                return None;
+            }
+            // Files above the size limit are refused by the loader anyway: their length stands for them.
+            let contents =
+                if meta.len() <= crate::config::MAX_CONFIG_BYTES { std::fs::read(&p).ok()? } else { Vec::new() };
+            let hash = std::hash::BuildHasher::hash_one(
+                &std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(),
+                &contents,
+            );
+            Some((p, meta.len(), meta.modified().ok(), hash))
         };
         if !path.is_dir() {
             return stat(path.clone()).into_iter().collect();

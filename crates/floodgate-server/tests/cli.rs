@@ -286,3 +286,58 @@ fn check_notes_wildcards_the_reference_reads_literally() {
     assert!(!err.contains("/api/*"), "a trailing `*` is a wildcard in both: {err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 19, defect 8: a config directory with no YAML file left, and an empty token file, are refused (they
+/// used to mean "no limits" and "no authentication").
+#[test]
+fn an_empty_config_or_token_file_is_refused() {
+    let config = common::write_config("policies:\n  first: {limit: 1, window: 1s}\n");
+    let dir = config.parent().unwrap().to_path_buf();
+    let (mut child, base) = spawn_serve(&["--config".as_ref(), dir.as_os_str(), "--watch-secs".as_ref(), "0".as_ref()]);
+    wait_healthy(&base);
+    // The last file of the directory is deleted: the reload is refused and the old limits stay.
+    std::fs::remove_file(&config).unwrap();
+    signal(child.id(), "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get_json(&base, "/v1/limits")["policies"][0]["name"], "first");
+    let out = Command::new(BIN).arg("check").arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no domain and no policy"), "{out:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // An empty (or blank) token file: the server does not start.
+    let token = dir.join("token");
+    std::fs::write(&token, "  \n").unwrap();
+    let (http, grpc) = (free_port(), free_port());
+    let out = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .arg("--token-file")
+        .arg(&token)
+        .env_remove("FLOODGATE_CONFIG")
+        .env_remove("FLOODGATE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"), "{out:?}");
+}
+
+/// Issue 19, defect 10: the watcher notices a rewrite of the same size whose modification time was put back.
+#[test]
+fn the_watcher_sees_a_same_size_rewrite_with_the_mtime_restored() {
+    let config = common::write_config("policies:\n  first: {limit: 1, window: 1s}\n");
+    let mtime = std::fs::metadata(&config).unwrap().modified().unwrap();
+    let (mut child, base) =
+        spawn_serve(&["--config".as_ref(), config.as_os_str(), "--watch-secs".as_ref(), "1".as_ref()]);
+    wait_healthy(&base);
+    assert_eq!(get_json(&base, "/v1/limits")["policies"][0]["name"], "first");
+    std::fs::write(&config, "policies:\n  other: {limit: 1, window: 1s}\n").unwrap();
+    std::fs::File::options().write(true).open(&config).unwrap().set_modified(mtime).unwrap();
+    let start = Instant::now();
+    while get_json(&base, "/v1/limits")["policies"][0]["name"] != "other" {
+        assert!(start.elapsed() < Duration::from_secs(10), "the watcher missed the rewrite");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -152,6 +152,13 @@ async fn bearer_token_guards_mutations_only() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res = client.post(format!("{}/v1/hit", s.base)).bearer_auth("s3cret").json(&body).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
+    // The scheme is case-insensitive (issue 19, defect 10).
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} s3cret");
+        let res =
+            client.post(format!("{}/v1/hit", s.base)).header("authorization", auth).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{scheme}");
+    }
     let res = client.post(format!("{}/v1/reset", s.base)).json(&json!({"id": "a"})).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res = client.post(format!("{}/v1/reload", s.base)).send().await.unwrap();
