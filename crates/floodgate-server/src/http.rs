@@ -207,7 +207,9 @@ impl From<Decision> for DecisionBody {
 }
 
 fn store_error(e: floodgate::StoreError) -> ApiError {
-    tracing::warn!(error = %e, "store failed");
+    if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
+        tracing::warn!(error = %e, suppressed, "store failed");
+    }
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store failed: {e}"))
 }
 

@@ -1,5 +1,6 @@
 //! `floodgate`: the rate-limit server. `floodgate serve` and `floodgate check CONFIG`; see the crate README.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use floodgate::MemoryStore;
 use floodgate_redis::{FailurePolicy, RedisStore};
 use floodgate_server::config::Config;
+use floodgate_server::metrics::{StoreCounters, StoreSource};
 use floodgate_server::server::Server;
 use floodgate_server::state::{AppState, Backend, ConfigSource, ResponseHeaders};
 
@@ -43,6 +45,12 @@ enum Headers {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum WhenFullArg {
+    Refuse,
+    Evict,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum Failure {
     Error,
     FailOpen,
@@ -62,26 +70,26 @@ struct ServeArgs {
     #[arg(long, short, env = "FLOODGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
-    #[arg(long, conflicts_with = "redis_cluster")]
+    #[arg(long, conflicts_with = "redis_cluster", env = "FLOODGATE_REDIS")]
     redis: Option<String>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
     redis_cluster: Option<Vec<String>>,
     /// Redis key prefix.
-    #[arg(long, default_value = "floodgate")]
+    #[arg(long, default_value = "floodgate", env = "FLOODGATE_REDIS_PREFIX")]
     redis_prefix: String,
     /// Redis: the most a call may take, in milliseconds, before the failure policy applies.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "FLOODGATE_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
     /// Redis: what a decision answers when Redis cannot: `error` (RLS UNAVAILABLE, HTTP 503, so Envoy's
     /// failure_mode_deny decides), `fail-open` (allow), `fail-closed` (deny).
-    #[arg(long, value_enum, default_value = "error")]
+    #[arg(long, value_enum, default_value = "error", env = "FLOODGATE_FAILURE_POLICY")]
     failure_policy: Failure,
     /// Read the bearer token required by the mutating HTTP endpoints from this file (or set FLOODGATE_TOKEN).
-    #[arg(long)]
+    #[arg(long, env = "FLOODGATE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Answer RLS requests for an unconfigured domain NOT_FOUND instead of OK.
-    #[arg(long)]
+    #[arg(long, env = "FLOODGATE_STRICT_DOMAINS")]
     strict_domains: bool,
     /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
     #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
@@ -113,17 +121,22 @@ struct ServeArgs {
     #[arg(long, default_value_t = floodgate_server::metrics::NEAR_LIMIT_RATIO, value_parser = ratio, env = "FLOODGATE_NEAR_LIMIT_RATIO")]
     near_limit_ratio: f64,
     /// In-memory store: bound the number of keys (default: unbounded).
-    #[arg(long)]
+    #[arg(long, env = "FLOODGATE_MAX_KEYS")]
     max_keys: Option<usize>,
+    /// In-memory store with --max-keys: what a new key gets when the store is full of live keys. `refuse`
+    /// (default): it is denied until a key expires, and no live key ever loses its count. `evict`: the keys
+    /// nearest their reset are evicted and start again from empty, which can admit them past their limit.
+    #[arg(long, value_enum, default_value = "refuse", env = "FLOODGATE_WHEN_FULL")]
+    when_full: WhenFullArg,
     /// On shutdown, the most seconds to wait for in-flight requests and open connections.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, env = "FLOODGATE_DRAIN_SECS")]
     drain_secs: u64,
     /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener (default: one per core;
     /// 0 serves gRPC on the shared worker threads instead).
-    #[arg(long)]
+    #[arg(long, env = "FLOODGATE_GRPC_THREADS")]
     grpc_threads: Option<usize>,
     /// Worker threads of the shared runtime (HTTP, signals; gRPC with --grpc-threads 0). Default: one per core.
-    #[arg(long)]
+    #[arg(long, env = "FLOODGATE_THREADS")]
     threads: Option<usize>,
 }
 
@@ -133,7 +146,7 @@ fn main() -> ExitCode {
         Command::Check { config, merge_domains } => check(&config, merge_domains),
         Command::Serve(args) => {
             let args = *args;
-            init_tracing();
+            let _log_guard = init_tracing();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
                 rt.worker_threads(n);
@@ -141,14 +154,14 @@ fn main() -> ExitCode {
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("floodgate: cannot start the runtime: {e}");
+                    let _ = writeln!(std::io::stderr(), "floodgate: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
             match rt.block_on(serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("floodgate: {e}");
+                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -156,11 +169,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr through a bounded queue and a writer thread of their own, so logging can never stop the
+/// server: a reader that went away (`| head`, a dead log shipper) or a full pipe only loses log lines (counted
+/// by the writer, never blocking a request or a signal), and a failed write is never reported with a panic.
+/// The guard flushes what is queued when `main` returns.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 * 1024)
+        .finish(std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .init();
+    guard
 }
 
 fn check(path: &std::path::Path, merge_domains: bool) -> ExitCode {
@@ -235,8 +262,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };
-    let backend = backend(&args).await?;
+    let (backend, store_source) = backend(&args).await?;
     let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    if let Some(s) = store_source {
+        let _ = state.metrics.store_source.set(s);
+    }
     state.reference_counting = args.reference_counting;
     state.global_shadow_mode = args.shadow_mode;
     state.response_dynamic_metadata = args.response_dynamic_metadata;
@@ -275,11 +305,47 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn backend(args: &ServeArgs) -> Result<Backend, Box<dyn std::error::Error>> {
+async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box<dyn std::error::Error>> {
     let redis = match (&args.redis, &args.redis_cluster) {
         (Some(url), _) => RedisStore::builder().url(url),
         (None, Some(nodes)) => RedisStore::builder().cluster(nodes.iter().map(String::as_str)),
-        (None, None) => return Ok(Backend::Memory(MemoryStore::builder().max_keys(args.max_keys).build())),
+        (None, None) => {
+            let when_full = match args.when_full {
+                WhenFullArg::Refuse => floodgate::WhenFull::RefuseNew,
+                WhenFullArg::Evict => floodgate::WhenFull::EvictLive,
+            };
+            let store = MemoryStore::builder().max_keys(args.max_keys).when_full(when_full).build();
+            let stats = store.clone();
+            let source = StoreSource(Box::new(move || {
+                let s = stats.stats();
+                StoreCounters {
+                    answered_by_failure_policy: 0,
+                    series: vec![
+                        ("floodgate_memory_keys", "Keys held by the in-memory store.", "gauge", s.keys as u64),
+                        ("floodgate_memory_swept_total", "Expired buckets dropped by sweeps.", "counter", s.swept),
+                        (
+                            "floodgate_memory_evicted_expired_total",
+                            "Expired keys dropped to make room under --max-keys.",
+                            "counter",
+                            s.evicted_expired,
+                        ),
+                        (
+                            "floodgate_memory_evicted_live_total",
+                            "Live keys evicted under --max-keys --when-full evict (each may be admitted past its limit).",
+                            "counter",
+                            s.evicted_live,
+                        ),
+                        (
+                            "floodgate_memory_refused_full_total",
+                            "Writes of new keys denied because the store was full of live keys (--when-full refuse).",
+                            "counter",
+                            s.refused_full,
+                        ),
+                    ],
+                }
+            }));
+            return Ok((Backend::Memory(store), Some(source)));
+        }
     };
     let failure = match args.failure_policy {
         Failure::Error => FailurePolicy::Error,
@@ -294,7 +360,61 @@ async fn backend(args: &ServeArgs) -> Result<Backend, Box<dyn std::error::Error>
         .await
         .map_err(|e| format!("cannot use Redis: {e}"))?;
     tracing::info!(?store, "Redis store connected");
-    Ok(Backend::Dyn(Arc::new(store)))
+    let store = Arc::new(store);
+    let stats = store.clone();
+    let source = StoreSource(Box::new(move || {
+        let s = stats.stats();
+        StoreCounters {
+            answered_by_failure_policy: s.failed_open.saturating_add(s.failed_closed),
+            series: vec![
+                (
+                    "floodgate_store_failed_open_total",
+                    "Decisions allowed by --failure-policy fail-open because Redis could not answer.",
+                    "counter",
+                    s.failed_open,
+                ),
+                (
+                    "floodgate_store_failed_closed_total",
+                    "Decisions denied by --failure-policy fail-closed because Redis could not answer.",
+                    "counter",
+                    s.failed_closed,
+                ),
+                (
+                    "floodgate_redis_failures_total",
+                    "Redis faults of every kind, however they were answered.",
+                    "counter",
+                    s.failures,
+                ),
+                ("floodgate_redis_timeouts_total", "Redis calls past --redis-timeout-ms.", "counter", s.timeouts),
+                (
+                    "floodgate_redis_unavailable_total",
+                    "Redis calls that found no connection.",
+                    "counter",
+                    s.unavailable,
+                ),
+                ("floodgate_redis_backend_errors_total", "Redis error replies.", "counter", s.backend),
+                (
+                    "floodgate_redis_wrong_type_total",
+                    "Calls that met a key of the wrong Redis type (POST /v1/reset of the id clears it).",
+                    "counter",
+                    s.wrong_type,
+                ),
+                (
+                    "floodgate_redis_expired_total",
+                    "Calls dropped by Redis because they arrived past their deadline.",
+                    "counter",
+                    s.expired,
+                ),
+                (
+                    "floodgate_redis_reconnects_total",
+                    "Redis connections opened again after one was lost.",
+                    "counter",
+                    s.reconnects,
+                ),
+            ],
+        }
+    }));
+    Ok((Backend::Dyn(store), Some(source)))
 }
 
 #[cfg(unix)]

@@ -172,6 +172,9 @@ pub struct Metrics {
     pub global_shadow: AtomicU64,
     /// Failed store calls.
     pub store_errors: AtomicU64,
+    /// Where the store's own counters come from (set once at start: the memory store's keys and refusals,
+    /// Redis's faults by kind and by answer).
+    pub store_source: std::sync::OnceLock<StoreSource>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     latency_sum_ns: AtomicU64,
     reloads_ok: AtomicU64,
@@ -278,7 +281,16 @@ impl Metrics {
             &self.global_shadow,
         );
         self.render_rules(&mut out, &domains);
-        counter(&mut out, "floodgate_store_errors_total", "Store calls that failed.", &self.store_errors);
+        let store = self.store_source.get().map(|f| (f.0)()).unwrap_or_default();
+        let errors = self.store_errors.load(Relaxed).saturating_add(store.answered_by_failure_policy);
+        let _ = writeln!(
+            out,
+            "# HELP floodgate_store_errors_total Store calls that failed (also those answered by the failure policy).\n\
+             # TYPE floodgate_store_errors_total counter\nfloodgate_store_errors_total {errors}"
+        );
+        for (name, help, kind, value) in &store.series {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
         out.push_str("# HELP floodgate_store_latency_seconds Latency of store calls.\n");
         out.push_str("# TYPE floodgate_store_latency_seconds histogram\n");
         let mut cumulative = 0u64;
@@ -346,6 +358,25 @@ impl Metrics {
 
 fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+}
+
+/// A function that reads the store's own counters, for `/metrics`.
+pub struct StoreSource(pub Box<dyn Fn() -> StoreCounters + Send + Sync>);
+
+impl std::fmt::Debug for StoreSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreSource")
+    }
+}
+
+/// The store's own counters, as `/metrics` shows them.
+#[derive(Clone, Debug, Default)]
+pub struct StoreCounters {
+    /// Store faults answered by the failure policy (fail-open or fail-closed) rather than returned as errors:
+    /// added to `floodgate_store_errors_total`, which otherwise only counts the errors the server saw.
+    pub answered_by_failure_policy: u64,
+    /// More series: (name, help, `counter` or `gauge`, value).
+    pub series: Vec<(&'static str, &'static str, &'static str, u64)>,
 }
 
 /// Escapes a label value (backslash, double quote, newline).

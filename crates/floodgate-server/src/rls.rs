@@ -186,7 +186,9 @@ impl Rls {
                 .collect();
             if !hits.is_empty() {
                 let ds = state.hit_all(&hits).await.map_err(|e| {
-                    tracing::warn!(error = %e, domain = %clip(&req.domain), "store failed");
+                    if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
+                        tracing::warn!(error = %e, domain = %clip(&req.domain), suppressed, "store failed");
+                    }
                     Status::unavailable(format!("store failed: {e}"))
                 })?;
                 for ((di, ..), d) in owned.iter().zip(ds) {
@@ -247,7 +249,9 @@ impl Rls {
                         };
                         let d = d.map_err(|e| {
                             let rule = rule.map_or("<limit override>", |r| &r.path);
-                            tracing::warn!(error = %e, domain = %clip(&req.domain), rule, "store failed");
+                            if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
+                                tracing::warn!(error = %e, domain = %clip(&req.domain), rule, suppressed, "store failed");
+                            }
                             Status::unavailable(format!("store failed: {e}"))
                         })?;
                         if d.allowed {

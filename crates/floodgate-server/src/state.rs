@@ -301,3 +301,49 @@ impl AppState {
         r
     }
 }
+
+/// Lets a repeated log line through at most once a second, counting what it held back: an outage of the store
+/// logs a line a second, not one per request.
+///
+/// ```
+/// use floodgate_server::state::LogThrottle;
+/// let throttle = LogThrottle::new();
+/// assert_eq!(throttle.allow_at(100), Some(0));
+/// assert_eq!(throttle.allow_at(100), None);
+/// assert_eq!(throttle.allow_at(100), None);
+/// assert_eq!(throttle.allow_at(101), Some(2)); // two lines were held back
+/// ```
+#[derive(Debug, Default)]
+pub struct LogThrottle {
+    /// The second (Unix time) of the last line let through, plus one (0: none yet).
+    last: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    /// A throttle that has let nothing through yet.
+    pub const fn new() -> Self {
+        LogThrottle { last: std::sync::atomic::AtomicU64::new(0), suppressed: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Whether to log now: `Some(lines held back since the last one)`, or `None` to stay quiet.
+    pub fn allow(&self) -> Option<u64> {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.allow_at(secs)
+    }
+
+    /// [`allow`](Self::allow) at the Unix second `secs`.
+    pub fn allow_at(&self, secs: u64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stamp = secs.saturating_add(1);
+        let last = self.last.load(Relaxed);
+        if last != stamp && self.last.compare_exchange(last, stamp, Relaxed, Relaxed).is_ok() {
+            return Some(self.suppressed.swap(0, Relaxed));
+        }
+        self.suppressed.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+/// The throttle of the "store failed" warnings.
+pub static STORE_FAILURE_LOG: LogThrottle = LogThrottle::new();

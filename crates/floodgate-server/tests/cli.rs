@@ -341,3 +341,49 @@ fn the_watcher_sees_a_same_size_rewrite_with_the_mtime_restored() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 19, defect 3: when whoever reads the logs goes away, logging must not panic or block: SIGHUP still
+/// reloads, requests are still answered, and SIGTERM still stops the server.
+#[test]
+fn a_closed_stderr_never_stops_the_server() {
+    let config = common::write_config("policies:\n  first: {limit: 1, window: 1s}\n");
+    let (http, grpc) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .arg("--config")
+        .arg(&config)
+        .args(["--watch-secs", "0"])
+        .env_remove("FLOODGATE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    wait_healthy(&base);
+    // The reader goes away.
+    drop(child.stderr.take());
+    for _ in 0..3 {
+        signal(child.id(), "-HUP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&config, "policies:\n  second: {limit: 2, window: 1s}\n").unwrap();
+    signal(child.id(), "-HUP");
+    let start = Instant::now();
+    while get_json(&base, "/v1/limits")["policies"][0]["name"] != "second" {
+        assert!(start.elapsed() < Duration::from_secs(10), "SIGHUP ignored after stderr closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(child.id(), "-TERM");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("SIGTERM ignored after stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
