@@ -27,6 +27,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod config;
+pub mod conn;
 pub mod http;
 pub mod json_rls;
 pub mod metrics;

@@ -128,6 +128,15 @@ struct ServeArgs {
     /// nearest their reset are evicted and start again from empty, which can admit them past their limit.
     #[arg(long, value_enum, default_value = "refuse", env = "FLOODGATE_WHEN_FULL")]
     when_full: WhenFullArg,
+    /// The most connections open at once on each port (HTTP, gRPC); near it, connections that have sent
+    /// nothing are closed first, past it new ones are closed at once.
+    #[arg(long, default_value_t = 10_000, env = "FLOODGATE_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// Close a connection that sends and receives nothing for this many seconds while the server waits for it
+    /// (between requests, or in a stalled request's headers or body). A connection that sends no byte at all is
+    /// closed after 10 s.
+    #[arg(long, default_value_t = 60, env = "FLOODGATE_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: u64,
     /// On shutdown, the most seconds to wait for in-flight requests and open connections.
     #[arg(long, default_value_t = 30, env = "FLOODGATE_DRAIN_SECS")]
     drain_secs: u64,
@@ -288,7 +297,12 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let grpc_threads = args.grpc_threads.unwrap_or_else(floodgate_server::server::default_grpc_threads);
-    let server = Server::start_with(Arc::new(state), args.http, args.grpc, grpc_threads).await?;
+    let limits = floodgate_server::conn::Limits {
+        max_connections: args.max_connections.max(1),
+        first_byte: floodgate_server::conn::Limits::default().first_byte,
+        idle: Duration::from_secs(args.idle_timeout_secs.max(1)),
+    };
+    let server = Server::start_limited(Arc::new(state), args.http, args.grpc, grpc_threads, limits).await?;
     let stop = server.shutdown_token();
     tokio::spawn(signals(server.state.clone(), stop.clone()));
     tokio::spawn(server.state.clone().watch_config(Duration::from_secs(args.watch_secs), stop.clone()));

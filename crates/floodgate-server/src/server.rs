@@ -73,6 +73,17 @@ impl Server {
         grpc_addr: SocketAddr,
         grpc_threads: usize,
     ) -> Result<Server, ServeError> {
+        Self::start_limited(state, http_addr, grpc_addr, grpc_threads, crate::conn::Limits::default()).await
+    }
+
+    /// [`start_with`](Self::start_with), with the connection bounds of each port (see [`crate::conn`]).
+    pub async fn start_limited(
+        state: Arc<AppState>,
+        http_addr: SocketAddr,
+        grpc_addr: SocketAddr,
+        grpc_threads: usize,
+        limits: crate::conn::Limits,
+    ) -> Result<Server, ServeError> {
         let http_listener =
             TcpListener::bind(http_addr).await.map_err(|source| ServeError::Bind { addr: http_addr, source })?;
         let http_addr = http_listener.local_addr().map_err(|source| ServeError::Bind { addr: http_addr, source })?;
@@ -83,10 +94,10 @@ impl Server {
             let grpc_listener =
                 TcpListener::bind(grpc_addr).await.map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
             let bound = grpc_listener.local_addr().map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
-            let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            let incoming = crate::conn::incoming(grpc_listener, crate::conn::Gate::new(limits, shutdown.clone()));
             let stop = shutdown.clone();
             let task = tokio::spawn(async move {
-                tonic::transport::Server::builder()
+                grpc_builder()
                     .add_service(svc)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await
@@ -94,11 +105,18 @@ impl Server {
             });
             (task, bound)
         } else {
-            per_core_grpc(svc, grpc_addr, grpc_threads, shutdown.clone())?
+            per_core_grpc(
+                svc,
+                grpc_addr,
+                grpc_threads,
+                shutdown.clone(),
+                crate::conn::Gate::new(limits, shutdown.clone()),
+            )?
         };
 
         let app = http::router(state.clone());
-        let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone()));
+        let gate = crate::conn::Gate::new(limits, shutdown.clone());
+        let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone(), gate));
         tracing::info!(%http_addr, %grpc_addr, grpc_threads, store = state.backend_name(), "floodgate serving");
         Ok(Server { http_addr, grpc_addr, state, shutdown, http, grpc })
     }
@@ -160,6 +178,7 @@ fn per_core_grpc(
     addr: SocketAddr,
     threads: usize,
     shutdown: CancellationToken,
+    gate: Arc<crate::conn::Gate>,
 ) -> Result<(JoinHandle<Result<(), ServeError>>, SocketAddr), ServeError> {
     let bind_err = |source| ServeError::Bind { addr, source };
     // The first listener fixes the port (when asked for port 0); the others share it.
@@ -174,22 +193,22 @@ fn per_core_grpc(
         let (tx, rx) = tokio::sync::oneshot::channel();
         let svc = svc.clone();
         let stop = shutdown.clone();
+        let gate = gate.clone();
         let spawned = std::thread::Builder::new().name(format!("floodgate-grpc-{i}")).spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(ServeError::Http)
-                .and_then(|rt| {
-                    rt.block_on(async move {
-                        let listener = TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
-                        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-                        tonic::transport::Server::builder()
-                            .add_service(svc)
-                            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                            .await
-                            .map_err(ServeError::Grpc)
-                    })
-                });
+            let result =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Http).and_then(
+                    |rt| {
+                        rt.block_on(async move {
+                            let listener = TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
+                            let incoming = crate::conn::incoming(listener, gate);
+                            grpc_builder()
+                                .add_service(svc)
+                                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                                .await
+                                .map_err(ServeError::Grpc)
+                        })
+                    },
+                );
             let _ = tx.send(result);
         });
         if let Err(e) = spawned {
@@ -214,20 +233,31 @@ fn per_core_grpc(
     Ok((task, bound))
 }
 
-/// The most HTTP connections served at once; past it new connections are closed at once.
-pub const MAX_HTTP_CONNECTIONS: usize = 10_000;
+/// The gRPC server's HTTP/2 settings: at most 256 streams per connection, and keep-alive pings that find a
+/// dead peer.
+fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
 /// The longest a client may take to send a request's headers (HTTP/1) before its connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The HTTP accept loop: hyper with a header read timeout and a connection bound (which `axum::serve` lacks),
-/// and a graceful shutdown that lets in-flight requests finish.
-async fn serve_http(listener: TcpListener, app: axum::Router, stop: CancellationToken) -> Result<(), ServeError> {
+/// The HTTP accept loop: hyper with a header read timeout, connections bounded and timed by `gate` (see
+/// [`crate::conn`]), and a graceful shutdown that lets in-flight requests finish.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+    gate: Arc<crate::conn::Gate>,
+) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
@@ -244,11 +274,11 @@ async fn serve_http(listener: TcpListener, app: axum::Router, stop: Cancellation
             },
             () = stop.cancelled() => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many HTTP connections: closing a new one");
+        let _ = stream.set_nodelay(true);
+        let Some(stream) = gate.admit(stream) else {
+            tracing::debug!(%peer, "too many HTTP connections: closing a new one");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
@@ -256,7 +286,6 @@ async fn serve_http(listener: TcpListener, app: axum::Router, stop: Cancellation
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);

@@ -86,3 +86,21 @@ pub fn desc(entries: &[(&str, &str)]) -> RateLimitDescriptor {
 pub fn request(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
     RateLimitRequest { domain: domain.into(), descriptors, hits_addend: 0 }
 }
+
+/// The address of a server's gRPC port, for tests that start the server themselves.
+#[allow(dead_code)]
+pub struct TestServerAddrs {
+    pub grpc: SocketAddr,
+}
+
+#[allow(dead_code)]
+impl TestServerAddrs {
+    /// Whether an RLS call on a fresh connection is answered OK within 2 s.
+    pub async fn rls_ok(&self) -> bool {
+        let call = async {
+            let mut c = RateLimitServiceClient::connect(format!("http://{}", self.grpc)).await.ok()?;
+            c.should_rate_limit(request("none", vec![desc(&[("k", "v")])])).await.ok()
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(2), call).await.ok().flatten().is_some()
+    }
+}
