@@ -163,6 +163,14 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     if id.len() > MAX_ID_BYTES {
         return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("id is longer than {MAX_ID_BYTES} bytes")));
     }
+    // RLS counters' ids start with their domain's length as four big-endian bytes, so with a NUL byte: ids of
+    // the HTTP API never do, so the two never share a counter (on any store, with no change of key layout).
+    if id.starts_with('\0') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ids starting with a NUL byte are reserved for the counters of Envoy RLS requests",
+        ));
+    }
     Ok(())
 }
 

@@ -273,3 +273,27 @@ async fn healthcheck_as_the_reference() {
         assert_eq!(res.status(), StatusCode::OK, "{path}");
     }
 }
+
+/// Issue 19, defect 9: an HTTP id shaped like an RLS counter's id cannot reach that counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ids_cannot_reach_rls_counters() {
+    let s = start(CONFIG).await;
+    let mut client = s.client().await;
+    let req = common::request("t", vec![common::desc(&[("k", "v")])]);
+    let id = floodgate_server::rls::counter_id("t", &req.descriptors[0]);
+    let id = String::from_utf8(id).unwrap();
+    assert!(id.starts_with('\0'));
+    for _ in 0..3 {
+        let res = client.should_rate_limit(req.clone()).await.unwrap().into_inner();
+        assert_eq!(res.overall_code, 1, "{res:?}");
+    }
+    let (status, _, body) = post(format!("{}/v1/reset", s.base), json!({"id": id})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    for path in ["/v1/hit", "/v1/inspect"] {
+        let (status, _, body) = post(format!("{}{path}", s.base), json!({"id": id, "policy": "bucket"})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+    }
+    // The RLS counter was not reset: the fourth request is over the limit of 3.
+    let res = client.should_rate_limit(req).await.unwrap().into_inner();
+    assert_eq!(res.overall_code, 2, "{res:?}");
+}
