@@ -233,13 +233,37 @@ fn per_core_grpc(
     Ok((task, bound))
 }
 
+/// The gRPC server with its layers.
+type GrpcServer = tonic::transport::Server<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<fn(GrpcResponse) -> GrpcResponse>,
+        tower::layer::util::Identity,
+    >,
+>;
+type GrpcResponse = axum::http::Response<tonic::body::Body>;
+
 /// The gRPC server's HTTP/2 settings: at most 256 streams per connection, and keep-alive pings that find a
-/// dead peer.
-fn grpc_builder() -> tonic::transport::Server {
+/// dead peer; a request that is not a valid protobuf answers `INVALID_ARGUMENT`, not `INTERNAL`.
+fn grpc_builder() -> GrpcServer {
     tonic::transport::Server::builder()
         .max_concurrent_streams(256)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(tower::util::MapResponseLayer::new(
+            decode_errors_are_invalid_argument as fn(GrpcResponse) -> GrpcResponse,
+        ))
+}
+
+/// tonic answers a request body that fails to decode with `INTERNAL` (13); it is the caller's error, so it is
+/// `INVALID_ARGUMENT` (3). Such answers carry their status in the headers (a trailers-only response).
+fn decode_errors_are_invalid_argument(mut res: GrpcResponse) -> GrpcResponse {
+    let headers = res.headers_mut();
+    let decode_error = headers.get("grpc-status").is_some_and(|s| s == "13")
+        && headers.get("grpc-message").and_then(|m| m.to_str().ok()).is_some_and(|m| m.contains("decode"));
+    if decode_error {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+    }
+    res
 }
 
 /// The longest a client may take to send a request's headers (HTTP/1) before its connection is closed.

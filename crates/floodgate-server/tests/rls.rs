@@ -778,3 +778,26 @@ descriptors:
     let reset = r.statuses[0].duration_until_reset.unwrap();
     assert!((3598..=3600).contains(&reset.seconds), "{reset:?}");
 }
+
+/// Issue 19, defect 10: a request body that is not a valid protobuf is the caller's error: INVALID_ARGUMENT (3),
+/// not INTERNAL (13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_to_decode_is_invalid_argument() {
+    let s =
+        common::start("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, requests_per_unit: 1}\n")
+            .await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    // One length-prefixed message whose bytes are not a protobuf (a field tag of 0 is invalid).
+    let mut body = vec![0u8, 0, 0, 0, 4];
+    body.extend_from_slice(&[0, 0xff, 0xff, 0xff]);
+    let res = client
+        .post(format!("http://{}/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit", s.grpc))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status.as_deref(), Some("3"), "{:?}", res.headers());
+}
