@@ -88,6 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_large_bodies))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), check_host))
         .with_state(state)
 }
 
@@ -100,6 +101,35 @@ async fn refuse_large_bodies(req: axum::extract::Request, next: axum::middleware
             .into_response();
     }
     next.run(req).await
+}
+
+/// Refuses a request whose `Host` is not one of [`AppState::allowed_hosts`] (421), when that list is set.
+async fn check_host(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(allowed) = &state.allowed_hosts {
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+        if !host.is_some_and(|h| host_allowed(h, allowed)) {
+            return ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this Host is not served here (see --allowed-hosts)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether `host` (a `Host` header: a name or address, perhaps with a port) is one of `allowed`.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(name))
 }
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {

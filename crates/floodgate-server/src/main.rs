@@ -128,6 +128,11 @@ struct ServeArgs {
     /// nearest their reset are evicted and start again from empty, which can admit them past their limit.
     #[arg(long, value_enum, default_value = "refuse", env = "FLOODGATE_WHEN_FULL")]
     when_full: WhenFullArg,
+    /// HTTP: more host names a request's `Host` header may name (repeatable, or comma-separated). When the HTTP
+    /// port is on loopback, only `localhost`, `127.0.0.1` and `::1` are accepted besides these, so a web page
+    /// cannot reach the API by DNS rebinding; on other addresses any Host is accepted unless this is given.
+    #[arg(long, value_delimiter = ',', env = "FLOODGATE_ALLOWED_HOSTS")]
+    allowed_hosts: Vec<String>,
     /// The most connections open at once on each port (HTTP, gRPC); near it, connections that have sent
     /// nothing are closed first, past it new ones are closed at once.
     #[arg(long, default_value_t = 10_000, env = "FLOODGATE_MAX_CONNECTIONS")]
@@ -281,6 +286,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     state.response_dynamic_metadata = args.response_dynamic_metadata;
     state.metrics.set_max_rule_keys(args.max_metric_keys);
     state.near_limit_ratio = args.near_limit_ratio;
+    if args.http.ip().is_loopback() || !args.allowed_hosts.is_empty() {
+        let mut hosts: Vec<String> = args.allowed_hosts.clone();
+        if args.http.ip().is_loopback() {
+            hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+            hosts.push(args.http.ip().to_string());
+        }
+        state.allowed_hosts = Some(hosts);
+    }
     state.response_headers = match args.response_headers {
         Headers::Off => ResponseHeaders::Off,
         Headers::Draft => ResponseHeaders::Draft,

@@ -138,6 +138,10 @@ pub struct AppState {
     /// Per-rule metrics: the share of a limit past which hits count as near it (`--near-limit-ratio`, the
     /// reference's `NEAR_LIMIT_RATIO`; default 0.8).
     pub near_limit_ratio: f64,
+    /// HTTP: the host names (without port) a request's `Host` header may name; `None` accepts any. The server
+    /// binary sets it when it listens on loopback (`localhost`, `127.0.0.1`, `::1`, plus `--allowed-hosts`), so a
+    /// web page cannot reach the API through DNS rebinding.
+    pub allowed_hosts: Option<Vec<String>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -170,6 +174,7 @@ impl AppState {
             response_headers: ResponseHeaders::Off,
             response_dynamic_metadata: false,
             near_limit_ratio: crate::metrics::NEAR_LIMIT_RATIO,
+            allowed_hosts: None,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

@@ -387,3 +387,22 @@ fn a_closed_stderr_never_stops_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Issue 19, defect 10: on loopback the HTTP API answers only requests naming a loopback host (DNS rebinding).
+#[test]
+fn on_loopback_a_foreign_host_header_is_refused() {
+    let (mut child, base) = spawn_serve(&[]);
+    wait_healthy(&base);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = |host: &str| {
+        rt.block_on(async {
+            reqwest::Client::new().get(format!("{base}/v1/limits")).header("host", host).send().await.unwrap().status()
+        })
+    };
+    assert_eq!(status("evil.example:8080"), reqwest::StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(status("localhost:8080"), reqwest::StatusCode::OK);
+    assert_eq!(status("127.0.0.1"), reqwest::StatusCode::OK);
+    assert_eq!(status("[::1]:8080"), reqwest::StatusCode::OK);
+    let _ = child.kill();
+    let _ = child.wait();
+}
