@@ -48,7 +48,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into() }
     }
 }
@@ -77,6 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reset", post(reset))
         .route("/v1/reload", post(reload))
         .route("/v1/limits", get(limits))
+        .route("/v1/upstream/acquire", post(crate::upstream::acquire))
+        .route("/v1/upstream/update", post(crate::upstream::update))
+        .route("/v1/cluster", get(cluster))
         .route("/json", post(json_rls))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -132,7 +135,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(name))
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.token else { return Ok(()) };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -435,6 +438,15 @@ async fn json_rls(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
         res.overall_code == envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code::OverLimit as i32;
     let status = if over { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
     Ok((status, Json(crate::json_rls::response_to_json(&res))).into_response())
+}
+
+/// `GET /v1/cluster`: this node's id and its peers (404 when not in cluster mode).
+async fn cluster(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let Some(handle) = &state.cluster else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "not in cluster mode (see --cluster)"));
+    };
+    let status = serde_json::to_value(handle.status()).unwrap_or(Value::Null);
+    Ok(Json(status))
 }
 
 async fn healthz() -> &'static str {

@@ -34,4 +34,5 @@ pub mod metrics;
 pub mod rls;
 pub mod server;
 pub mod state;
+pub mod upstream;
 pub mod yaml;

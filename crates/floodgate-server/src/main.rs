@@ -72,6 +72,22 @@ struct ServeArgs {
     /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
     #[arg(long, conflicts_with = "redis_cluster", env = "FLOODGATE_REDIS")]
     redis: Option<String>,
+    /// Cluster mode: listen for peers at this address and share every limit with them, with no central store
+    /// (fixed and sliding window policies only; see the floodgate-cluster README).
+    #[arg(long, conflicts_with_all = ["redis", "redis_cluster"], env = "FLOODGATE_CLUSTER")]
+    cluster: Option<SocketAddr>,
+    /// Cluster mode: a peer's HOST:PORT (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER")]
+    peer: Vec<String>,
+    /// Cluster mode: a DNS NAME:PORT whose every A/AAAA record is a peer, re-resolved as the records' TTL says.
+    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER_DNS")]
+    peer_dns: Vec<String>,
+    /// Cluster mode: the file holding the cluster's shared secret (or set FLOODGATE_CLUSTER_SECRET). Required.
+    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
+    /// Cluster mode: this node's id (default: a random one, logged).
+    #[arg(long, requires = "cluster", env = "FLOODGATE_NODE_ID")]
+    node_id: Option<String>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
     redis_cluster: Option<Vec<String>>,
@@ -276,8 +292,29 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };
-    let (backend, store_source) = backend(&args).await?;
+    let (backend, store_source, cluster) = match args.cluster {
+        Some(listen) => {
+            let (b, handle) = cluster_backend(&args, listen).await?;
+            (b, None, Some(handle))
+        }
+        None => {
+            let (b, s) = backend(&args).await?;
+            (b, s, None)
+        }
+    };
     let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    state.cluster = cluster;
+    if let Some(url) = &args.redis {
+        let store = floodgate_upstream::store::RedisBucketStore::connect(
+            url,
+            &format!("{}:upstream", args.redis_prefix),
+            floodgate_upstream::StoreConfig::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot use Redis for the upstream buckets: {e}"))?;
+        state.upstream = floodgate_upstream::Upstream::new(store);
+    }
+    state.upstream.spawn_cleanup(Duration::from_secs(60), Duration::from_secs(3600));
     if let Some(s) = store_source {
         let _ = state.metrics.store_source.set(s);
     }
@@ -442,6 +479,33 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
         }
     }));
     Ok((Backend::Dyn(store), Some(source)))
+}
+
+/// Cluster mode: the store and the running node.
+async fn cluster_backend(
+    args: &ServeArgs,
+    listen: SocketAddr,
+) -> Result<(Backend, floodgate_cluster::ClusterHandle), Box<dyn std::error::Error>> {
+    let secret = match (&args.cluster_secret_file, std::env::var("FLOODGATE_CLUSTER_SECRET").ok()) {
+        (Some(file), _) => std::fs::read(file).map_err(|e| format!("--cluster-secret-file {}: {e}", file.display()))?,
+        (None, Some(s)) => s.into_bytes(),
+        (None, None) => {
+            return Err("cluster mode needs a secret: --cluster-secret-file FILE or FLOODGATE_CLUSTER_SECRET".into());
+        }
+    };
+    let secret = secret.trim_ascii().to_vec();
+    if secret.is_empty() {
+        return Err("the cluster secret is empty; refusing to start a cluster with no authentication".into());
+    }
+    let mut config = floodgate_cluster::ClusterConfig::new(listen, secret);
+    config.peers = args.peer.clone();
+    config.peer_dns = args.peer_dns.clone();
+    config.node_id = args.node_id.clone();
+    let (store, handle) = floodgate_cluster::Cluster::start(config, Arc::new(floodgate::SystemClock::new()))
+        .await
+        .map_err(|e| format!("cannot start cluster mode: {e}"))?;
+    tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), "cluster mode");
+    Ok((Backend::Dyn(Arc::new(store)), handle))
 }
 
 #[cfg(unix)]

@@ -142,6 +142,10 @@ pub struct AppState {
     /// binary sets it when it listens on loopback (`localhost`, `127.0.0.1`, `::1`, plus `--allowed-hosts`), so a
     /// web page cannot reach the API through DNS rebinding.
     pub allowed_hosts: Option<Vec<String>>,
+    /// The upstream buckets served at `/v1/upstream/*` (in memory unless the binary gives it Redis's).
+    pub upstream: floodgate_upstream::Upstream,
+    /// In cluster mode, the node (kept here: dropping it stops the node); `GET /v1/cluster` reads it.
+    pub cluster: Option<floodgate_cluster::ClusterHandle>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -175,6 +179,8 @@ impl AppState {
             response_dynamic_metadata: false,
             near_limit_ratio: crate::metrics::NEAR_LIMIT_RATIO,
             allowed_hosts: None,
+            upstream: floodgate_upstream::Upstream::in_memory(),
+            cluster: None,
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }

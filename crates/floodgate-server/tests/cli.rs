@@ -406,3 +406,58 @@ fn on_loopback_a_foreign_host_header_is_refused() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 15: two `floodgate serve --cluster` processes share one limit, and `GET /v1/cluster` shows the peer up.
+#[test]
+fn two_cluster_nodes_share_one_limit() {
+    let config = common::write_config("policies:\n  per_min: {limit: 10, window: 60s, algorithm: fixed_window}\n");
+    let secret = config.parent().unwrap().join("secret");
+    std::fs::write(&secret, "cluster-test-secret\n").unwrap();
+    let (a, b) = (free_port(), free_port());
+    let node = |me: u16, peer: u16, id: &str| {
+        spawn_serve(&[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--cluster".as_ref(),
+            format!("127.0.0.1:{me}").as_ref(),
+            "--peer".as_ref(),
+            format!("127.0.0.1:{peer}").as_ref(),
+            "--cluster-secret-file".as_ref(),
+            secret.as_os_str(),
+            "--node-id".as_ref(),
+            id.as_ref(),
+        ])
+    };
+    let (child_a, base_a) = node(a, b, "a");
+    let _a = KillOnDrop(child_a);
+    let (child_b, base_b) = node(b, a, "b");
+    let _b = KillOnDrop(child_b);
+    wait_healthy(&base_a);
+    wait_healthy(&base_b);
+    let start = Instant::now();
+    while get_json(&base_a, "/v1/cluster")["peers"][0]["state"] != "up" {
+        assert!(start.elapsed() < Duration::from_secs(20), "{}", get_json(&base_a, "/v1/cluster"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get_json(&base_a, "/v1/cluster")["node_id"], "a");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let hit = |base: &str| {
+        rt.block_on(async {
+            let res = reqwest::Client::new()
+                .post(format!("{base}/v1/hit"))
+                .json(&serde_json::json!({"id": "user:1", "policy": "per_min"}))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = res.json().await.unwrap();
+            body["allowed"].as_bool().unwrap_or_else(|| panic!("{body}"))
+        })
+    };
+    // 6 hits on a, replicated; then b has only 4 left.
+    for _ in 0..6 {
+        assert!(hit(&base_a));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let admitted_b = (0..10).filter(|_| hit(&base_b)).count();
+    assert_eq!(admitted_b, 4);
+}

@@ -297,3 +297,35 @@ async fn http_ids_cannot_reach_rls_counters() {
     let res = client.should_rate_limit(req).await.unwrap().into_inner();
     assert_eq!(res.overall_code, 2, "{res:?}");
 }
+
+/// Issue 20: the upstream buckets over HTTP. The first acquire of an unknown bucket goes (a pioneer); an update
+/// with `remaining: 0` and a reset makes the next acquire wait, or answer `go: false` past `max_wait_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_acquire_and_update() {
+    let s = start(CONFIG).await;
+    let acquire = format!("{}/v1/upstream/acquire", s.base);
+    let update = format!("{}/v1/upstream/update", s.base);
+    let (status, _, body) =
+        post(acquire.clone(), json!({"bucket": "GET /items", "provider": "discord", "max_wait_ms": 1000})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["go"], true, "{body}");
+    let lease = body["lease"].as_str().unwrap().to_owned();
+    let headers = json!({"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0", "x-ratelimit-reset-after": "30"});
+    let (status, _, body) = post(
+        update.clone(),
+        json!({"bucket": "GET /items", "provider": "discord", "status": 200, "headers": headers, "lease": lease}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["remaining"], 0, "{body}");
+    let reset = body["reset_after_ms"].as_u64().unwrap();
+    assert!(reset > 25_000 && reset <= 30_000, "{body}");
+    let (_, _, body) = post(acquire.clone(), json!({"bucket": "GET /items", "max_wait_ms": 100})).await;
+    assert_eq!(body["go"], false, "{body}");
+    assert!(body["wait_ms"].as_u64().unwrap() > 25_000, "{body}");
+    // Bad input is a clear 422.
+    let (status, _, _) = post(update, json!({"bucket": "b", "provider": "nope", "status": 200})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _, _) = post(acquire, json!({"bucket": ""})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
