@@ -48,7 +48,7 @@ pub enum Hit<F> {
 ///     type Future = std::future::Ready<StoreResult<Decision>>;
 ///     fn hit(&self, _key: K, policy: &Policy, _cost: u64) -> Hit<Self::Future> {
 ///         let limit = policy.capacity();
-///         Hit::Ready(Ok(Decision { allowed: true, limit, remaining: limit, reset_after: Duration::ZERO, retry_after: None }))
+///         Hit::Ready(Ok(Decision { allowed: true, limit, remaining: limit, reset_after: Duration::ZERO, retry_after: None, fallback: false }))
 ///     }
 /// }
 /// # let p = Policy::gcra(1, Duration::from_secs(1)).unwrap();

@@ -139,6 +139,7 @@ fn quoted_policy_field(mut out: String, limit: u64, window: Duration) -> String 
 ///     remaining: 7,
 ///     reset_after: Duration::from_millis(1_500),
 ///     retry_after: None,
+///     fallback: false,
 /// };
 /// assert_eq!(ratelimit_field("\"api\"", &d), "\"api\";r=7;t=2");
 /// ```
@@ -281,6 +282,7 @@ fn header_value(s: impl Into<Vec<u8>>) -> HeaderValue {
 ///     remaining: 0,
 ///     reset_after: Duration::from_millis(4_200),
 ///     retry_after: Some(Duration::from_millis(4_200)),
+///     fallback: false,
 /// };
 /// let mut map = http::HeaderMap::new();
 /// RateLimitHeaders::new(&policy).legacy(true).for_decision(&denied).apply(&mut map);
@@ -324,7 +326,7 @@ impl HeaderSet {
     /// use floodgate_http::headers::RateLimitHeaders;
     /// use std::time::Duration;
     /// let h = RateLimitHeaders::new(&Policy::gcra(1, Duration::from_secs(1))?);
-    /// let d = Decision { allowed: false, limit: 1, remaining: 0, reset_after: Duration::from_millis(300), retry_after: Some(Duration::from_millis(300)) };
+    /// let d = Decision { allowed: false, limit: 1, remaining: 0, reset_after: Duration::from_millis(300), retry_after: Some(Duration::from_millis(300)), fallback: false };
     /// assert_eq!(h.for_decision(&d).retry_after().map(|v| v.as_bytes()), Some(&b"1"[..]));
     /// # Ok::<(), floodgate::PolicyError>(())
     /// ```
@@ -344,6 +346,7 @@ mod tests {
             remaining,
             reset_after: Duration::from_millis(reset_ms),
             retry_after: retry_ms.map(Duration::from_millis),
+            fallback: false,
         }
     }
 

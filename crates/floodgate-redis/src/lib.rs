@@ -1076,6 +1076,7 @@ impl RedisStore {
                     remaining: capacity.saturating_sub(cost),
                     reset_after: Duration::ZERO,
                     retry_after: None,
+                    fallback: true,
                 })
             }
             FailurePolicy::FailClosed => {
@@ -1087,6 +1088,7 @@ impl RedisStore {
                     remaining: 0,
                     reset_after: Duration::ZERO,
                     retry_after: Some(self.inner.retry_hint),
+                    fallback: true,
                 })
             }
         }
@@ -1143,6 +1145,7 @@ fn parse_decision(v: Value) -> Result<Decision, RedisStoreError> {
                 remaining: micros(&items[2])?,
                 reset_after: Duration::from_micros(micros(&items[3])?),
                 retry_after: (retry >= 0).then(|| Duration::from_micros(retry.unsigned_abs())),
+                fallback: false,
             })
         }
         other => Err(RedisStoreError::Reply(format!("expected a decision, got {other:?}"))),

@@ -10,8 +10,10 @@
 //! | `POST /json` | a `RateLimitRequest` in proto3 JSON (the reference's endpoint) | the `RateLimitResponse`; 200 OK, 429 over | yes |
 //! | `GET /metrics`, `GET /healthz` (or the reference's `/healthcheck`), `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
 //!
-//! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms"}`, answered 200 whether
-//! or not the hit was allowed (with `Retry-After` when it was not). Errors are `{"error": "message"}` with
+//! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms", "fallback"}`, answered 200
+//! whether or not the hit was allowed (with `Retry-After` when it was not). `fallback` is `true` when the store
+//! could not answer and the failure policy decided (`--failure-policy fail-open` or `fail-closed`); such an answer
+//! also carries the header `Floodgate-Fallback: fail-open` (or `fail-closed`), and counted nothing. Errors are `{"error": "message"}` with
 //! 400 (bad request), 401 (token), 404 (unknown policy or route), 405, 413 (body over 64 KiB), 415, 422
 //! (well-formed JSON that does not fit) or 503 (store failure).
 
@@ -37,6 +39,10 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
+
+/// The header that marks a decision made by the failure policy because the store could not answer: its value is
+/// `fail-open` or `fail-closed` (the JSON body says `"fallback": true` too).
+pub const FALLBACK_HEADER: &str = "floodgate-fallback";
 
 const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -245,6 +251,8 @@ struct DecisionBody {
     remaining: u64,
     reset_after_ms: u64,
     retry_after_ms: Option<u64>,
+    /// The store could not decide and the failure policy answered (`--failure-policy fail-open|fail-closed`).
+    fallback: bool,
 }
 
 impl From<Decision> for DecisionBody {
@@ -255,6 +263,7 @@ impl From<Decision> for DecisionBody {
             remaining: d.remaining,
             reset_after_ms: ms(d.reset_after),
             retry_after_ms: d.retry_after.map(ms),
+            fallback: d.fallback,
         }
     }
 }
@@ -278,6 +287,10 @@ async fn hit(
     let d = state.hit(body.id.as_bytes(), &policy, body.cost).await.map_err(store_error)?;
     if d.allowed { &state.metrics.http.allowed } else { &state.metrics.http.denied }.fetch_add(1, Relaxed);
     let mut res = Json(DecisionBody::from(d)).into_response();
+    if d.fallback {
+        let policy = if d.allowed { "fail-open" } else { "fail-closed" };
+        res.headers_mut().insert(FALLBACK_HEADER, HeaderValue::from_static(policy));
+    }
     if let Some(retry) = d.retry_after {
         let secs = retry.as_micros().div_ceil(1_000_000).to_string();
         if let Ok(v) = HeaderValue::from_str(&secs) {

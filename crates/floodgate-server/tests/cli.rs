@@ -137,15 +137,14 @@ fn serve_with_no_config_uses_the_builtin_limits() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// `serve --redis` against a real redis-server on loopback (fails, saying how to install it, when it is missing).
-#[test]
-fn serve_on_redis() {
+/// A redis-server on a free loopback port (fails, saying how to install it, when it is missing).
+fn start_redis() -> (KillOnDrop, u16) {
     assert!(
         Command::new("redis-server").arg("--version").output().is_ok(),
         "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
     );
     let port = free_port();
-    let _redis = KillOnDrop(
+    let redis = KillOnDrop(
         Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -153,17 +152,21 @@ fn serve_on_redis() {
             .spawn()
             .unwrap(),
     );
-    let config = common::write_config(
-        "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\npolicies:\n  p: {limit: 1, window: 1h}\n",
-    );
+    (redis, port)
+}
+
+/// `serve --redis` on the Redis at `port` with `extra` flags, retried while Redis is not up yet; answers the
+/// server and its HTTP base URL and gRPC port once it is healthy.
+fn serve_redis(port: u16, config: &std::path::Path, extra: &[&str]) -> (KillOnDrop, String, u16) {
     let (http, grpc) = (free_port(), free_port());
     let start = Instant::now();
-    let _child = loop {
+    let child = loop {
         let mut child = Command::new(BIN)
             .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
             .args(["--redis", &format!("redis://127.0.0.1:{port}/"), "--redis-prefix", "fgtest"])
-            .args(["--redis-timeout-ms", "5000", "--config"])
-            .arg(&config)
+            .args(extra)
+            .arg("--config")
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -178,6 +181,17 @@ fn serve_on_redis() {
     };
     let base = format!("http://127.0.0.1:{http}");
     wait_healthy(&base);
+    (child, base, grpc)
+}
+
+/// `serve --redis` against a real redis-server on loopback.
+#[test]
+fn serve_on_redis() {
+    let (_redis, port) = start_redis();
+    let config = common::write_config(
+        "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\npolicies:\n  p: {limit: 1, window: 1h}\n",
+    );
+    let (_child, base, grpc) = serve_redis(port, &config, &["--redis-timeout-ms", "5000"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let codes = rt.block_on(async {
         let mut c =
@@ -207,6 +221,56 @@ fn serve_on_redis() {
     });
     // OK, OK, OVER_LIMIT; then HTTP allowed, denied.
     assert_eq!(codes, vec![1, 1, 2, 1, 0]);
+}
+
+/// With Redis gone, `--failure-policy fail-open`/`fail-closed` answers say they are the policy's, not a real
+/// decision (`"fallback": true` and `Floodgate-Fallback`), and `/metrics` counts them (issue 19, defect 7).
+#[test]
+fn fail_policy_answers_are_marked_and_counted() {
+    let (mut redis, port) = start_redis();
+    let config = common::write_config("policies:\n  p: {limit: 5, window: 1h}\n");
+    let flags = |policy| ["--redis-timeout-ms", "300", "--failure-policy", policy];
+    let (_open, open_base, _) = serve_redis(port, &config, &flags("fail-open"));
+    let (_closed, closed_base, _) = serve_redis(port, &config, &flags("fail-closed"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let hit = |base: &str| {
+        rt.block_on(async {
+            let res = reqwest::Client::new()
+                .post(format!("{base}/v1/hit"))
+                .json(&serde_json::json!({"id": "a", "policy": "p"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let mark = res.headers().get("floodgate-fallback").map(|v| v.to_str().unwrap().to_owned());
+            (mark, res.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    // Redis answers: real decisions, unmarked.
+    for base in [&open_base, &closed_base] {
+        let (mark, body) = hit(base);
+        assert_eq!(
+            (mark, &body["fallback"], &body["allowed"]),
+            (None, &serde_json::json!(false), &serde_json::json!(true))
+        );
+    }
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+    let (mark, body) = hit(&open_base);
+    assert_eq!(mark.as_deref(), Some("fail-open"));
+    assert_eq!((&body["fallback"], &body["allowed"]), (&serde_json::json!(true), &serde_json::json!(true)));
+    let (mark, body) = hit(&closed_base);
+    assert_eq!(mark.as_deref(), Some("fail-closed"));
+    assert_eq!((&body["fallback"], &body["allowed"]), (&serde_json::json!(true), &serde_json::json!(false)));
+    let metric = |base: &str, name: &str| {
+        let text = rt.block_on(async { reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap() });
+        let line =
+            text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(metric(&open_base, "floodgate_store_failed_open_total"), 1);
+    assert_eq!(metric(&closed_base, "floodgate_store_failed_closed_total"), 1);
+    assert_eq!(metric(&open_base, "floodgate_store_errors_total"), 1);
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub struct Decision {
     /// Only when denied: the earliest time after which a hit of the same cost could pass, if nothing else is
     /// counted meanwhile. `None` on a denial means never: the cost is above the policy's capacity.
     pub retry_after: Option<Duration>,
+    /// Whether the store could not decide and its failure policy answered instead (a fail-open allow or a
+    /// fail-closed denial, as `floodgate-redis` gives when Redis is down): such a decision counted nothing and says
+    /// nothing about the key's real state. Always `false` from the in-memory store.
+    pub fallback: bool,
 }
 
 impl Decision {

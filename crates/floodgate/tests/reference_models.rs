@@ -38,6 +38,7 @@ fn decide(m: &mut dyn Model, capacity: u64, op: Op, cost: u64, t: u64, horizon: 
                 remaining: m.remaining(t),
                 reset_after: first(t, horizon, |u| m.empty(u)),
                 retry_after: None,
+                fallback: false,
             };
         }
         Op::Hit => {
@@ -62,6 +63,7 @@ fn decide(m: &mut dyn Model, capacity: u64, op: Op, cost: u64, t: u64, horizon: 
         remaining: m.remaining(t),
         reset_after: first(t, horizon, |u| m.empty(u)),
         retry_after,
+        fallback: false,
     }
 }
 

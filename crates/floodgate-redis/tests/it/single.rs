@@ -453,8 +453,14 @@ async fn wrong_type_keys_are_named_counted_and_cleared_by_delete() {
                     let e = r.expect_err("a wrong type fails").to_string();
                     assert!(e.contains("WRONGTYPE") && e.contains(&key), "{failure:?} {key}: {e}");
                 }
-                FailurePolicy::FailOpen => assert!(r.expect("fail open").allowed),
-                FailurePolicy::FailClosed => assert!(!r.expect("fail closed").allowed),
+                FailurePolicy::FailOpen => {
+                    let d = r.expect("fail open");
+                    assert!(d.allowed && d.fallback, "{d:?}");
+                }
+                FailurePolicy::FailClosed => {
+                    let d = r.expect("fail closed");
+                    assert!(!d.allowed && d.fallback, "{d:?}");
+                }
             }
             let inspected = store.inspect(id, p).await.expect_err("inspect fails too").to_string();
             assert!(inspected.contains("WRONGTYPE") && inspected.contains(&key), "{inspected}");

@@ -84,6 +84,7 @@ pub(crate) fn step(s: &mut WindowState, policy: &Policy, op: Op, cost: u64, now:
         remaining: limit.saturating_sub(count),
         reset_after: Duration::from_micros(if count > 0 { until_next } else { 0 }),
         retry_after: (!allowed).then(|| Duration::from_micros(until_next)),
+        fallback: false,
     };
     Outcome { decision, reset_at: if count > 0 { start + window } else { 0 } }
 }

@@ -138,6 +138,7 @@ fn outcome<const DRAIN_ONE: bool>(policy: &Policy, allowed: bool, level: u64, ne
         remaining: policy.meter_units(cap.saturating_sub(level)),
         reset_after: Duration::from_micros(reset_after),
         retry_after,
+        fallback: false,
     };
     Outcome { decision, reset_at: now.saturating_add(reset_after) }
 }

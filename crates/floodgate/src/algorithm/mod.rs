@@ -304,6 +304,7 @@ pub(crate) fn over_capacity(policy: &Policy, remaining: u64, reset_after_us: u64
         remaining,
         reset_after: Duration::from_micros(reset_after_us),
         retry_after: None,
+        fallback: false,
     };
     Outcome { decision, reset_at: if reset_after_us == 0 { 0 } else { now.saturating_add(reset_after_us) } }
 }

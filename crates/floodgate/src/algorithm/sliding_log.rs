@@ -252,6 +252,7 @@ pub(crate) fn step(s: &mut LogState, policy: &Policy, op: Op, cost: u64, now: u6
         remaining: limit.saturating_sub(s.total),
         reset_after: Duration::from_micros(reset_at.saturating_sub(now)),
         retry_after,
+        fallback: false,
     };
     Outcome { decision, reset_at }
 }

@@ -152,6 +152,7 @@ pub(crate) fn step(s: &mut SlidingState, policy: &Policy, op: Op, cost: u64, now
         remaining: limit.saturating_sub(cur).saturating_sub(if prev == 0 { 0 } else { old }),
         reset_after: Duration::from_micros(reset_after),
         retry_after,
+        fallback: false,
     };
     // The end of the second window for a current count, of this one for a previous count only.
     Outcome { decision, reset_at: if reset_after == 0 { 0 } else { now + reset_after } }

@@ -865,7 +865,14 @@ fn entry_expires<K>(e: &Entry<K>) -> u64 {
 #[cold]
 fn refused(policy: &Policy, wait_us: u64) -> Decision {
     let wait = Duration::from_micros(wait_us.max(1));
-    Decision { allowed: false, limit: policy.capacity(), remaining: 0, reset_after: wait, retry_after: Some(wait) }
+    Decision {
+        allowed: false,
+        limit: policy.capacity(),
+        remaining: 0,
+        reset_after: wait,
+        retry_after: Some(wait),
+        fallback: false,
+    }
 }
 
 impl<K> MemoryStore<K>
