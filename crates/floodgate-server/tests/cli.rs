@@ -273,6 +273,58 @@ fn fail_policy_answers_are_marked_and_counted() {
     assert_eq!(metric(&open_base, "floodgate_store_errors_total"), 1);
 }
 
+/// The flood bar of issue 19 through the real server: 20 exhausted victims (10 RLS counters, 10 HTTP ids), then
+/// 100 000 new RLS keys against `--max-keys 10000`: no victim is admitted again, and the store stayed bounded.
+/// (With `--when-full evict` victims are admitted again: the test fails, as it did before the fix.)
+#[test]
+fn a_flood_of_new_keys_through_the_server_readmits_no_victim() {
+    let config = common::write_config(
+        "domain: edge\ndescriptors:\n  - key: ip\n    rate_limit: {unit: hour, requests_per_unit: 1}\npolicies:\n  p: {limit: 1, window: 1h}\n",
+    );
+    let (child, base) =
+        spawn_serve(&["--max-keys".as_ref(), "10000".as_ref(), "--config".as_ref(), config.as_os_str()]);
+    let _child = KillOnDrop(child);
+    wait_healthy(&base);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    // The HTTP status of one `/json` request over `ips` (200 is OK, 429 OVER_LIMIT).
+    let rls = |ips: Vec<String>| {
+        let descriptors: Vec<_> =
+            ips.iter().map(|ip| serde_json::json!({"entries": [{"key": "ip", "value": ip}]})).collect();
+        let body = serde_json::json!({"domain": "edge", "descriptors": descriptors});
+        let res = rt.block_on(client.post(format!("{base}/json")).json(&body).send()).unwrap();
+        res.status().as_u16()
+    };
+    let http = |id: &str| {
+        let body = serde_json::json!({"id": id, "policy": "p"});
+        let res = rt.block_on(client.post(format!("{base}/v1/hit")).json(&body).send()).unwrap();
+        rt.block_on(res.json::<serde_json::Value>()).unwrap()["allowed"].as_bool().unwrap()
+    };
+    for v in 0..10 {
+        let ip = format!("victim-{v}");
+        assert_eq!((rls(vec![ip.clone()]), rls(vec![ip])), (200, 429), "victim {v} is exhausted");
+        let id = format!("victim-{v}");
+        assert_eq!((http(&id), http(&id)), (true, false), "victim {v} is exhausted");
+    }
+    let started = Instant::now();
+    for batch in 0..400 {
+        rls((0..250).map(|n| format!("attacker-{}", batch * 250 + n)).collect());
+        assert!(started.elapsed() < Duration::from_secs(120), "the flood is bounded in time");
+    }
+    for v in 0..10 {
+        assert_eq!(rls(vec![format!("victim-{v}")]), 429, "RLS victim {v} was admitted again");
+        assert!(!http(&format!("victim-{v}")), "HTTP victim {v} was admitted again");
+    }
+    let metrics = rt.block_on(async { reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap() });
+    let value = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(value("floodgate_memory_keys") <= 10_000, "{metrics}");
+    assert!(value("floodgate_memory_refused_full_total") > 0, "{metrics}");
+    assert_eq!(value("floodgate_memory_evicted_live_total"), 0, "{metrics}");
+}
+
 #[test]
 fn serve_takes_the_reference_compatibility_switches() {
     let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
