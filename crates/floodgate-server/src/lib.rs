@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod conn;
+pub mod fuzzing;
 pub mod http;
 pub mod json_rls;
 pub mod metrics;
