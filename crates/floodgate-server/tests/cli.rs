@@ -201,10 +201,15 @@ fn serve_on_redis() {
             .await
             .unwrap();
         let mut codes = Vec::new();
-        for _ in 0..3 {
-            let req = common::request("r", vec![common::desc(&[("k", "v")])]);
-            let answer = c.should_rate_limit(req).await.unwrap_or_else(|e| panic!("{e:?}"));
-            codes.push(answer.into_inner().overall_code);
+        // A short value, then one of 15 000 bytes: its counter's id is far over the 4 096 bytes a Redis key used
+        // to allow, and is limited exactly the same (issue 19, defect 4).
+        let long = "v".repeat(15_000);
+        for value in ["v", long.as_str()] {
+            for _ in 0..3 {
+                let req = common::request("r", vec![common::desc(&[("k", value)])]);
+                let answer = c.should_rate_limit(req).await.unwrap_or_else(|e| panic!("{e:?}"));
+                codes.push(answer.into_inner().overall_code);
+            }
         }
         let hit = |_| async {
             let res = reqwest::Client::new()
@@ -219,8 +224,8 @@ fn serve_on_redis() {
         codes.push(i32::from(hit(1).await));
         codes
     });
-    // OK, OK, OVER_LIMIT; then HTTP allowed, denied.
-    assert_eq!(codes, vec![1, 1, 2, 1, 0]);
+    // OK, OK, OVER_LIMIT for each value; then HTTP allowed, denied.
+    assert_eq!(codes, vec![1, 1, 2, 1, 1, 2, 1, 0]);
 }
 
 /// With Redis gone, `--failure-policy fail-open`/`fail-closed` answers say they are the policy's, not a real
