@@ -1,4 +1,4 @@
-//! A single Redis over plain TCP: one multiplexed connection whose death is seen as it happens.
+//! A single Redis over plain TCP or a Unix socket: one multiplexed connection whose death is seen as it happens.
 //!
 //! redis-rs's `ConnectionManager` learns that its connection died only from the next command, which fails (over
 //! RESP2 it gets no disconnection notice): the first call after Redis restarted while idle, a `CLIENT KILL` or
@@ -36,11 +36,27 @@ impl Drop for Live {
     }
 }
 
-/// The connection of a single Redis reached by `redis://host:port`.
+/// Where a watched Redis listens.
+enum Addr {
+    Tcp(String, u16),
+    #[cfg(unix)]
+    Unix(std::path::PathBuf),
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(host, port) => write!(f, "{host}:{port}"),
+            #[cfg(unix)]
+            Addr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The connection of a single Redis reached by `redis://host:port` or `unix:///path` (`redis+unix://`).
 pub(crate) struct Watched {
     client: redis::Client,
-    host: String,
-    port: u16,
+    addr: Addr,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
     current: Mutex<Option<Arc<Live>>>,
@@ -59,18 +75,20 @@ pub(crate) struct Watched {
 const RETRY_GAP: Duration = Duration::from_millis(10);
 
 impl Watched {
-    /// `None` unless the client's address is plain TCP (TLS and Unix sockets go through `ConnectionManager`).
+    /// `None` unless the client's address is plain TCP or a Unix socket (TLS goes through `ConnectionManager`).
     pub(crate) fn new(client: &redis::Client, timeout: Duration, connect_timeout: Duration) -> Option<Watched> {
-        let redis::ConnectionAddr::Tcp(host, port) = client.get_connection_info().addr() else {
-            return None;
+        let addr = match client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Addr::Tcp(host.clone(), *port),
+            #[cfg(unix)]
+            redis::ConnectionAddr::Unix(path) => Addr::Unix(path.clone()),
+            _ => return None,
         };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(timeout));
         Some(Watched {
             client: client.clone(),
-            host: host.clone(),
-            port: *port,
+            addr,
             config,
             connect_timeout,
             current: Mutex::new(None),
@@ -123,7 +141,7 @@ impl Watched {
             *this.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if this.opened.swap(true, Ordering::Relaxed) {
                 this.reconnects.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(host = %this.host, port = this.port, "floodgate-redis: connected again");
+                tracing::debug!(addr = %this.addr, "floodgate-redis: connected again");
             }
             *this.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
             Ok(live)
@@ -132,18 +150,30 @@ impl Watched {
     }
 
     async fn open(&self) -> RedisResult<Live> {
+        let settings = self.client.get_connection_info().redis_settings();
         let connect = async {
-            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
-            stream.set_nodelay(true)?;
-            // A peer that vanished without closing (a host down, a partition) is found by TCP keepalive: the
-            // socket errs, the driver ends, and the connection is replaced before the next call.
-            socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive())?;
-            MultiplexedConnection::new_with_config(
-                self.client.get_connection_info().redis_settings(),
-                stream,
-                self.config.clone(),
-            )
-            .await
+            match &self.addr {
+                Addr::Tcp(host, port) => {
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    stream.set_nodelay(true)?;
+                    // A peer that vanished without closing (a host down, a partition) is found by TCP keepalive:
+                    // the socket errs, the driver ends, and the connection is replaced before the next call.
+                    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive())?;
+                    let (conn, driver) =
+                        MultiplexedConnection::new_with_config(settings, stream, self.config.clone()).await?;
+                    Ok::<_, redis::RedisError>((
+                        conn,
+                        Box::pin(driver) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+                    ))
+                }
+                #[cfg(unix)]
+                Addr::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    let (conn, driver) =
+                        MultiplexedConnection::new_with_config(settings, stream, self.config.clone()).await?;
+                    Ok((conn, Box::pin(driver) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>))
+                }
+            }
         };
         let (conn, driver) = tokio::time::timeout(self.connect_timeout, connect).await.map_err(|_| {
             redis::RedisError::from(std::io::Error::new(

@@ -19,13 +19,13 @@
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
 //! - **Connections.** One multiplexed, auto-pipelined connection, shared by every caller and reconnected by
-//!   itself; the cluster client follows `MOVED`/`ASK`. For a single Redis over plain TCP the store runs the
+//!   itself; the cluster client follows `MOVED`/`ASK`. For a single Redis over plain TCP or a Unix socket the
+//!   store runs the
 //!   connection's driver itself and sees it close as it happens (Redis restarted while idle, `CLIENT KILL`, Redis's
 //!   idle `timeout`): the next call opens a fresh connection before sending anything, so a dropped idle
 //!   connection fails no call ([`RedisStats::reconnects`]). A call already handed to a connection that then dies
 //!   is never retried (it may have run, and a script run twice counts its hit twice): it fails by the failure
-//!   policy. Over TLS or a Unix socket the store uses redis-rs's `ConnectionManager`, whose first call after a
-//!   drop still fails.
+//!   policy. Over TLS the store uses redis-rs's `ConnectionManager`, whose first call after a drop still fails.
 //! - **Failure policy.** [`FailurePolicy::FailOpen`], [`FailurePolicy::FailClosed`] or [`FailurePolicy::Error`],
 //!   with a per-call timeout: no caller waits past it, whatever Redis does.
 //!
@@ -308,9 +308,9 @@ struct Counters {
 
 #[derive(Clone)]
 enum Conn {
-    /// A single Redis over plain TCP, its connection watched (see `conn.rs`).
+    /// A single Redis over plain TCP or a Unix socket, its connection watched (see `conn.rs`).
     Watched(Arc<conn::Watched>),
-    /// A single Redis over TLS or a Unix socket.
+    /// A single Redis over TLS.
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }

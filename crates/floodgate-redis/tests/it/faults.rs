@@ -468,9 +468,26 @@ async fn every_failure_is_counted_by_kind_under_every_policy() {
 /// `timeout` are each followed by a call that succeeds on a fresh connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_call_after_a_dropped_connection_succeeds() {
-    let mut server = tokio::task::block_in_place(|| RedisServer::start_with(&["--timeout", "1"]));
+    first_call_after_a_dropped_connection_succeeds_over(false).await;
+}
+
+/// The same over a Unix socket (`unix:///path`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_call_after_a_dropped_unix_socket_connection_succeeds() {
+    first_call_after_a_dropped_connection_succeeds_over(true).await;
+}
+
+async fn first_call_after_a_dropped_connection_succeeds_over(unix: bool) {
+    let socket = crate::support::temp_dir("unix").join("redis.sock");
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let mut args = vec!["--timeout", "1"];
+    if unix {
+        args.extend(["--unixsocket", socket_arg.as_str(), "--unixsocketperm", "700"]);
+    }
+    let mut server = tokio::task::block_in_place(|| RedisServer::start_with(&args));
+    let url = if unix { format!("unix://{socket_arg}") } else { server.url() };
     let store = RedisStore::builder()
-        .url(&server.url())
+        .url(&url)
         .timeout(Duration::from_millis(500))
         .failure_policy(FailurePolicy::Error)
         .build()

@@ -42,7 +42,7 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port found");
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "floodgate-redis-{}-{tag}-{}",
