@@ -264,7 +264,7 @@ impl Rls {
                                 code: if d.allowed { Code::Ok } else { denied_code } as i32,
                                 current_limit: Some(current_limit(limit)),
                                 limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
-                                duration_until_reset: Some(proto_duration(d.reset_after)),
+                                duration_until_reset: Some(proto_duration(until_reset(&d, limit.window))),
                                 quota: None,
                             },
                             !d.allowed,
@@ -655,6 +655,14 @@ fn proto_duration(d: Duration) -> protobuf::Duration {
     }
 }
 
+/// The time until `d`'s state is empty again; for a counter that holds nothing yet (a check with
+/// `hits_addend: 0`, or a descriptor not counted because another one denied the request) the time until its
+/// window ends, as the reference reports it: never 0 for a live window.
+fn until_reset(d: &floodgate::Decision, window: Duration) -> Duration {
+    if d.reset_after.is_zero() { until_window_end(window) } else { d.reset_after }
+}
+
+/// The time until the epoch-aligned `window` holding now ends.
 fn until_window_end(window: Duration) -> Duration {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
     let w = window.as_micros().max(1);

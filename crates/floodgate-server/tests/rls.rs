@@ -6,7 +6,7 @@ mod common;
 
 use common::{desc, request, start, start_with};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, rate_limit};
-use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::{Duration, UInt64Value};
 use tonic::Code as GrpcCode;
 
 const CONFIG: &str = "
@@ -800,4 +800,65 @@ async fn a_body_that_fails_to_decode_is_invalid_argument() {
         .unwrap();
     let status = res.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(status.as_deref(), Some("3"), "{:?}", res.headers());
+}
+
+const RESET: &str = "
+domain: z
+descriptors:
+  - key: a
+    rate_limit: {unit: hour, requests_per_unit: 1}
+  - key: b
+    rate_limit: {unit: hour, requests_per_unit: 10}
+  - key: g
+    rate_limit: {unit: hour, requests_per_unit: 5, algorithm: gcra, burst: 5}
+  - key: t
+    rate_limit: {unit: hour, requests_per_unit: 5, algorithm: token_bucket, burst: 5}
+  - key: s
+    rate_limit: {unit: hour, requests_per_unit: 5, algorithm: sliding_window}
+";
+
+/// `duration_until_reset` is never 0 for a live window (issue 16, item 1): a check with `hits_addend: 0` and a
+/// descriptor beside one that denied the request report the time left in the hour, as the reference does, on
+/// every algorithm. `atomic`: the store counts a denied batch not at all (in memory), else each descriptor's hit
+/// stands alone (Redis: `Store::hit_all_is_atomic` is false).
+async fn duration_until_reset_is_never_zero(s: &common::TestServer, atomic: bool) {
+    let mut c = s.client().await;
+    let live = |d: Option<Duration>, what: &str| {
+        let d = d.unwrap_or_else(|| panic!("{what}: no duration_until_reset"));
+        assert!(d.seconds > 0 || d.nanos > 0, "{what}: {d:?}");
+        // A sliding window's state empties a window after its current one ends.
+        assert!(d.seconds <= 7200, "{what}: {d:?}");
+    };
+    for key in ["a", "b", "g", "t", "s"] {
+        let mut check = desc(&[(key, "fresh")]);
+        check.hits_addend = Some(UInt64Value { value: 0 });
+        let r = c.should_rate_limit(request("z", vec![check])).await.unwrap().into_inner();
+        assert_eq!(r.statuses[0].code, Code::Ok as i32, "{key}");
+        live(r.statuses[0].duration_until_reset, &format!("a check of {key}"));
+    }
+    let r = c.should_rate_limit(request("z", vec![desc(&[("a", "x")])])).await.unwrap().into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    for key in ["b", "g", "t", "s"] {
+        let r = c.should_rate_limit(request("z", vec![desc(&[("a", "x")]), desc(&[(key, "y")])])).await.unwrap();
+        let r = r.into_inner();
+        assert_eq!((r.overall_code, r.statuses[1].code), (Code::OverLimit as i32, Code::Ok as i32), "{key}");
+        live(r.statuses[0].duration_until_reset, "the denied descriptor");
+        let full = if key == "b" { 10 } else { 5 };
+        let left = if atomic { full } else { full - 1 };
+        assert_eq!(r.statuses[1].limit_remaining, left, "{key}: counted only if the store is not atomic");
+        live(r.statuses[1].duration_until_reset, &format!("{key}, beside a denial"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_until_reset_is_never_zero_in_memory() {
+    duration_until_reset_is_never_zero(&start(RESET).await, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_until_reset_is_never_zero_on_redis() {
+    let redis = common::RedisChild::start();
+    let store = redis.store().await;
+    let backend = floodgate_server::state::Backend::Dyn(std::sync::Arc::new(store));
+    duration_until_reset_is_never_zero(&common::start_on(RESET, backend).await, false).await;
 }

@@ -47,6 +47,62 @@ pub async fn start_opts(yaml: &str, token: Option<&str>, strict: bool, grpc_thre
     start_tuned(yaml, token, strict, grpc_threads, |_| {}).await
 }
 
+/// A server over `backend` (e.g. a Redis store).
+pub async fn start_on(yaml: &str, backend: Backend) -> TestServer {
+    let config = write_config(yaml);
+    let state = AppState::new(ConfigSource::Path(config.clone()), backend, None, false).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let server = Server::start_with(Arc::new(state), any, any, 1).await.unwrap();
+    TestServer { base: format!("http://{}", server.http_addr), grpc: server.grpc_addr, server, config }
+}
+
+/// A redis-server on a free loopback port (no persistence), killed on drop.
+pub struct RedisChild {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl RedisChild {
+    pub fn start() -> RedisChild {
+        assert!(
+            std::process::Command::new("redis-server").arg("--version").output().is_ok(),
+            "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        RedisChild { port, child }
+    }
+
+    /// A store on this Redis, once it answers (within 10 s).
+    pub async fn store(&self) -> floodgate_redis::RedisStore {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let built = floodgate_redis::RedisStore::builder()
+                .url(&format!("redis://127.0.0.1:{}/", self.port))
+                .prefix(&format!("fgtest{}", COUNTER.fetch_add(1, Ordering::Relaxed)))
+                .build()
+                .await;
+            match built {
+                Ok(store) => return store,
+                Err(e) if std::time::Instant::now() > deadline => panic!("redis did not start: {e}"),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A server whose state `tune` adjusts before it starts (e.g. `reference_counting`).
 pub async fn start_tuned(
     yaml: &str,

@@ -227,6 +227,20 @@ async def several_descriptors_over_if_any(rls):
     eq(status(r, 1)[3], 19, "the request is denied as a whole: the other descriptor is not counted (the reference counts it: --reference-counting)")
 
 
+async def time_left_is_never_zero(rls):
+    # A check (hits_addend 0) of a fresh counter, and a descriptor beside one that denies the request, report the
+    # time left in their window, as the reference does: never 0 while the window lives.
+    r = await rls.should_rate_limit(req("test-domain", d(("key3", "checked"), addend=0)))
+    eq(status(r), (OK, 1, Unit.HOUR, 1))
+    left = r.statuses[0].duration_until_reset.total_seconds()
+    assert 0 < left <= 3600, f"a check: {left} s"
+    await rls.should_rate_limit(req("test-domain", d(("key4", "t"))))
+    r = await rls.should_rate_limit(req("test-domain", d(("key4", "t")), d(("key2", "t"))))
+    eq((r.overall_code, statuses(r)), (OVER, [OVER, OK]))
+    left = r.statuses[1].duration_until_reset.total_seconds()
+    assert 0 < left <= 60, f"beside a denial: {left} s"
+
+
 async def wildcard_between_exact_and_key_only(rls):
     r = await rls.should_rate_limit(req("wildcard", d(("wild", "foo2")), d(("wild", "foo1")), d(("wild", "bar"))))
     eq([status(r, i)[1] for i in range(3)], [20, 2, 100])
@@ -351,6 +365,7 @@ CASES = [
     key_only_counts_each_value,
     over_limit_then_stays,
     several_descriptors_over_if_any,
+    time_left_is_never_zero,
     wildcard_between_exact_and_key_only,
     share_threshold_shares_one_counter,
     nested_under_wildcard,
