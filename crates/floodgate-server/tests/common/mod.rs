@@ -84,7 +84,7 @@ impl RedisChild {
         loop {
             let built = floodgate_redis::RedisStore::builder()
                 .url(&format!("redis://127.0.0.1:{}/", self.port))
-                .prefix(&format!("fgtest{}", COUNTER.fetch_add(1, Ordering::Relaxed)))
+                .prefix(format!("fgtest{}", COUNTER.fetch_add(1, Ordering::Relaxed)))
                 .build()
                 .await;
             match built {
