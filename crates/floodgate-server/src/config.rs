@@ -544,6 +544,20 @@ pub struct Config {
     policies: BTreeMap<String, NamedPolicy>,
     /// The files it was read from.
     pub sources: Vec<Arc<str>>,
+    /// What loads but reads differently from how it is written, each with file and line: what the reference's
+    /// loader accepts and we accept too (a `rate_limit` without `requests_per_unit`, read as 0; a
+    /// `requests_per_unit` beside `unlimited: true`, ignored; a YAML 1.1 boolean such as `yes`). `floodgate
+    /// check` prints them, and `check --strict` refuses the config for them.
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let cfg = Config::from_str("x.yaml", "domain: d\ndescriptors:\n  - key: k\n    shadow_mode: yes\n    rate_limit: {unit: second}\n")?;
+    /// let warnings: Vec<String> = cfg.warnings.iter().map(|w| w.to_string()).collect();
+    /// assert!(warnings[0].starts_with("x.yaml:4:"), "{warnings:?}");
+    /// assert!(warnings[1].starts_with("x.yaml:5:"), "{warnings:?}");
+    /// # Ok::<(), floodgate_server::config::ConfigError>(())
+    /// ```
+    pub warnings: Vec<ConfigIssue>,
 }
 
 impl Config {
@@ -660,13 +674,14 @@ fn whole_file(file: &str, message: String) -> ConfigIssue {
 struct Merger {
     config: Config,
     issues: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
     merge_domains: bool,
 }
 
 impl Merger {
     fn add_file(&mut self, file: Arc<str>, src: &str) {
         self.config.sources.push(file.clone());
-        let mut reader = Reader { file: file.clone(), issues: Vec::new() };
+        let mut reader = Reader { file: file.clone(), issues: Vec::new(), warnings: Vec::new() };
         let parsed = match yaml::parse(src) {
             Ok(Some(root)) => reader.file_root(&root),
             Ok(None) => {
@@ -684,6 +699,7 @@ impl Merger {
             }
         };
         self.issues.append(&mut reader.issues);
+        self.warnings.append(&mut reader.warnings);
         let Some((domain, policies)) = parsed else { return };
         if let Some((domain, pos)) = domain {
             if let (true, Some(prev)) = (self.merge_domains, self.config.domains.get_mut(&domain.name)) {
@@ -723,8 +739,12 @@ impl Merger {
         }
     }
 
-    fn finish(self) -> Result<Config, ConfigError> {
-        if self.issues.is_empty() { Ok(self.config) } else { Err(ConfigError::Invalid(self.issues)) }
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        if !self.issues.is_empty() {
+            return Err(ConfigError::Invalid(self.issues));
+        }
+        self.config.warnings = self.warnings;
+        Ok(self.config)
     }
 }
 
@@ -732,11 +752,22 @@ impl Merger {
 struct Reader {
     file: Arc<str>,
     issues: Vec<ConfigIssue>,
+    /// What loads but reads differently from how it is written (see [`Config::warnings`]).
+    warnings: Vec<ConfigIssue>,
 }
 
 type FileParts = (Option<(Domain, Pos)>, Vec<(String, NamedPolicy)>);
 
 impl Reader {
+    fn warn(&mut self, node: &Node, field: &str, message: impl Into<String>) {
+        self.warnings.push(ConfigIssue {
+            file: self.file.clone(),
+            pos: node.pos,
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
     fn issue(&mut self, node: &Node, field: &str, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
             file: self.file.clone(),
@@ -813,6 +844,16 @@ impl Reader {
         match &node.kind {
             Kind::Scalar { value, plain: true } if matches!(value.as_str(), "true" | "True" | "TRUE") => Some(true),
             Kind::Scalar { value, plain: true } if matches!(value.as_str(), "false" | "False" | "FALSE") => Some(false),
+            // YAML 1.1's other booleans, which the reference's YAML reader (go-yaml v2) accepts.
+            Kind::Scalar { value, plain: true } if yaml11_bool(value).is_some() => {
+                let b = yaml11_bool(value)?;
+                self.warn(
+                    node,
+                    field,
+                    format!("`{value}` read as {b} (a YAML 1.1 boolean, as the reference reads it; write {b})"),
+                );
+                Some(b)
+            }
             _ => {
                 self.issue(node, field, format!("expected true or false, found {}", describe(node)));
                 None
@@ -1070,10 +1111,17 @@ impl Reader {
         }
         let has = |k: &str| fields.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
         if unlimited {
-            for k in ["unit", "unit_multiplier", "window", "requests_per_unit", "algorithm", "burst"] {
+            for k in ["unit", "unit_multiplier", "window", "algorithm", "burst"] {
                 if let Some(n) = has(k) {
                     self.issue(n, &join(field, k), "not allowed beside `unlimited: true`");
                 }
+            }
+            if let Some(n) = has("requests_per_unit") {
+                self.warn(
+                    n,
+                    &join(field, "requests_per_unit"),
+                    "ignored beside `unlimited: true` (as the reference does)",
+                );
             }
         } else {
             if let Some(n) = has("window") {
@@ -1086,7 +1134,11 @@ impl Reader {
                 self.issue(node, &join(field, "unit"), "missing (or set `window`, or `unlimited: true`)");
             }
             if has("requests_per_unit").is_none() {
-                self.issue(node, &join(field, "requests_per_unit"), "missing (or set `unlimited: true`)");
+                self.warn(
+                    node,
+                    &join(field, "requests_per_unit"),
+                    "missing: read as 0, so every request is over the limit (as the reference reads it; or set `unlimited: true`)",
+                );
             }
         }
         for (i, r, n) in &replaces {
@@ -1336,6 +1388,15 @@ pub const MAX_METADATA_NODES: usize = 1_000;
 
 /// How deep `descriptors` may nest.
 pub const MAX_RULE_DEPTH: usize = 16;
+
+/// A YAML 1.1 boolean other than true/false (`yes`, `no`, `on`, `off`, `y`, `n`, in go-yaml v2's spellings).
+fn yaml11_bool(s: &str) -> Option<bool> {
+    match s {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Some(true),
+        "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Some(false),
+        _ => None,
+    }
+}
 
 fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") }
@@ -1631,8 +1692,49 @@ descriptors:
         assert!(rule.value.is_none() && rule.detailed_metric);
         let e = errors("domain: d\ndescriptors:\n  - key: k\n    value: ''\n  - key: k\n");
         assert!(e[0].contains("duplicate rule: key \"k\" without a value"), "{e:?}");
-        let e = errors("domain: d\ndescriptors:\n  - key: k\n    detailed_metric: yes\n");
+        let e = errors("domain: d\ndescriptors:\n  - key: k\n    detailed_metric: maybe\n");
         assert!(e[0].contains("descriptors[0].detailed_metric: expected true or false"), "{e:?}");
+    }
+
+    /// What the reference's loader accepts loads here too, each with a warning naming file, line and field.
+    #[test]
+    fn what_the_reference_accepts_loads_with_a_warning() {
+        let warnings = |src: &str| -> Vec<String> {
+            let cfg = Config::from_str("w.yaml", src).map_err(|e| e.to_string()).expect("loads");
+            cfg.warnings.iter().map(ToString::to_string).collect()
+        };
+        // No requests_per_unit: 0, every request over.
+        let src = "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n";
+        let w = warnings(src);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("w.yaml:5:") && w[0].contains("rate_limit.requests_per_unit: missing: read as 0"),
+            "{w:?}"
+        );
+        let cfg = Config::from_str("w.yaml", src).expect("loads");
+        let rule = cfg.domain("d").and_then(|d| d.find([("k", "v")])).expect("rule");
+        assert!(matches!(rule.rate_limit.as_ref().map(|l| &l.kind), Some(LimitKind::DenyAll)), "{rule:?}");
+        // requests_per_unit beside unlimited: ignored.
+        let src =
+            "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unlimited: true\n      requests_per_unit: 5\n";
+        let w = warnings(src);
+        assert!(w[0].starts_with("w.yaml:6:") && w[0].contains("ignored beside `unlimited: true`"), "{w:?}");
+        let cfg = Config::from_str("w.yaml", src).expect("loads");
+        let rule = cfg.domain("d").and_then(|d| d.find([("k", "v")])).expect("rule");
+        assert!(matches!(rule.rate_limit.as_ref().map(|l| &l.kind), Some(LimitKind::Unlimited)), "{rule:?}");
+        // YAML 1.1 booleans, wherever a boolean goes.
+        for (word, b) in [("yes", true), ("on", true), ("Y", true), ("no", false), ("off", false), ("NO", false)] {
+            let src = format!(
+                "domain: d\ndescriptors:\n  - key: k\n    shadow_mode: {word}\n    rate_limit: {{unit: second, requests_per_unit: 1}}\n"
+            );
+            let w = warnings(&src);
+            assert!(w[0].starts_with("w.yaml:4:") && w[0].contains(&format!("`{word}` read as {b}")), "{w:?}");
+            let cfg = Config::from_str("w.yaml", &src).expect("loads");
+            let rule = cfg.domain("d").and_then(|d| d.find([("k", "v")])).expect("rule");
+            assert_eq!(rule.shadow_mode, b, "{word}");
+        }
+        // A config written plainly has none.
+        assert!(warnings(BUILTIN_YAML).is_empty());
     }
 
     #[test]

@@ -33,6 +33,10 @@ enum Command {
         /// Merge files that share a domain (as `serve --merge-domains`).
         #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
         merge_domains: bool,
+        /// Refuse what loads only with a warning (what the reference's loader accepts: a `rate_limit` without
+        /// `requests_per_unit`, `requests_per_unit` beside `unlimited: true`, YAML 1.1 booleans such as `yes`).
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -173,7 +177,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, merge_domains } => check(&config, merge_domains),
+        Command::Check { config, merge_domains, strict } => check(&config, merge_domains, strict),
         Command::Serve(args) => {
             let args = *args;
             let _log_guard = init_tracing();
@@ -220,9 +224,19 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn check(path: &std::path::Path, merge_domains: bool) -> ExitCode {
+fn check(path: &std::path::Path, merge_domains: bool, strict: bool) -> ExitCode {
     match Config::load_with(path, merge_domains) {
+        Ok(cfg) if strict && !cfg.warnings.is_empty() => {
+            for w in &cfg.warnings {
+                eprintln!("{w}");
+            }
+            eprintln!("{}: {} warning(s), refused by --strict", path.display(), cfg.warnings.len());
+            ExitCode::FAILURE
+        }
         Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
             let domains = cfg.domains();
             let rules: usize = domains.iter().map(|d| count_rules(&d.root)).sum();
             println!(

@@ -103,12 +103,17 @@ impl ConfigSource {
     }
 
     /// Loads the config.
+    /// Each of the config's warnings ([`Config::warnings`]) is logged once per load.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        match self {
+        let config = match self {
             ConfigSource::Builtin => Config::builtin(),
             ConfigSource::Path(p) => Config::load(p),
             ConfigSource::PathMergingDomains(p) => Config::load_with(p, true),
+        }?;
+        for w in &config.warnings {
+            tracing::warn!(warning = %w, "config read as the reference reads it (`floodgate check --strict` refuses it)");
         }
+        Ok(config)
     }
 }
 

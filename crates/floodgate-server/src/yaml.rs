@@ -91,6 +91,7 @@ pub fn parse(src: &str) -> Result<Option<Node>, YamlError> {
     let mut root: Option<Node> = None;
     let mut documents = 0usize;
     let mut nodes = 0usize;
+    let mut line_starts: Option<Vec<usize>> = None;
     loop {
         let (event, marker) =
             parser.next_token().map_err(|e| YamlError { pos: (*e.marker()).into(), message: e.info().to_owned() })?;
@@ -109,7 +110,16 @@ pub fn parse(src: &str) -> Result<Option<Node>, YamlError> {
                 return Err(YamlError { pos, message: "YAML aliases (*name) are not supported in configs".into() });
             }
             Event::Scalar(value, style, _, _) => {
-                Some(Node { kind: Kind::Scalar { value, plain: style == TScalarStyle::Plain }, pos })
+                let plain = style == TScalarStyle::Plain;
+                // An empty value's marker is the next token's (perhaps lines below, or the end of the file): it
+                // is placed where it was left empty instead, at the `key:` or `-` that introduced it.
+                let pos = if plain && value.is_empty() {
+                    let lines = line_starts.get_or_insert_with(|| line_starts_of(src));
+                    introducer(src, lines, pos).unwrap_or(pos)
+                } else {
+                    pos
+                };
+                Some(Node { kind: Kind::Scalar { value, plain }, pos })
             }
             Event::SequenceStart(..) | Event::MappingStart(..) => {
                 if stack.len() >= MAX_DEPTH {
@@ -155,6 +165,45 @@ pub fn parse(src: &str) -> Result<Option<Node>, YamlError> {
     Ok(root)
 }
 
+/// The byte offset where each line of `src` starts.
+fn line_starts_of(src: &str) -> Vec<usize> {
+    std::iter::once(0).chain(src.match_indices('\n').map(|(i, _)| i + 1)).collect()
+}
+
+/// The position of the last character before `at` that is not blank or in a comment: the `:` or `-` that began
+/// an empty value. Walks back over blank and comment-only lines only (each empty value's own gap), so a file
+/// costs linear time however many empty values it holds.
+fn introducer(src: &str, lines: &[usize], at: Pos) -> Option<Pos> {
+    // The marker may sit past the last line (the end of the file): then start from the last line, whole.
+    let (mut line, mut limit) =
+        if at.line > lines.len() { (lines.len(), None) } else { (at.line, Some(at.col.saturating_sub(1))) };
+    while line >= 1 {
+        let start = *lines.get(line - 1)?;
+        let end = lines.get(line).map_or(src.len(), |e| e - 1);
+        let text = src.get(start..end)?;
+        let text = match limit.take() {
+            // On the marker's own line, what comes before it is the next node's indentation and dashes (`  - `)
+            // unless it holds more: then the value was left empty on this line (`{a: , b: 1}`).
+            Some(cols) => {
+                let before = text.char_indices().nth(cols).map_or(text, |(i, _)| &text[..i]);
+                if before.chars().all(|c| matches!(c, ' ' | '\t' | '-')) { "" } else { before }
+            }
+            None => text,
+        };
+        // A comment runs from a `#` that starts the line or follows a blank.
+        let code = text
+            .char_indices()
+            .find(|&(i, c)| c == '#' && (i == 0 || text[..i].ends_with([' ', '\t'])))
+            .map_or(text, |(i, _)| &text[..i]);
+        let code = code.trim_end();
+        if !code.is_empty() {
+            return Some(Pos { line, col: code.chars().count() });
+        }
+        line -= 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +214,41 @@ mod tests {
         let Some(Node { kind: Kind::Map(items), .. }) = root else { panic!("not a map") };
         assert_eq!(items[1].1.pos, Pos { line: 3, col: 3 });
         assert_eq!(items[0].0.pos, Pos { line: 1, col: 1 });
+    }
+
+    /// An empty value is placed where it was left empty, not at the next token (issue 16, item 3): at the end
+    /// of a mapping, of a list, of the file, and before a comment.
+    #[test]
+    fn empty_values_are_placed_where_they_were_left_empty() {
+        let value_of = |src: &str, key: &str| -> Pos {
+            fn find(n: &Node, key: &str) -> Option<Pos> {
+                match &n.kind {
+                    Kind::Map(items) => items.iter().find_map(|(k, v)| match &k.kind {
+                        Kind::Scalar { value, .. } if value == key => Some(v.pos),
+                        _ => find(v, key),
+                    }),
+                    Kind::Seq(items) => items.iter().find_map(|i| find(i, key)),
+                    Kind::Scalar { .. } => None,
+                }
+            }
+            find(&parse(src).ok().flatten().expect("parses"), key).expect("key found")
+        };
+        // In the middle of a mapping: on its own line, at the colon.
+        assert_eq!(value_of("a:\n  - name:\n    x: 1\n", "name"), Pos { line: 2, col: 9 });
+        // At the end of a mapping, before a shallower key.
+        assert_eq!(value_of("a:\n  b: 1\n  c:\nd: 2\n", "c"), Pos { line: 3, col: 4 });
+        // At the end of the file, with and without a newline.
+        assert_eq!(value_of("a: 1\nb:\n", "b"), Pos { line: 2, col: 2 });
+        assert_eq!(value_of("a: 1\nb:", "b"), Pos { line: 2, col: 2 });
+        // Before a comment, and with comment lines between it and the next token.
+        assert_eq!(value_of("a: # none\n# more\n\nb: 1\n", "a"), Pos { line: 1, col: 2 });
+        // An empty list item: at its dash.
+        let root = parse("l:\n  - x\n  -\n  - y\n").ok().flatten().expect("parses");
+        let Kind::Map(items) = &root.kind else { panic!("not a map") };
+        let Kind::Seq(list) = &items[0].1.kind else { panic!("not a list") };
+        assert_eq!(list[1].pos, Pos { line: 3, col: 3 });
+        // A value that is not empty keeps its own position.
+        assert_eq!(value_of("a:\n  b: ''\n", "b"), Pos { line: 2, col: 6 });
     }
 
     #[test]

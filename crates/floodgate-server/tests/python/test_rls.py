@@ -408,13 +408,22 @@ INVALID = [
      ["a.yaml:4:", "rate_limit.unit_multiplier: must be at least 1"]),
     ("share_threshold without a wildcard", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    value: v\n    share_threshold: true\n"},
      ["a.yaml:5:", "descriptors[0].share_threshold: only allowed on a rule whose value holds a `*`"]),
-    ("quota_mode not a boolean", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    quota_mode: yes\n"},
+    ("quota_mode not a boolean", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    quota_mode: maybe\n"},
      ["a.yaml:4:", "descriptors[0].quota_mode: expected true or false"]),
     ("metadata not a mapping", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    metadata: [a, b]\n"},
      ["a.yaml:4:", "descriptors[0].metadata: expected a mapping"]),
     ("empty domain", {"a.yaml": "domain: \"\"\n"}, ["a.yaml:1:", "domain: must not be empty"]),
     ("two files, one domain", {"a.yaml": "domain: d\n", "b.yaml": "domain: d\n"},
      ["b.yaml:1:", "domain: domain \"d\" is already defined in"]),
+    # Empty values are reported on their own line, not the next token's.
+    ("empty `- name:` in replaces", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n      requests_per_unit: 1\n      name: n\n      replaces:\n        - name:\n  - key: j\n"},
+     ["a.yaml:9:15:", "rate_limit.replaces[0].name: expected a string, found null"]),
+    ("empty value at the end of a mapping", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      requests_per_unit: 1\n      unit:\n  - key: j\n"},
+     ["a.yaml:6:11:", "descriptors[0].rate_limit.unit: expected a string, found null"]),
+    ("empty item at the end of a list", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n  -\n"},
+     ["a.yaml:4:3:", "descriptors[1]: expected a mapping, found null"]),
+    ("empty value at the end of the file", {"a.yaml": "descriptors: []\ndomain:"},
+     ["a.yaml:2:7:", "domain: expected a string, found null"]),
     ("nested unknown key", {"a.yaml": "domain: d\ndescriptors:\n  - key: a\n    descriptors:\n      - key: b\n        colour: red\n"},
      ["a.yaml:6:9:", "descriptors[0].descriptors[0].colour: unknown field"]),
 ]
@@ -426,8 +435,39 @@ VALID = [
 ]
 
 
+# What the reference's loader accepts: loads, with a warning naming file, line and field; `check --strict` refuses.
+WARNED = [
+    ("rate_limit without requests_per_unit (read as 0)", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: second\n"},
+     ["a.yaml:5:", "descriptors[0].rate_limit.requests_per_unit: missing: read as 0"]),
+    ("requests_per_unit beside unlimited (ignored)", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unlimited: true\n      requests_per_unit: 5\n"},
+     ["a.yaml:6:", "descriptors[0].rate_limit.requests_per_unit: ignored beside `unlimited: true`"]),
+    ("YAML 1.1 booleans", {"a.yaml": "domain: d\ndescriptors:\n  - key: k\n    shadow_mode: yes\n    quota_mode: off\n    rate_limit: {unit: second, requests_per_unit: 1}\n"},
+     ["a.yaml:4:", "descriptors[0].shadow_mode: `yes` read as true", "a.yaml:5:", "descriptors[0].quota_mode: `off` read as false"]),
+]
+
+
 def check_configs(binary):
     results = []
+    for name, files, want in WARNED:
+        with tempfile.TemporaryDirectory() as dir:
+            for fname, text in files.items():
+                with open(os.path.join(dir, fname), "w") as f:
+                    f.write(text)
+            try:
+                p = subprocess.run([binary, "check", dir], capture_output=True, text=True, timeout=30)
+                out = p.stdout + p.stderr
+                eq(p.returncode, 0, f"exit code (output: {out!r})")
+                for w in want:
+                    assert w in out, f"{w!r} not in {out!r}"
+                assert "warning: " in out, f"no warning in {out!r}"
+                p = subprocess.run([binary, "check", "--strict", dir], capture_output=True, text=True, timeout=30)
+                out = p.stdout + p.stderr
+                eq(p.returncode, 1, f"--strict exit code (output: {out!r})")
+                for w in want:
+                    assert w in out, f"--strict: {w!r} not in {out!r}"
+                results.append((f"config warns: {name}", None))
+            except AssertionError as e:
+                results.append((f"config warns: {name}", str(e)))
     for name, files, want in INVALID + [(n, f, None) for n, f in VALID]:
         with tempfile.TemporaryDirectory() as dir:
             for fname, text in files.items():
