@@ -1,4 +1,5 @@
-//! An axum server limited per client IP, to copy into your own.
+//! An axum server limited per client IP, to copy into your own: `/` is limited (a 429 says when to retry, in its
+//! headers and in a short body), `/health` is not.
 //!
 //! ```text
 //! cargo run -p floodgate-http --example axum
@@ -11,6 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use axum::routing::get;
 use floodgate::{MemoryStore, Policy};
 use floodgate_http::{ClientIp, MemoryBackend, RateLimitLayer};
@@ -35,8 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new()
         .route("/", get(|| async { "hello, within your rate limit\n" }))
-        .route("/health", get(|| async { "ok\n" }))
-        .layer(limit);
+        // `route_layer` limits the routes above it only: health checks are never limited.
+        .route_layer(limit)
+        .route_layer(axum::middleware::map_response(explain_429))
+        .route("/health", get(|| async { "ok\n" }));
 
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -44,4 +50,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ClientIp::peer() reads axum's ConnectInfo<SocketAddr>: serve with connect info.
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
     Ok(())
+}
+
+/// Gives a 429 a short body saying when to retry (the layer's 429 carries its headers and an empty body).
+async fn explain_429(res: Response) -> Response {
+    if res.status() != StatusCode::TOO_MANY_REQUESTS {
+        return res;
+    }
+    let retry = res.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (mut parts, _) = res.into_parts();
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    let text = match retry {
+        Some(secs) => format!("too many requests: retry in {secs} s\n"),
+        None => "too many requests\n".to_owned(),
+    };
+    Response::from_parts(parts, Body::from(text))
 }

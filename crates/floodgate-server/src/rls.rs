@@ -30,14 +30,24 @@
 //!
 //! **Several limits on one rule** (`extra_limits`, a Floodgate extension): the descriptor is decided by the
 //! rule's `rate_limit`, then each extra limit in order, stopping at the first that denies; the status reports
-//! that limit, or when all pass the one with the least remaining. A later limit's denial does not give back
-//! the hit the earlier ones counted.
+//! that limit, or when all pass the one with the least remaining. They are counted with the rest of the
+//! request (below): in memory a later limit's denial leaves the earlier ones uncounted too.
 //!
 //! **`replaces`**: when a request matches a limit whose `replaces` names another limit it also matches, that
 //! other limit is not applied (its descriptor answers `OK` with no `current_limit`, and nothing is counted).
 //!
-//! A denied descriptor consumes nothing; descriptors of the same request that passed keep their hit. With
-//! `--reference-counting` every hit is counted, denied or not, as the reference does.
+//! **Counting is all or nothing per request**: the enforced limits of every descriptor, `extra_limits`
+//! included, are hit as one batch ([`floodgate::Store::hit_all`]); if any is over, none is counted, and the
+//! descriptors that fit answer `OK` with their remaining unchanged. That holds on stores whose batches are atomic
+//! ([`floodgate::Store::hit_all_is_atomic`]: the in-memory store); on Redis and the cluster store each limit is
+//! decided on its own, so those that fit keep their hit, as in the reference. Rules in `shadow_mode` or
+//! `quota_mode` count on their own. With `--reference-counting` every hit is counted, denied or not, one by one,
+//! as the reference does.
+//!
+//! **An `OVER_LIMIT` status can report `limit_remaining` above 0**: a hit is denied whole when its cost
+//! (`hits_addend`) is more than what is left, and a denied hit consumes nothing, so what was left is still left
+//! (3 left, `hits_addend: 5`: `OVER_LIMIT` with `limit_remaining: 3`; a call of 3 would pass). The reference,
+//! which counts the denied hit, reports 0.
 //! With `--response-headers draft|ietf|x-ratelimit`, the answer asks Envoy to add rate-limit headers that
 //! describe the request's tightest limit (the matched limit with the least remaining).
 //! With `--shadow-mode` (global shadow mode) the overall code is always `OK`, the statuses unchanged.

@@ -70,3 +70,8 @@ pub use memory::{Expired, MemoryStore, MemoryStoreBuilder, WhenFull};
 pub use policy::{Algorithm, Policy, PolicyError};
 pub use store::{BoxFuture, BoxStore, BucketInfo, DynStore, Hit, Store, StoreError, StoreResult};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+
+/// The repository README's examples, compiled and run as doctests so they stay true as pasted.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -307,7 +307,7 @@ async def hits_addend(rls):
     r = await rls.should_rate_limit(req("special", d(("cost", "c1"), addend=5), addend=4))
     eq(status(r)[3], 1, "the descriptor's own addend wins")
     r = await rls.should_rate_limit(req("special", d(("cost", "c1"), addend=2)))
-    eq(status(r)[0], OVER)
+    eq(status(r), (OVER, 10, Unit.HOUR, 1), "OVER_LIMIT with 1 left: the denied addend consumed nothing")
     r = await rls.should_rate_limit(req("special", d(("cost", "c1"))))
     eq(status(r), (OK, 10, Unit.HOUR, 0), "the denied addend consumed nothing")
 
