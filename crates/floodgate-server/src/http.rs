@@ -430,7 +430,10 @@ fn limits_json(config: &Config) -> Value {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+    let mut body = state.metrics.render();
+    let expired = state.upstream.store().leases_expired().await.ok();
+    crate::metrics::render_upstream(&mut body, &state.upstream.stats(), expired);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 /// The reference service's `POST /json` (see [`crate::json_rls`]): 200 when OK, 429 when over the limit.

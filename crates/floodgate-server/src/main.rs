@@ -327,6 +327,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("cannot use Redis for the upstream buckets: {e}"))?;
         state.upstream = floodgate_upstream::Upstream::new(store);
+    } else if let Some(nodes) = &args.redis_cluster {
+        let store = floodgate_upstream::store::RedisBucketStore::connect_cluster(
+            nodes,
+            &format!("{}:upstream", args.redis_prefix),
+            floodgate_upstream::StoreConfig::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot use the Redis Cluster for the upstream buckets: {e}"))?;
+        state.upstream = floodgate_upstream::Upstream::new(store);
     }
     state.upstream.spawn_cleanup(Duration::from_secs(60), Duration::from_secs(3600));
     if let Some(s) = store_source {

@@ -11,6 +11,11 @@
 //! | `floodgate_store_errors_total` | counter | (store calls that failed) |
 //! | `floodgate_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `floodgate_config_last_reload_successful` | gauge | 1 if the last reload (or the start) loaded its config |
+//! | `floodgate_upstream_acquires_total` | counter | `result` (`go`, `wait_too_long`): `/v1/upstream/acquire` answers |
+//! | `floodgate_upstream_waited_total` | counter | (acquires that waited before `go`) |
+//! | `floodgate_upstream_wait_seconds_total` | counter | (time those acquires waited, summed) |
+//! | `floodgate_upstream_rate_limited_total` | counter | (429s reported to `/v1/upstream/update`) |
+//! | `floodgate_upstream_leases_expired_total` | counter | (acquires never reported back within the lease timeout; on Redis, the fleet's) |
 //!
 //! | `floodgate_rls_rule_total_hits_total` | counter | `domain`, `key` (the reference's stats key of the rule, see below): hits (`hits_addend` units) on a matched limit |
 //! | `floodgate_rls_rule_within_limit_total` | counter | `domain`, `key`: hits within the limit |
@@ -377,6 +382,34 @@ pub struct StoreCounters {
     pub answered_by_failure_policy: u64,
     /// More series: (name, help, `counter` or `gauge`, value).
     pub series: Vec<(&'static str, &'static str, &'static str, u64)>,
+}
+
+/// Appends the upstream buckets' series (`/v1/upstream/*`) to a rendering of [`Metrics::render`];
+/// `leases_expired` is left out when the store could not say.
+pub fn render_upstream(out: &mut String, stats: &floodgate_upstream::UpstreamStats, leases_expired: Option<u64>) {
+    out.push_str("# HELP floodgate_upstream_acquires_total Upstream acquires answered, by result.\n");
+    out.push_str("# TYPE floodgate_upstream_acquires_total counter\n");
+    let _ = writeln!(out, "floodgate_upstream_acquires_total{{result=\"go\"}} {}", stats.granted);
+    let _ = writeln!(out, "floodgate_upstream_acquires_total{{result=\"wait_too_long\"}} {}", stats.gave_up);
+    let series: [(&str, &str, String); 3] = [
+        ("floodgate_upstream_waited_total", "Upstream acquires that waited before going.", stats.waited.to_string()),
+        (
+            "floodgate_upstream_wait_seconds_total",
+            "Time upstream acquires waited before going, summed.",
+            stats.wait_time.as_secs_f64().to_string(),
+        ),
+        ("floodgate_upstream_rate_limited_total", "429s reported by upstream updates.", stats.rate_limited.to_string()),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    if let Some(n) = leases_expired {
+        let _ = writeln!(
+            out,
+            "# HELP floodgate_upstream_leases_expired_total Upstream leases never reported back within the lease timeout.\n\
+             # TYPE floodgate_upstream_leases_expired_total counter\nfloodgate_upstream_leases_expired_total {n}"
+        );
+    }
 }
 
 /// Escapes a label value (backslash, double quote, newline).

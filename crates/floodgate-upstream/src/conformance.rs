@@ -72,6 +72,7 @@ pub async fn run<H: Harness>(h: &H) {
     pioneer_hands_on(h).await;
     remaining_and_reset(h).await;
     in_flight_limit_and_atomicity(h).await;
+    late_answer_does_not_refill(h).await;
     retry_after_and_global_429(h).await;
     global_limit(h).await;
     bucket_mapping(h).await;
@@ -109,6 +110,8 @@ pub async fn pioneer_hands_on<H: Harness>(h: &H) {
     // Crashed: never reported; after the lease timeout the next one goes.
     h.advance(ms(250)).await;
     let p3 = now(&s, "r").await;
+    // The crashed pioneer's lease was found expired (and counted: a store must count them).
+    assert_eq!(s.leases_expired().await.unwrap(), 1);
     s.record("r", Some(&p3), &Report::remaining(5, ms(500))).await.unwrap();
     let info = s.lookup("r").await.unwrap().unwrap();
     assert_eq!((info.remaining, info.in_flight), (Some(5), 0));
@@ -155,6 +158,30 @@ pub async fn in_flight_limit_and_atomicity<H: Harness>(h: &H) {
     s.record("r", Some(&granted[0]), &Report::remaining(4, ms(5000))).await.unwrap();
     let info = s.lookup("r").await.unwrap().unwrap();
     assert_eq!((info.remaining, info.in_flight), (Some(0), 9));
+}
+
+/// A late answer (to a request granted before the current window was recorded, here one from the window before)
+/// must not refill the current window's remaining: that window already counted the request in flight.
+pub async fn late_answer_does_not_refill<H: Harness>(h: &H) {
+    let s = h.store(StoreConfig::default()).await;
+    let limited = |remaining, reset| Report { limit: Some(5), ..Report::remaining(remaining, ms(reset)) };
+    let p = now(&s, "r").await;
+    s.record("r", Some(&p), &limited(4, 100)).await.unwrap();
+    // Granted in the first window; its answer comes late.
+    let old = now(&s, "r").await;
+    h.advance(ms(120)).await;
+    // The next window: its first answer says 3 remain, less `old` still in flight: 2.
+    let b = now(&s, "r").await;
+    let info = s.record("r", Some(&b), &limited(3, 1000)).await.unwrap();
+    assert_eq!((info.remaining, info.in_flight), (Some(2), 1));
+    let _c = now(&s, "r").await;
+    let _d = now(&s, "r").await;
+    waits(&s, "r").await;
+    // The late answer, from the first window (3 remained there, its reset was near): nothing is refilled.
+    let info = s.record("r", Some(&old), &limited(3, 10)).await.unwrap();
+    assert_eq!((info.remaining, info.in_flight), (Some(0), 2));
+    let w = waits(&s, "r").await;
+    assert!(w >= ms(800), "{w:?}");
 }
 
 async fn futures_join<S: BucketStore>(s: &S, route: &str, n: usize) -> Vec<Option<Lease>> {

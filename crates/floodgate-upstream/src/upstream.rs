@@ -2,6 +2,7 @@
 //! drop releases its place, and records responses. The server's `/v1/upstream/acquire` and `/v1/upstream/update`
 //! map onto [`Upstream::acquire`] and [`Upstream::update`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 use tokio::sync::Notify;
 
-use crate::headers::{self, Provider};
+use crate::headers::{self, Provider, SecondaryBackoff};
 use crate::store::{Acquire, BucketStore, Lease, MemoryStore, Report, StoreError};
 
 /// Why a caller could not be let through.
@@ -96,6 +97,8 @@ pub struct Upstream {
     store: Arc<dyn BucketStore>,
     changed: Arc<Notify>,
     counters: Arc<Counters>,
+    /// GitHub's exponential back-off for secondary limits that come back, per route (only routes backing off).
+    backoff: Arc<parking_lot::Mutex<HashMap<String, SecondaryBackoff>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -115,7 +118,12 @@ impl Upstream {
 
     /// Over a shared store.
     pub fn from_arc(store: Arc<dyn BucketStore>) -> Upstream {
-        Upstream { store, changed: Arc::new(Notify::new()), counters: Arc::new(Counters::default()) }
+        Upstream {
+            store,
+            changed: Arc::new(Notify::new()),
+            counters: Arc::new(Counters::default()),
+            backoff: Arc::default(),
+        }
     }
 
     /// Over a default [`MemoryStore`].
@@ -195,7 +203,9 @@ impl Upstream {
     }
 
     /// Records a response of `route` (to the request granted under `lease`, if given), its headers read as
-    /// `provider` sends them, that took `latency`; wakes the callers waiting in this handle.
+    /// `provider` sends them, that took `latency`; wakes the callers waiting in this handle. With
+    /// [`Provider::Github`], secondary limits that come back on a route back off exponentially from 60 s
+    /// ([`SecondaryBackoff`], kept per route in this handle), and a success starts again.
     pub async fn update(
         &self,
         route: &str,
@@ -205,7 +215,15 @@ impl Upstream {
         headers: &HeaderMap,
         latency: Duration,
     ) -> Result<BucketView, UpstreamError> {
-        let seen = headers::parse(provider, status, headers);
+        let mut seen = headers::parse(provider, status, headers);
+        if provider == Provider::Github {
+            let mut backoff = self.backoff.lock();
+            let entry = backoff.entry(route.to_owned()).or_default();
+            entry.apply(&mut seen);
+            if entry.strikes() == 0 {
+                backoff.remove(route);
+            }
+        }
         if status == 429 {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(route, %provider, retry_after = ?seen.retry_after, "upstream answered 429");

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 
+pub use github::{SECONDARY_BACKOFF, SecondaryBackoff};
 pub use retry_after::parse_retry_after;
 
 /// Which rate-limit headers the upstream sends. Chosen by the user: headers are never sniffed.
@@ -114,6 +115,9 @@ pub struct Observation {
     pub used: Option<u64>,
     /// GitHub's `x-ratelimit-resource`, or the IETF policy name that was the most restrictive.
     pub resource: Option<String>,
+    /// `retry_after` is GitHub's "wait at least one minute" for a secondary limit that gave no other guidance
+    /// (see [`SecondaryBackoff`], which lengthens it when such limits come back).
+    pub secondary_backoff: bool,
 }
 
 impl Observation {
@@ -211,6 +215,51 @@ where
         map.append(name, value);
     }
     map
+}
+
+/// The header names [`fuzz_input`] assigns values to, in turn: every header some parser reads, and one none does.
+pub const FUZZ_NAMES: [&str; 14] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-ratelimit-reset-after",
+    "x-ratelimit-bucket",
+    "x-ratelimit-global",
+    "x-ratelimit-scope",
+    "x-ratelimit-used",
+    "x-ratelimit-resource",
+    "ratelimit",
+    "ratelimit-policy",
+    "retry-after",
+    "date",
+    "x-other",
+];
+
+/// Shapes arbitrary bytes into a parser's input: the first byte picks the status and the local clock, the rest
+/// are header values separated by NUL bytes, given to [`FUZZ_NAMES`] in turn (at most 32; values HTTP would
+/// refuse are left out). `None` for empty input. The fuzz target `fuzz/fuzz_targets/upstream_headers.rs` and
+/// this crate's property tests feed [`parse_at`] through it, so both explore the same space.
+///
+/// ```
+/// use floodgate_upstream::headers::{Provider, fuzz_input, parse_at};
+///
+/// let (status, headers, now) = fuzz_input(b"\x96\x003\x001").expect("not empty");
+/// assert_eq!(status, 400);
+/// assert_eq!(headers["x-ratelimit-remaining"], "3");
+/// assert_eq!(parse_at(Provider::Discord, status, &headers, now).limit, None);
+/// assert!(fuzz_input(b"").is_none());
+/// ```
+pub fn fuzz_input(data: &[u8]) -> Option<(u16, HeaderMap, SystemTime)> {
+    let (&head, rest) = data.split_first()?;
+    let status = 100 + u16::from(head) * 2;
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(head) << 24);
+    let mut headers = HeaderMap::new();
+    for (i, value) in rest.split(|b| *b == 0).enumerate().take(32) {
+        if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            headers.append(http::HeaderName::from_static(FUZZ_NAMES[i % FUZZ_NAMES.len()]), v);
+        }
+    }
+    Some((status, headers, now))
 }
 
 /// The upstream's `Date` if valid, else `now`.

@@ -106,6 +106,34 @@ fn github_secondary_rules() {
     assert_eq!(parse_at(Provider::Github, 200, &empty, at(900)).retry_after, None);
 }
 
+/// Secondary limits that come back back off exponentially from 60 s; a success starts again; waits GitHub gave
+/// are honoured as they are and do not count; the back-off is bounded.
+#[test]
+fn github_secondary_backoff() {
+    let limited = map(&[("x-ratelimit-remaining", "12")]);
+    let told = map(&[("retry-after", "7")]);
+    let mut b = SecondaryBackoff::default();
+    let mut next = |status: u16, h: &HeaderMap| {
+        let mut seen = parse_at(Provider::Github, status, h, at(0));
+        b.apply(&mut seen);
+        (seen.retry_after.map(|d| d.as_secs()), b.strikes())
+    };
+    assert_eq!(next(429, &limited), (Some(60), 1));
+    assert_eq!(next(429, &limited), (Some(120), 2));
+    // A wait the upstream gave is honoured, and neither counts nor resets.
+    assert_eq!(next(429, &told), (Some(7), 2));
+    assert_eq!(next(429, &limited), (Some(240), 3));
+    // A 403 without a rate-limit sign (a permission error) changes nothing.
+    assert_eq!(next(403, &limited), (None, 3));
+    // A success starts again from 60 s.
+    assert_eq!(next(200, &limited), (None, 0));
+    assert_eq!(next(429, &limited), (Some(60), 1));
+    // Bounded at an hour, however long it goes on.
+    assert_eq!(SecondaryBackoff::wait(7), Duration::from_secs(3600));
+    assert_eq!(SecondaryBackoff::wait(u32::MAX), SecondaryBackoff::MAX);
+    assert_eq!(SecondaryBackoff::wait(0), Duration::from_secs(60));
+}
+
 /// The draft's examples: one policy, several policies, and malformed fields ignored whole.
 #[test]
 fn ietf_draft_examples() {
@@ -216,6 +244,26 @@ proptest! {
             if seen.retry_after.is_some() {
                 prop_assert_eq!(seen.wait(), seen.retry_after);
             }
+        }
+    }
+
+    /// The fuzz target's input, run bounded here (stable, in CI): any bytes, shaped by [`fuzz_input`] exactly as
+    /// `fuzz/fuzz_targets/upstream_headers.rs` shapes them, through every parser.
+    #[test]
+    fn fuzz_target_input(data in prop_oneof![
+        any::<Vec<u8>>(),
+        proptest::collection::vec(prop_oneof![Just(0u8), 0x20u8..0x7f, any::<u8>()], 0..256),
+    ]) {
+        if let Some((status, headers, now)) = fuzz_input(&data) {
+            for p in Provider::ALL {
+                let seen = parse_at(p, status, &headers, now);
+                prop_assert_eq!(seen.status, status);
+                if seen.retry_after.is_some() {
+                    prop_assert_eq!(seen.wait(), seen.retry_after);
+                }
+            }
+        } else {
+            prop_assert!(data.is_empty());
         }
     }
 

@@ -41,6 +41,8 @@ struct Inner {
     global_until: Option<Timestamp>,
     global_latency: Duration,
     next_lease: u64,
+    /// Expired leases of the buckets dropped by cleanup.
+    expired_dropped: u64,
 }
 
 struct State {
@@ -53,6 +55,10 @@ struct State {
     leases: HashMap<u64, Timestamp>,
     pioneer: Option<u64>,
     touched: Timestamp,
+    /// The last lease id granted when the current window was recorded: an answer to a lease up to it is late.
+    window_seq: u64,
+    /// Leases of this bucket found expired.
+    expired: u64,
 }
 
 impl State {
@@ -67,12 +73,16 @@ impl State {
             leases: HashMap::new(),
             pioneer: None,
             touched: now,
+            window_seq: 0,
+            expired: 0,
         }
     }
 
     /// Expires leases past their timeout, and ends a window whose reset has passed.
     fn settle(&mut self, now: Timestamp) {
+        let before = self.leases.len();
         self.leases.retain(|_, until| *until > now);
+        self.expired += (before - self.leases.len()) as u64;
         if self.pioneer.is_some_and(|p| !self.leases.contains_key(&p)) {
             self.pioneer = None;
         }
@@ -213,6 +223,7 @@ impl BucketStore for MemoryStore {
             },
         };
         let latency = report.latency;
+        let seq = inner.next_lease;
         inner.global_latency = latency;
         if report.global
             && let Some(ra) = report.retry_after
@@ -233,7 +244,12 @@ impl BucketStore for MemoryStore {
         if let Some(limit) = report.limit {
             st.limit = Some(limit);
         }
-        if let Some(remaining) = report.remaining {
+        // An answer to a request granted before the current window was recorded is late: the window it counts
+        // in (if not an earlier one) already counted that request in flight, so its remaining must not refill.
+        let late = st.known && lease.is_some_and(|l| l.id <= st.window_seq);
+        if let Some(remaining) = report.remaining
+            && !late
+        {
             let new_reset = report.reset_after.map(|r| now + r + latency);
             let same_window = match (st.reset_at, new_reset) {
                 (Some(old), Some(new)) => {
@@ -251,9 +267,10 @@ impl BucketStore for MemoryStore {
             } else {
                 st.remaining = remaining.saturating_sub(st.leases.len() as u64);
                 st.reset_at = new_reset;
+                st.window_seq = seq;
             }
             st.known = true;
-        } else if report.retry_after.is_none() && !st.known {
+        } else if report.remaining.is_none() && report.retry_after.is_none() && !st.known {
             // The upstream sent no limit: none is assumed until a window says otherwise.
             st.known = true;
             st.remaining = u64::MAX;
@@ -276,12 +293,29 @@ impl BucketStore for MemoryStore {
         let now = self.clock.now();
         let mut inner = self.inner.lock();
         let before = inner.buckets.len();
+        let mut expired_dropped = 0;
         inner.buckets.retain(|_, st| {
             st.settle(now);
-            !st.leases.is_empty() || now.saturating_duration_since(st.touched) < age
+            let keep = !st.leases.is_empty() || now.saturating_duration_since(st.touched) < age;
+            if !keep {
+                expired_dropped += st.expired;
+            }
+            keep
         });
+        inner.expired_dropped += expired_dropped;
         inner.routes.retain(|_, (_, until)| *until > now);
         Ok(before - inner.buckets.len())
+    }
+
+    async fn leases_expired(&self) -> StoreResult<u64> {
+        let now = self.clock.now();
+        let mut inner = self.inner.lock();
+        let mut n = inner.expired_dropped;
+        for st in inner.buckets.values_mut() {
+            st.settle(now);
+            n += st.expired;
+        }
+        Ok(n)
     }
 
     async fn timeout_for(&self, route: &str) -> StoreResult<Acquire> {

@@ -302,6 +302,13 @@ pub trait BucketStore: Send + Sync {
     /// Atomically: [`Acquire::Now`], taking one from `route`'s bucket and the global limit, or
     /// [`Acquire::Wait`] with how long to wait, taking nothing.
     async fn timeout_for(&self, route: &str) -> StoreResult<Acquire>;
+
+    /// How many leases this store found expired so far (granted, then neither reported nor released within the
+    /// lease timeout: their callers crashed or lost them). On Redis, the count of every process sharing the
+    /// store. The default is 0 (a store that does not count; the conformance suite expects a count).
+    async fn leases_expired(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 #[async_trait]
@@ -332,5 +339,8 @@ impl<S: BucketStore + ?Sized> BucketStore for std::sync::Arc<S> {
     }
     async fn timeout_for(&self, route: &str) -> StoreResult<Acquire> {
         (**self).timeout_for(route).await
+    }
+    async fn leases_expired(&self) -> StoreResult<u64> {
+        (**self).leases_expired().await
     }
 }

@@ -5,13 +5,20 @@
 //! blocks are keys that expire, leases are scored by Redis `TIME`. Keys, under a prefix `P`:
 //! `P:b:KEY` (a bucket's hash), `P:w:KEY` (its window), `P:ra:KEY` (a Retry-After block), `P:l:KEY` (leases in
 //! flight), `P:p:KEY` (the pioneer), `P:map:ROUTE` (a learned mapping), `P:g:log`, `P:g:ra`, `P:g:lat` (the
-//! global limit), `P:seq` (lease ids). Every key but `P:seq` has a TTL. The scripts touch keys they derive, so this store is
-//! for a single Redis (or a primary with replicas), not Redis Cluster.
+//! global limit), `P:seq` (lease ids), `P:expired` (leases found expired). Every key but `P:seq` and `P:expired`
+//! has a TTL.
+//!
+//! `P` is the prefix given, in braces (`{myapp}`): a Redis Cluster hash tag, so every key of one store lives in
+//! one hash slot, and each script (which touches keys it derives) runs on the one node that holds them. The same
+//! keys serve a single Redis and a Redis Cluster ([`RedisBucketStore::connect_cluster`]); stores with different
+//! prefixes spread over the cluster's slots.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{FromRedisValue, Script};
 
 use super::{Acquire, BucketInfo, BucketStore, Lease, Report, StoreConfig, StoreError, StoreResult, bucket_key};
@@ -32,7 +39,7 @@ const PRELUDE: &str = include_str!("redis.lua.prelude");
 /// ```
 #[derive(Clone)]
 pub struct RedisBucketStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     config: StoreConfig,
     timeout: Duration,
@@ -40,6 +47,18 @@ pub struct RedisBucketStore {
     acquire: Script,
     record: Script,
     ops: Script,
+}
+
+/// A single Redis (reconnecting), or a Redis Cluster (following its slots).
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The hash-tagged prefix: `{prefix}` (`{upstream}` for an empty one, whose tag would not count).
+fn tagged(prefix: &str) -> String {
+    if prefix.is_empty() { "{upstream}".to_owned() } else { format!("{{{prefix}}}") }
 }
 
 impl std::fmt::Debug for RedisBucketStore {
@@ -90,16 +109,55 @@ impl RedisBucketStore {
             .await
             .map_err(|_| StoreError::Backend(format!("redis did not answer in {timeout:?}")))?
             .map_err(backend)?;
-        Ok(RedisBucketStore {
+        Ok(RedisBucketStore::over(Conn::Single(conn), prefix, config, timeout))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (`redis://host:port` of some of its nodes) belong to, keys under
+    /// `prefix` (hash-tagged: all in one slot), with a 1 s per-call timeout. Redirections (`MOVED`, `ASK`) and
+    /// failovers are followed within the timeout.
+    ///
+    /// ```no_run
+    /// use floodgate_upstream::store::{RedisBucketStore, StoreConfig};
+    ///
+    /// # async fn run() -> Result<(), floodgate_upstream::store::StoreError> {
+    /// let nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000", "redis://10.0.0.3:7000"];
+    /// let store = RedisBucketStore::connect_cluster(nodes, "myapp", StoreConfig::default()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_cluster<I, S>(nodes: I, prefix: &str, config: StoreConfig) -> StoreResult<RedisBucketStore>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let timeout = Duration::from_secs(1);
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(8)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()
+            .map_err(backend)?;
+        let conn = tokio::time::timeout(timeout, client.get_async_connection())
+            .await
+            .map_err(|_| StoreError::Backend(format!("redis cluster did not answer in {timeout:?}")))?
+            .map_err(backend)?;
+        Ok(RedisBucketStore::over(Conn::Cluster(conn), prefix, config, timeout))
+    }
+
+    fn over(conn: Conn, prefix: &str, config: StoreConfig, timeout: Duration) -> RedisBucketStore {
+        RedisBucketStore {
             conn,
-            prefix: prefix.to_owned(),
+            prefix: tagged(prefix),
             idle: config.mapping_ttl.max(Duration::from_secs(60)),
             config,
             timeout,
             acquire: Script::new(&format!("{PRELUDE}\n{}", include_str!("redis_acquire.lua"))),
             record: Script::new(&format!("{PRELUDE}\n{}", include_str!("redis_record.lua"))),
             ops: Script::new(&format!("{PRELUDE}\n{}", include_str!("redis_ops.lua"))),
-        })
+        }
     }
 
     /// Sets the per-call timeout (default 1 s).
@@ -115,12 +173,19 @@ impl RedisBucketStore {
 
     async fn call<T: FromRedisValue>(&self, script: &Script, args: &[String]) -> StoreResult<T> {
         let mut invocation = script.prepare_invoke();
+        // One key, in the store's slot, routes the script to the node that holds every key it derives.
+        invocation.key(format!("{}:seq", self.prefix));
         invocation.arg(&self.prefix);
         for a in args {
             invocation.arg(a);
         }
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+        let call = async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => invocation.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(backend),
             Err(_) => Err(StoreError::Backend(format!("redis did not answer in {:?}", self.timeout))),
         }
@@ -192,13 +257,23 @@ impl BucketStore for RedisBucketStore {
         let mut dropped = 0;
         // Bounded: at most 10 000 SCAN pages.
         for _ in 0..10_000 {
-            let mut conn = self.conn.clone();
             let cmd = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).clone();
-            let (next, keys): (u64, Vec<String>) =
-                match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-                    Ok(r) => r.map_err(backend)?,
-                    Err(_) => return Err(StoreError::Backend("redis SCAN timed out".to_owned())),
-                };
+            let scan = async {
+                match self.conn.clone() {
+                    Conn::Single(mut c) => cmd.query_async::<(u64, Vec<String>)>(&mut c).await,
+                    Conn::Cluster(mut c) => {
+                        // The store's keys are all in one slot: scan the primary that holds it.
+                        let slot = Route::with_key(head.as_bytes(), SlotAddr::Master);
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(slot));
+                        let value = c.route_command(cmd.clone(), routing).await?;
+                        redis::from_redis_value(value).map_err(redis::RedisError::from)
+                    }
+                }
+            };
+            let (next, keys): (u64, Vec<String>) = match tokio::time::timeout(self.timeout, scan).await {
+                Ok(r) => r.map_err(backend)?,
+                Err(_) => return Err(StoreError::Backend("redis SCAN timed out".to_owned())),
+            };
             for k in keys {
                 let Some(name) = k.strip_prefix(&head) else { continue };
                 let n: i64 = self.op("cleanup", name, micros(age).to_string(), String::new(), String::new()).await?;
@@ -210,6 +285,11 @@ impl BucketStore for RedisBucketStore {
             }
         }
         Ok(dropped)
+    }
+
+    async fn leases_expired(&self) -> StoreResult<u64> {
+        let n: i64 = self.op("expired", "", String::new(), String::new(), String::new()).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn timeout_for(&self, route: &str) -> StoreResult<Acquire> {

@@ -47,7 +47,8 @@ if not exempt and glimit > 0 then
 end
 local lk = P .. ':l:' .. key
 redis.call('ZADD', lk, now + lease_to, id)
-redis.call('PEXPIRE', lk, ms(lease_to) + 1000)
+-- Kept as long as the bucket, so that an expired lease is found (and counted) by the next call.
+redis.call('PEXPIRE', lk, math.max(ms(lease_to) + 1000, idle))
 if pioneer then
   redis.call('SET', P .. ':p:' .. key, id, 'PX', ms(lease_to))
 elseif not unlimited then

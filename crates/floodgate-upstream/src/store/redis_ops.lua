@@ -1,11 +1,16 @@
 -- ARGV: prefix, op, route-or-key, a, b, c, idle_ms
 -- op: lookup | update (a = remaining) | update_full (a = remaining, b = reset_after_us, c = latency_us)
 --     | release (route-or-key = lease key, a = lease id) | cleanup (route-or-key = bucket key, a = age_us)
+--     | expired (the count of leases found expired)
 local op, name, a, bb, c, idle = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 if op == 'release' then
   redis.call('ZREM', P .. ':l:' .. name, a)
   if redis.call('GET', P .. ':p:' .. name) == a then redis.call('DEL', P .. ':p:' .. name) end
   return 1
+end
+if op == 'expired' then
+  -- Leases found expired so far (each is counted when a call next settles its bucket).
+  return tonumber(redis.call('GET', P .. ':expired') or '0')
 end
 if op == 'cleanup' then
   local b = P .. ':b:' .. name

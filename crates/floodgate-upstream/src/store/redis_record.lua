@@ -28,7 +28,12 @@ if retry_after ~= '' then
 end
 local inflight, known = settle(key)
 if limit ~= '' then redis.call('HSET', b, 'limit', limit) end
-if remaining ~= '' then
+-- An answer to a request granted before the current window was recorded is late: the window it counts in (if
+-- not an earlier one) already counted that request in flight, so its remaining must not refill.
+local late = known and lease_id ~= '' and tonumber(lease_id) <= tonumber(redis.call('HGET', b, 'wseq') or '0')
+if remaining ~= '' and late then
+  -- Nothing to record: the lease is handed back above.
+elseif remaining ~= '' then
   local rem = tonumber(remaining)
   local wk = P .. ':w:' .. key
   local old = redis.call('PTTL', wk)
@@ -43,7 +48,7 @@ if remaining ~= '' then
     redis.call('HSET', b, 'remaining', math.min(cur, rem))
     if new and new > old then redis.call('PEXPIRE', wk, new) end
   else
-    redis.call('HSET', b, 'remaining', math.max(0, rem - inflight))
+    redis.call('HSET', b, 'remaining', math.max(0, rem - inflight), 'wseq', redis.call('GET', P .. ':seq') or 0)
     if new then
       redis.call('SET', wk, 1, 'PX', new)
       redis.call('HSET', b, 'windowed', 1)
