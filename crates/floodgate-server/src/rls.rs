@@ -104,7 +104,9 @@ impl Rls {
         RateLimitServiceServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// Answers one request (what the gRPC method does, callable without gRPC).
+    /// Answers one request (what the gRPC method does, callable without gRPC), as a pipeline of stages:
+    /// validate, match each descriptor to its limits, hit the enforced limits as one batch, judge each
+    /// descriptor (one by one where it is not batched), record the per-rule metrics, answer.
     pub async fn decide(&self, req: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
         let state = &*self.state;
         if let Err(msg) = validate(req) {
@@ -112,249 +114,343 @@ impl Rls {
             return Err(Status::invalid_argument(msg));
         }
         let config = state.config();
-        let Some(domain) = config.domain(&req.domain) else {
-            state.metrics.unknown_domain.fetch_add(1, Relaxed);
-            tracing::debug!(domain = %clip(&req.domain), "RLS request for an unknown domain");
-            if state.strict_domains {
-                return Err(Status::not_found(format!("unknown domain {:?}", clip(&req.domain))));
-            }
-            let ok = DescriptorStatus { code: Code::Ok as i32, ..Default::default() };
-            return Ok(RateLimitResponse {
-                overall_code: Code::Ok as i32,
-                statuses: vec![ok; req.descriptors.len()],
-                ..Default::default()
-            });
-        };
-        let request_addend = if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) };
-        let mut statuses = Vec::with_capacity(req.descriptors.len());
-        // Over, counting descriptors not in quota mode only.
-        let mut over_strict = false;
-        // Quota-mode descriptors, and the indices of those over their limit.
-        let mut quota_descriptors = 0usize;
-        let mut quota_violations: Vec<usize> = Vec::new();
-        // (remaining, index, window, limit per window) of the tightest limit, for the response headers.
-        let mut tightest: Option<(u32, usize, Duration, u32)> = None;
-        let mut matches: Vec<_> = req
-            .descriptors
-            .iter()
-            .map(|desc| {
-                if let Some(o) = &desc.limit {
-                    return override_limit(&req.domain, o).map(|l| Some((Cow::Owned(l), None)));
-                }
-                let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
-                Ok(domain.find_match(entries).and_then(|m| Some((Cow::Borrowed(m.rule.rate_limit.as_ref()?), Some(m)))))
-            })
-            .collect::<Result<_, Status>>()
-            .inspect_err(|_| {
-                state.metrics.invalid_requests.fetch_add(1, Relaxed);
-            })?;
+        let Some(domain) = config.domain(&req.domain) else { return unknown_domain(state, req) };
+        let mut matches = match_descriptors(req, domain).inspect_err(|_| {
+            state.metrics.invalid_requests.fetch_add(1, Relaxed);
+        })?;
         drop_replaced(&mut matches);
-        // Default counting: the enforced limits of the whole request (not shadow, not quota mode) are hit as one
-        // batch, all or nothing on stores that can: a denied request consumes nothing (the reference counts every
-        // descriptor, and with --reference-counting so do we, below, one by one).
-        // Per descriptor, the decisions of its batched limits, in order.
-        let mut batched: Vec<Vec<floodgate::Decision>> = vec![Vec::new(); req.descriptors.len()];
-        // Under the global shadow switch every request passes, so each limit counts on its own, as before.
-        let batching = !state.reference_counting && !state.global_shadow_mode;
-        let in_batch = |rule: Option<&Rule>| batching && !rule.is_some_and(|r| r.shadow_mode || r.quota_mode);
-        if batching {
-            // (descriptor, its counter id in `ids`, policy, cost) of every batched limit.
-            let mut ids: Vec<Vec<u8>> = Vec::new();
-            let mut owned: Vec<(usize, usize, &Policy, u64)> = Vec::new();
-            let mut deny_all = false;
-            for (di, (desc, found)) in req.descriptors.iter().zip(&matches).enumerate() {
-                let Some(found) = found else { continue };
-                let m = &found.1;
-                if !in_batch(m.as_ref().map(|m| m.rule)) {
-                    continue;
-                }
-                let cost = descriptor_cost(desc, request_addend);
-                // The descriptor's counter id, made once for all its limits.
-                let mut id = None;
-                for limit in descriptor_limits(found) {
-                    match &limit.kind {
-                        LimitKind::Limited(policy) => {
-                            let id = *id.get_or_insert_with(|| {
-                                ids.push(counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared)));
-                                ids.len() - 1
-                            });
-                            owned.push((di, id, policy, cost));
-                        }
-                        LimitKind::DenyAll => deny_all = true,
-                        LimitKind::Unlimited => {}
-                    }
-                }
-            }
-            // A limit of 0 denies the request whatever the others say: then they are only checked.
-            let hits: Vec<floodgate::Hit<'_>> = owned
-                .iter()
-                .map(|&(_, id, policy, cost)| floodgate::Hit {
-                    id: &ids[id],
-                    policy,
-                    cost: if deny_all { 0 } else { cost },
-                })
-                .collect();
-            if !hits.is_empty() {
-                let ds = state.hit_all(&hits).await.map_err(|e| {
-                    if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
-                        tracing::warn!(error = %e, domain = %clip(&req.domain), suppressed, "store failed");
-                    }
-                    Status::unavailable(format!("store failed: {e}"))
-                })?;
-                for ((di, ..), d) in owned.iter().zip(ds) {
-                    batched[*di].push(d);
-                }
-            }
-        }
-        // The `metadata` of the rules whose descriptors are under their limit, for the dynamic metadata.
-        let mut passed_metadata = Vec::new();
-        for (di, (desc, found)) in req.descriptors.iter().zip(matches).enumerate() {
-            let mut mine = std::mem::take(&mut batched[di]).into_iter();
+        let call = Call {
+            state,
+            req,
+            domain,
+            request_addend: if req.hits_addend == 0 { 1 } else { u64::from(req.hits_addend) },
+            // Under the global shadow switch every request passes, so each limit counts on its own.
+            batching: !state.reference_counting && !state.global_shadow_mode,
+        };
+        let mut batched = call.hit_batch(&matches).await?;
+        let mut tally = Tally::with_capacity(req.descriptors.len());
+        for ((desc, found), mine) in req.descriptors.iter().zip(&matches).zip(&mut batched) {
             let Some(found) = found else {
-                statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+                tally.unmatched();
                 continue;
             };
-            let (limit, m) = &found;
-            let rule = m.as_ref().map(|m| m.rule);
-            let shadow = rule.is_some_and(|r| r.shadow_mode);
-            let quota = rule.is_some_and(|r| r.quota_mode) && !matches!(limit.kind, LimitKind::Unlimited);
-            let denied_code = if shadow { Code::Ok } else { Code::OverLimit };
-            let cost = descriptor_cost(desc, request_addend);
-            // The limit reported: the first that denies, else the least remaining.
-            let mut chosen: Option<Chosen> = None;
-            for limit in descriptor_limits(&found) {
-                let (status, denied, capacity) = match &limit.kind {
-                    LimitKind::Unlimited => (
-                        DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() },
-                        false,
-                        None,
-                    ),
-                    LimitKind::DenyAll => {
-                        let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
-                        count_denied(domain, shadow);
-                        (
-                            DescriptorStatus {
-                                code: denied_code as i32,
-                                current_limit: Some(current_limit(limit)),
-                                limit_remaining: 0,
-                                duration_until_reset: Some(proto_duration(until_window_end(window))),
-                                quota: None,
-                            },
-                            true,
-                            Some(0),
-                        )
-                    }
-                    LimitKind::Limited(policy) => {
-                        let d = if in_batch(rule) {
-                            mine.next().ok_or_else(|| {
-                                floodgate::StoreError::Backend("the store answered fewer decisions than hits".into())
-                            })
-                        } else {
-                            let id = counter_id_shared(&req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
-                            if state.reference_counting {
-                                state.inc(&id, policy, cost).await
-                            } else {
-                                state.hit(&id, policy, cost).await
-                            }
-                        };
-                        let d = d.map_err(|e| {
-                            let rule = rule.map_or("<limit override>", |r| &r.path);
-                            if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
-                                tracing::warn!(error = %e, domain = %clip(&req.domain), rule, suppressed, "store failed");
-                            }
-                            Status::unavailable(format!("store failed: {e}"))
-                        })?;
-                        if d.allowed {
-                            domain.counters.allowed.fetch_add(1, Relaxed);
-                        } else {
-                            count_denied(domain, shadow);
-                        }
-                        (
-                            DescriptorStatus {
-                                code: if d.allowed { Code::Ok } else { denied_code } as i32,
-                                current_limit: Some(current_limit(limit)),
-                                limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
-                                duration_until_reset: Some(proto_duration(until_reset(&d, limit.window))),
-                                quota: None,
-                            },
-                            !d.allowed,
-                            Some(policy.capacity()),
-                        )
-                    }
-                };
-                let better =
-                    chosen.as_ref().is_none_or(|c| denied || status.limit_remaining < c.status.limit_remaining);
-                if better {
-                    let per_window = limit.requests_per_unit;
-                    chosen = Some(Chosen { status, window: limit.window, denied, capacity, per_window });
-                }
-                if denied {
-                    break;
-                }
-            }
-            let Some(c) = chosen else {
-                statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+            let rule = found.1.as_ref().map(|m| m.rule);
+            let Some(chosen) = call.judge(desc, found, std::mem::take(mine)).await? else {
+                tally.unmatched();
                 continue;
             };
-            if let Some(capacity) = c.capacity {
-                let used_after_or_now = capacity.saturating_sub(u64::from(c.status.limit_remaining));
-                let consumed = !c.denied || state.reference_counting;
-                let used_before = if consumed { used_after_or_now.saturating_sub(cost) } else { used_after_or_now };
-                let (key, from_request) = match rule {
-                    Some(r) => domain.metric_key(desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())), r),
-                    None => (override_metric_key(&req.domain, desc), true),
-                };
-                domain.counters.rule(&sanitize_stat_key(&key), from_request).record(
-                    cost,
-                    capacity,
-                    used_before,
-                    !c.denied,
-                    shadow,
-                    state.near_limit_ratio,
-                );
-            }
-            let index = statuses.len();
-            let is_over = c.status.code == Code::OverLimit as i32;
-            if quota {
-                quota_descriptors += 1;
-                if is_over {
-                    quota_violations.push(index);
-                }
-            } else {
-                over_strict |= is_over;
-            }
-            if !is_over && let Some(md) = rule.and_then(|r| r.metadata.as_ref()) {
-                passed_metadata.push(md.clone());
-            }
-            if c.status.current_limit.is_some() && tightest.is_none_or(|(r, ..)| c.status.limit_remaining < r) {
-                tightest = Some((c.status.limit_remaining, index, c.window, c.per_window));
-            }
-            statuses.push(c.status);
+            call.record_rule_metrics(desc, rule, &chosen);
+            let quota = rule.is_some_and(|r| r.quota_mode) && !matches!(found.0.kind, LimitKind::Unlimited);
+            tally.add(chosen, rule, quota);
         }
-        // As the reference (quota_mode): over if a descriptor not in quota mode is over, or if every quota-mode
-        // descriptor is.
-        let mut over = over_strict || (quota_descriptors > 0 && quota_violations.len() == quota_descriptors);
+        Ok(tally.answer(state, req, domain))
+    }
+}
+
+/// A descriptor's match: the limit that applies (the rule's, or the request's override) and the rule matched.
+type Found<'a> = Option<(Cow<'a, RateLimit>, Option<Match<'a>>)>;
+
+/// The answer to a request for a domain that is not configured: `OK` for every descriptor, as the reference
+/// does, or `NOT_FOUND` with `--strict-domains`.
+fn unknown_domain(state: &AppState, req: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
+    state.metrics.unknown_domain.fetch_add(1, Relaxed);
+    tracing::debug!(domain = %clip(&req.domain), "RLS request for an unknown domain");
+    if state.strict_domains {
+        return Err(Status::not_found(format!("unknown domain {:?}", clip(&req.domain))));
+    }
+    let ok = DescriptorStatus { code: Code::Ok as i32, ..Default::default() };
+    Ok(RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![ok; req.descriptors.len()],
+        ..Default::default()
+    })
+}
+
+/// Each descriptor's limit: its `limit` override, else the domain's matching rule's (`None`: no limit applies).
+fn match_descriptors<'a>(
+    req: &'a RateLimitRequest,
+    domain: &'a crate::config::Domain,
+) -> Result<Vec<Found<'a>>, Status> {
+    req.descriptors
+        .iter()
+        .map(|desc| {
+            if let Some(o) = &desc.limit {
+                return override_limit(&req.domain, o).map(|l| Some((Cow::Owned(l), None)));
+            }
+            let entries = desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
+            Ok(domain.find_match(entries).and_then(|m| Some((Cow::Borrowed(m.rule.rate_limit.as_ref()?), Some(m)))))
+        })
+        .collect()
+}
+
+/// A store failure, logged (at most once a second) and answered `UNAVAILABLE`.
+fn store_failed(domain: &str, rule: Option<&str>, e: &floodgate::StoreError) -> Status {
+    if let Some(suppressed) = crate::state::STORE_FAILURE_LOG.allow() {
+        tracing::warn!(error = %e, domain = %clip(domain), rule, suppressed, "store failed");
+    }
+    Status::unavailable(format!("store failed: {e}"))
+}
+
+/// One request being decided.
+struct Call<'a> {
+    state: &'a AppState,
+    req: &'a RateLimitRequest,
+    domain: &'a crate::config::Domain,
+    /// The request's `hits_addend` (0 means 1).
+    request_addend: u64,
+    /// Whether the enforced limits are hit as one batch (not with `--reference-counting` or `--shadow-mode`).
+    batching: bool,
+}
+
+impl Call<'_> {
+    /// Whether a limit of `rule` goes in the batch: not in shadow or quota mode, which never deny the request
+    /// by themselves and so count on their own.
+    fn in_batch(&self, rule: Option<&Rule>) -> bool {
+        self.batching && !rule.is_some_and(|r| r.shadow_mode || r.quota_mode)
+    }
+
+    /// Hits the enforced limits of the whole request as one batch, all or nothing on stores that can (a denied
+    /// request consumes nothing). Per descriptor, the decisions of its batched limits, in order. A limit of 0
+    /// denies the request whatever the others say: then they are only checked (cost 0).
+    async fn hit_batch(&self, matches: &[Found<'_>]) -> Result<Vec<Vec<floodgate::Decision>>, Status> {
+        let mut batched: Vec<Vec<floodgate::Decision>> = vec![Vec::new(); matches.len()];
+        if !self.batching {
+            return Ok(batched);
+        }
+        // The counter ids, one per descriptor; (descriptor, its id in `ids`, policy, cost) per limit.
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut planned: Vec<(usize, usize, &Policy, u64)> = Vec::new();
+        let mut deny_all = false;
+        for (di, (desc, found)) in self.req.descriptors.iter().zip(matches).enumerate() {
+            let Some(found) = found else { continue };
+            let m = &found.1;
+            if !self.in_batch(m.as_ref().map(|m| m.rule)) {
+                continue;
+            }
+            let cost = descriptor_cost(desc, self.request_addend);
+            let mut id = None;
+            for limit in descriptor_limits(found) {
+                match &limit.kind {
+                    LimitKind::Limited(policy) => {
+                        let id = *id.get_or_insert_with(|| {
+                            ids.push(counter_id_shared(&self.req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared)));
+                            ids.len() - 1
+                        });
+                        planned.push((di, id, policy, cost));
+                    }
+                    LimitKind::DenyAll => deny_all = true,
+                    LimitKind::Unlimited => {}
+                }
+            }
+        }
+        if planned.is_empty() {
+            return Ok(batched);
+        }
+        let hits: Vec<floodgate::Hit<'_>> = planned
+            .iter()
+            .map(|&(_, id, policy, cost)| floodgate::Hit {
+                id: &ids[id],
+                policy,
+                cost: if deny_all { 0 } else { cost },
+            })
+            .collect();
+        let decisions = self.state.hit_all(&hits).await.map_err(|e| store_failed(&self.req.domain, None, &e))?;
+        for ((di, ..), d) in planned.iter().zip(decisions) {
+            batched[*di].push(d);
+        }
+        Ok(batched)
+    }
+
+    /// Judges one matched descriptor by its limits in order (stopping at the first that denies): the limit to
+    /// report is the first that denies, else the one with the least remaining. `mine`: its batched decisions.
+    async fn judge(
+        &self,
+        desc: &RateLimitDescriptor,
+        found: &(Cow<'_, RateLimit>, Option<Match<'_>>),
+        mine: Vec<floodgate::Decision>,
+    ) -> Result<Option<Chosen>, Status> {
+        let mut mine = mine.into_iter();
+        let rule = found.1.as_ref().map(|m| m.rule);
+        let shadow = rule.is_some_and(|r| r.shadow_mode);
+        let mut chosen: Option<Chosen> = None;
+        for limit in descriptor_limits(found) {
+            let (status, denied, capacity) = match &limit.kind {
+                LimitKind::Unlimited => (
+                    DescriptorStatus { code: Code::Ok as i32, limit_remaining: u32::MAX, ..Default::default() },
+                    false,
+                    None,
+                ),
+                LimitKind::DenyAll => {
+                    count_denied(self.domain, shadow);
+                    (self.deny_all_status(limit, shadow), true, Some(0))
+                }
+                LimitKind::Limited(policy) => {
+                    let batched = if self.in_batch(rule) { mine.next() } else { None };
+                    let d = self.decision(desc, found, policy, batched).await?;
+                    if d.allowed {
+                        self.domain.counters.allowed.fetch_add(1, Relaxed);
+                    } else {
+                        count_denied(self.domain, shadow);
+                    }
+                    let code = if d.allowed || shadow { Code::Ok } else { Code::OverLimit };
+                    let status = DescriptorStatus {
+                        code: code as i32,
+                        current_limit: Some(current_limit(limit)),
+                        limit_remaining: u32::try_from(d.remaining).unwrap_or(u32::MAX),
+                        duration_until_reset: Some(proto_duration(until_reset(&d, limit.window))),
+                        quota: None,
+                    };
+                    (status, !d.allowed, Some(policy.capacity()))
+                }
+            };
+            if chosen.as_ref().is_none_or(|c| denied || status.limit_remaining < c.status.limit_remaining) {
+                let per_window = limit.requests_per_unit;
+                chosen = Some(Chosen { status, window: limit.window, denied, capacity, per_window });
+            }
+            if denied {
+                break;
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// The status of a `requests_per_unit: 0` limit: over (or `OK` in shadow mode), nothing left.
+    fn deny_all_status(&self, limit: &RateLimit, shadow: bool) -> DescriptorStatus {
+        let window = if limit.window.is_zero() { Duration::from_secs(1) } else { limit.window };
+        DescriptorStatus {
+            code: if shadow { Code::Ok } else { Code::OverLimit } as i32,
+            current_limit: Some(current_limit(limit)),
+            limit_remaining: 0,
+            duration_until_reset: Some(proto_duration(until_window_end(window))),
+            quota: None,
+        }
+    }
+
+    /// A limit's decision: its batched one, or a hit of its own now (an `inc` with `--reference-counting`).
+    async fn decision(
+        &self,
+        desc: &RateLimitDescriptor,
+        (_, m): &(Cow<'_, RateLimit>, Option<Match<'_>>),
+        policy: &Policy,
+        batched: Option<floodgate::Decision>,
+    ) -> Result<floodgate::Decision, Status> {
+        let rule = m.as_ref().map(|m| m.rule);
+        let d = if self.in_batch(rule) {
+            batched.ok_or_else(|| floodgate::StoreError::Backend("the store answered fewer decisions than hits".into()))
+        } else {
+            let id = counter_id_shared(&self.req.domain, desc, m.as_ref().map_or(&[], |m| &m.shared));
+            let cost = descriptor_cost(desc, self.request_addend);
+            if self.state.reference_counting {
+                self.state.inc(&id, policy, cost).await
+            } else {
+                self.state.hit(&id, policy, cost).await
+            }
+        };
+        d.map_err(|e| store_failed(&self.req.domain, Some(rule.map_or("<limit override>", |r| &r.path)), &e))
+    }
+
+    /// Counts the descriptor under its rule's stats key (the reference's `total_hits`, `within_limit`,
+    /// `near_limit`, `over_limit`, `shadow_mode`); unlimited descriptors are not counted, as in the reference.
+    fn record_rule_metrics(&self, desc: &RateLimitDescriptor, rule: Option<&Rule>, c: &Chosen) {
+        let Some(capacity) = c.capacity else { return };
+        let cost = descriptor_cost(desc, self.request_addend);
+        let used_after_or_now = capacity.saturating_sub(u64::from(c.status.limit_remaining));
+        let consumed = !c.denied || self.state.reference_counting;
+        let used_before = if consumed { used_after_or_now.saturating_sub(cost) } else { used_after_or_now };
+        let (key, from_request) = match rule {
+            Some(r) => self.domain.metric_key(desc.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())), r),
+            None => (override_metric_key(&self.req.domain, desc), true),
+        };
+        let shadow = rule.is_some_and(|r| r.shadow_mode);
+        self.domain.counters.rule(&sanitize_stat_key(&key), from_request).record(
+            cost,
+            capacity,
+            used_before,
+            !c.denied,
+            shadow,
+            self.state.near_limit_ratio,
+        );
+    }
+}
+
+/// The statuses of a request so far, and what its answer needs from them.
+struct Tally {
+    statuses: Vec<DescriptorStatus>,
+    /// Over, counting descriptors not in quota mode only.
+    over_strict: bool,
+    /// Quota-mode descriptors, and the indices of those over their limit.
+    quota_descriptors: usize,
+    quota_violations: Vec<usize>,
+    /// (remaining, index, window, limit per window) of the tightest limit, for the response headers.
+    tightest: Option<(u32, usize, Duration, u32)>,
+    /// The `metadata` of the rules whose descriptors are under their limit, for the dynamic metadata.
+    passed_metadata: Vec<Arc<serde_json::Map<String, serde_json::Value>>>,
+}
+
+impl Tally {
+    fn with_capacity(n: usize) -> Self {
+        Tally {
+            statuses: Vec::with_capacity(n),
+            over_strict: false,
+            quota_descriptors: 0,
+            quota_violations: Vec::new(),
+            tightest: None,
+            passed_metadata: Vec::new(),
+        }
+    }
+
+    /// A descriptor no limit applies to: `OK`, no `current_limit`.
+    fn unmatched(&mut self) {
+        self.statuses.push(DescriptorStatus { code: Code::Ok as i32, ..Default::default() });
+    }
+
+    fn add(&mut self, c: Chosen, rule: Option<&Rule>, quota: bool) {
+        let index = self.statuses.len();
+        let is_over = c.status.code == Code::OverLimit as i32;
+        if quota {
+            self.quota_descriptors += 1;
+            if is_over {
+                self.quota_violations.push(index);
+            }
+        } else {
+            self.over_strict |= is_over;
+        }
+        if !is_over && let Some(md) = rule.and_then(|r| r.metadata.as_ref()) {
+            self.passed_metadata.push(md.clone());
+        }
+        if c.status.current_limit.is_some() && self.tightest.is_none_or(|(r, ..)| c.status.limit_remaining < r) {
+            self.tightest = Some((c.status.limit_remaining, index, c.window, c.per_window));
+        }
+        self.statuses.push(c.status);
+    }
+
+    /// The answer: the overall code (as the reference's `quota_mode`: over if a descriptor not in quota mode is
+    /// over, or if every quota-mode descriptor is; always `OK` under `--shadow-mode`), the response headers of
+    /// the tightest limit, and the dynamic metadata when asked for.
+    fn answer(self, state: &AppState, req: &RateLimitRequest, domain: &crate::config::Domain) -> RateLimitResponse {
+        let quota_over = self.quota_descriptors > 0 && self.quota_violations.len() == self.quota_descriptors;
+        let mut over = self.over_strict || quota_over;
         if over { &domain.counters.requests_over } else { &domain.counters.requests_ok }.fetch_add(1, Relaxed);
         if over && state.global_shadow_mode {
             state.metrics.global_shadow.fetch_add(1, Relaxed);
             over = false;
         }
-        let response_headers_to_add = match tightest {
+        let response_headers_to_add = match self.tightest {
             Some((_, i, window, per_window)) => {
-                rate_limit_headers(state.response_headers, &statuses[i], window, per_window)
+                rate_limit_headers(state.response_headers, &self.statuses[i], window, per_window)
             }
             None => Vec::new(),
         };
         let dynamic_metadata = state
             .response_dynamic_metadata
-            .then(|| dynamic_metadata(req, quota_descriptors > 0, &quota_violations, &passed_metadata));
-        Ok(RateLimitResponse {
+            .then(|| dynamic_metadata(req, self.quota_descriptors > 0, &self.quota_violations, &self.passed_metadata));
+        RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
-            statuses,
+            statuses: self.statuses,
             response_headers_to_add,
             dynamic_metadata,
             ..Default::default()
-        })
+        }
     }
 }
 
