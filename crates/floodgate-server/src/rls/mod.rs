@@ -78,6 +78,13 @@ use crate::metrics::sanitize_stat_key;
 use crate::state::{AppState, ResponseHeaders};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 
+mod answer;
+mod request;
+
+use answer::*;
+pub use request::{counter_id, counter_id_shared};
+use request::{override_limit, override_metric_key, validate};
+
 /// The most descriptors one request may carry.
 pub const MAX_DESCRIPTORS: usize = 256;
 /// The most entries one descriptor may carry.
@@ -484,83 +491,6 @@ struct Chosen {
     per_window: u32,
 }
 
-/// The reference's stats key of a limit override: the domain, then each entry's `key_value` (`key` when the
-/// value is empty), joined with `.`.
-fn override_metric_key(domain: &str, desc: &RateLimitDescriptor) -> String {
-    let mut key = String::from(domain);
-    for e in &desc.entries {
-        key.push('.');
-        key.push_str(&e.key);
-        if !e.value.is_empty() {
-            key.push('_');
-            key.push_str(&e.value);
-        }
-    }
-    key
-}
-
-/// The response's dynamic metadata (`--response-dynamic-metadata`, the reference's
-/// `RESPONSE_DYNAMIC_METADATA`): `domain`, `descriptors` (`[{entries: ["key=value", ...]}]`), `hitsAddend`
-/// (when set), `quotaModeEnabled`, `quotaModeViolations` (indices of the quota-mode descriptors over their
-/// limit, when any), then the `metadata` of every rule whose descriptor is under its limit, merged in request
-/// order (a later rule's key replaces an earlier one's; the keys above are never replaced).
-fn dynamic_metadata(
-    req: &RateLimitRequest,
-    quota_mode: bool,
-    violations: &[usize],
-    passed: &[Arc<serde_json::Map<String, serde_json::Value>>],
-) -> protobuf::Struct {
-    use protobuf::value::Kind;
-    let string = |s: String| protobuf::Value { kind: Some(Kind::StringValue(s)) };
-    let number = |n: f64| protobuf::Value { kind: Some(Kind::NumberValue(n)) };
-    let list =
-        |values: Vec<protobuf::Value>| protobuf::Value { kind: Some(Kind::ListValue(protobuf::ListValue { values })) };
-    let mut fields = std::collections::HashMap::new();
-    for md in passed {
-        for (k, v) in md.iter() {
-            fields.insert(k.clone(), json_to_proto(v));
-        }
-    }
-    fields.insert("domain".to_owned(), string(req.domain.clone()));
-    let descriptors = req
-        .descriptors
-        .iter()
-        .map(|d| {
-            let entries = d.entries.iter().map(|e| string(format!("{}={}", e.key, e.value))).collect();
-            let mut f = std::collections::HashMap::new();
-            f.insert("entries".to_owned(), list(entries));
-            protobuf::Value { kind: Some(Kind::StructValue(protobuf::Struct { fields: f })) }
-        })
-        .collect();
-    fields.insert("descriptors".to_owned(), list(descriptors));
-    if req.hits_addend != 0 {
-        fields.insert("hitsAddend".to_owned(), number(f64::from(req.hits_addend)));
-    }
-    fields.insert("quotaModeEnabled".to_owned(), protobuf::Value { kind: Some(Kind::BoolValue(quota_mode)) });
-    if !violations.is_empty() {
-        let v = violations.iter().map(|i| number(*i as f64)).collect();
-        fields.insert("quotaModeViolations".to_owned(), list(v));
-    }
-    protobuf::Struct { fields }
-}
-
-/// A JSON value as a `google.protobuf.Value`.
-fn json_to_proto(v: &serde_json::Value) -> protobuf::Value {
-    use protobuf::value::Kind;
-    use serde_json::Value as J;
-    let kind = match v {
-        J::Null => Kind::NullValue(0),
-        J::Bool(b) => Kind::BoolValue(*b),
-        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        J::String(s) => Kind::StringValue(s.clone()),
-        J::Array(a) => Kind::ListValue(protobuf::ListValue { values: a.iter().map(json_to_proto).collect() }),
-        J::Object(o) => Kind::StructValue(protobuf::Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), json_to_proto(v))).collect(),
-        }),
-    };
-    protobuf::Value { kind: Some(kind) }
-}
-
 /// `replaces`: a named limit is dropped (the descriptor answers as if no rule matched) when another limit
 /// matched by the same request lists its name in `replaces`.
 fn drop_replaced(matches: &mut [Option<(Cow<'_, RateLimit>, Option<Match<'_>>)>]) {
@@ -572,84 +502,6 @@ fn drop_replaced(matches: &mut [Option<(Cow<'_, RateLimit>, Option<Match<'_>>)>]
     for found in matches.iter_mut() {
         if found.as_ref().is_some_and(|(limit, _)| !limit.name.is_empty() && replaced.contains(&limit.name)) {
             *found = None;
-        }
-    }
-}
-
-/// The limit of a descriptor's `limit` override: a fixed window of `requests_per_unit` per `unit`, counted on
-/// the descriptor's own counter (its actual values), never in shadow mode, named `""` and replacing nothing.
-fn override_limit(domain: &str, o: &RateLimitOverride) -> Result<RateLimit, Status> {
-    let unit = match RateLimitUnit::try_from(o.unit) {
-        Ok(RateLimitUnit::Second) => Unit::Second,
-        Ok(RateLimitUnit::Minute) => Unit::Minute,
-        Ok(RateLimitUnit::Hour) => Unit::Hour,
-        Ok(RateLimitUnit::Day) => Unit::Day,
-        Ok(RateLimitUnit::Month) => Unit::Month,
-        Ok(RateLimitUnit::Year) => Unit::Year,
-        _ => return Err(Status::invalid_argument(format!("limit override with an unknown unit ({})", o.unit))),
-    };
-    let kind = if o.requests_per_unit == 0 {
-        LimitKind::DenyAll
-    } else {
-        // A name no config path can produce (NUL), so the override's state is its own, per unit.
-        let name = rule_policy_name(domain, &format!("\u{0}override/{}", unit.name()));
-        let policy = Policy::new(Algorithm::FixedWindow, u64::from(o.requests_per_unit), unit.window())
-            .and_then(|p| p.named(name))
-            .map_err(|e| Status::invalid_argument(format!("limit override: {e}")))?;
-        LimitKind::Limited(policy)
-    };
-    Ok(RateLimit {
-        name: Arc::from(""),
-        unit: Some(unit),
-        window: unit.window(),
-        requests_per_unit: o.requests_per_unit,
-        report_unit: Some(unit),
-        report_requests_per_unit: o.requests_per_unit,
-        algorithm: Algorithm::FixedWindow,
-        replaces: Vec::new(),
-        kind,
-    })
-}
-
-/// The rate-limit headers describing `status` (the request's tightest limit) in the `style` asked for.
-/// `quota` is the limit per `window` (the `current_limit` may be scaled to a whole unit).
-fn rate_limit_headers(
-    style: ResponseHeaders,
-    status: &DescriptorStatus,
-    window: Duration,
-    quota: u32,
-) -> Vec<HeaderValue> {
-    let Some(limit) = &status.current_limit else { return Vec::new() };
-    let reset = status.duration_until_reset.map_or(0, |d| {
-        let secs = u64::try_from(d.seconds).unwrap_or(0);
-        if d.nanos > 0 { secs + 1 } else { secs }
-    });
-    let remaining = status.limit_remaining;
-    let header = |key: &str, value: String| HeaderValue { key: key.into(), value, ..Default::default() };
-    let three = |prefix: &str| {
-        vec![
-            header(&format!("{prefix}Limit"), quota.to_string()),
-            header(&format!("{prefix}Remaining"), remaining.to_string()),
-            header(&format!("{prefix}Reset"), reset.to_string()),
-        ]
-    };
-    match style {
-        ResponseHeaders::Off => Vec::new(),
-        ResponseHeaders::Draft => three("RateLimit-"),
-        ResponseHeaders::XRateLimit => three("X-RateLimit-"),
-        ResponseHeaders::Ietf => {
-            let name = if limit.name.is_empty() { "default" } else { &limit.name };
-            // An sf-string holds printable ASCII only, with `"` and `\` escaped.
-            let name: String = name
-                .chars()
-                .filter(|c| (' '..='~').contains(c))
-                .flat_map(|c| if c == '"' || c == '\\' { vec!['\\', c] } else { vec![c] })
-                .collect();
-            let w = window.as_secs().max(1);
-            vec![
-                header("RateLimit-Policy", format!("\"{name}\";q={quota};w={w}")),
-                header("RateLimit", format!("\"{name}\";r={remaining};t={reset}")),
-            ]
         }
     }
 }
@@ -666,113 +518,6 @@ impl RateLimitService for Rls {
     ) -> Result<Response<RateLimitResponse>, Status> {
         self.decide(request.get_ref()).await.map(Response::new)
     }
-}
-
-fn validate(req: &RateLimitRequest) -> Result<(), String> {
-    if req.domain.is_empty() {
-        return Err("domain must not be empty".into());
-    }
-    if req.domain.len() > 1024 {
-        return Err("domain is longer than 1024 bytes".into());
-    }
-    if req.descriptors.is_empty() {
-        return Err("descriptors must not be empty".into());
-    }
-    if req.descriptors.len() > MAX_DESCRIPTORS {
-        return Err(format!("more than {MAX_DESCRIPTORS} descriptors"));
-    }
-    for (i, d) in req.descriptors.iter().enumerate() {
-        if d.entries.is_empty() {
-            return Err(format!("descriptors[{i}] has no entries"));
-        }
-        if d.entries.len() > MAX_ENTRIES {
-            return Err(format!("descriptors[{i}] has more than {MAX_ENTRIES} entries"));
-        }
-        let bytes: usize = d.entries.iter().map(|e| e.key.len() + e.value.len()).sum();
-        if bytes > MAX_DESCRIPTOR_BYTES {
-            return Err(format!("descriptors[{i}] holds more than {MAX_DESCRIPTOR_BYTES} bytes of keys and values"));
-        }
-    }
-    Ok(())
-}
-
-/// The counter id of a descriptor: the domain, then each entry's key and value, each prefixed by its length
-/// (u32, big-endian), so no two different descriptors share a counter.
-///
-/// ```
-/// use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry};
-/// use floodgate_server::rls::counter_id;
-/// let d = |k: &str, v: &str| RateLimitDescriptor {
-///     entries: vec![Entry { key: k.into(), value: v.into() }],
-///     ..Default::default()
-/// };
-/// assert_ne!(counter_id("a", &d("b", "c")), counter_id("ab", &d("", "c")));
-/// ```
-pub fn counter_id(domain: &str, desc: &RateLimitDescriptor) -> Vec<u8> {
-    counter_id_shared(domain, desc, &[])
-}
-
-/// [`counter_id`], with the value of each entry listed in `shared` (`(index, pattern)`, ascending) replaced by
-/// its pattern: the counter of a wildcard rule with `share_threshold: true`.
-pub fn counter_id_shared(domain: &str, desc: &RateLimitDescriptor, shared: &[(usize, &str)]) -> Vec<u8> {
-    let len: usize = desc.entries.iter().map(|e| e.key.len() + e.value.len() + 8).sum::<usize>() + domain.len() + 4;
-    let mut id = Vec::with_capacity(len);
-    let mut put = |s: &str| {
-        // Lengths are bounded by validate(), far below u32::MAX.
-        id.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_be_bytes());
-        id.extend_from_slice(s.as_bytes());
-    };
-    put(domain);
-    let mut shared = shared.iter().peekable();
-    for (i, e) in desc.entries.iter().enumerate() {
-        put(&e.key);
-        match shared.next_if(|(j, _)| *j == i) {
-            Some((_, pattern)) => put(pattern),
-            None => put(&e.value),
-        }
-    }
-    id
-}
-
-fn current_limit(limit: &RateLimit) -> rate_limit_response::RateLimit {
-    rate_limit_response::RateLimit {
-        name: limit.name.to_string(),
-        requests_per_unit: limit.report_requests_per_unit,
-        unit: limit.report_unit.map_or(rate_limit::Unit::Unknown, proto_unit) as i32,
-    }
-}
-
-fn proto_unit(unit: Unit) -> rate_limit::Unit {
-    match unit {
-        Unit::Second => rate_limit::Unit::Second,
-        Unit::Minute => rate_limit::Unit::Minute,
-        Unit::Hour => rate_limit::Unit::Hour,
-        Unit::Day => rate_limit::Unit::Day,
-        Unit::Week => rate_limit::Unit::Week,
-        Unit::Month => rate_limit::Unit::Month,
-        Unit::Year => rate_limit::Unit::Year,
-    }
-}
-
-fn proto_duration(d: Duration) -> protobuf::Duration {
-    protobuf::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// The time until `d`'s state is empty again; for a counter that holds nothing yet (a check with
-/// `hits_addend: 0`, or a descriptor not counted because another one denied the request) the time until its
-/// window ends, as the reference reports it: never 0 for a live window.
-fn until_reset(d: &floodgate::Decision, window: Duration) -> Duration {
-    if d.reset_after.is_zero() { until_window_end(window) } else { d.reset_after }
-}
-
-/// The time until the epoch-aligned `window` holding now ends.
-fn until_window_end(window: Duration) -> Duration {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-    let w = window.as_micros().max(1);
-    Duration::from_micros(u64::try_from(w - now % w).unwrap_or(0))
 }
 
 /// At most 64 characters of a client-supplied string, for logs and error messages.
