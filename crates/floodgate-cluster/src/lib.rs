@@ -85,6 +85,7 @@ mod store;
 
 pub use counter::{ClusterStoreError, EntryKey, GCounter, check_policy};
 pub use node::{
-    Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStats, ClusterStatus, PeerState, PeerStatus,
+    Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStats, ClusterStatus, PartitionMode, PeerState,
+    PeerStatus,
 };
 pub use store::{ClusterStore, ClusterStoreBuilder, KeyCounts, MergeOutcome, StoreLimits, random_node_id};
