@@ -315,14 +315,14 @@ fn a_split_between_processes_in_network_namespaces_heals() {
         sh(&["ip", "link", "add", &net.bridge, "type", "bridge"])?;
         sh(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", &net.bridge])?;
         sh(&["ip", "link", "set", &net.bridge, "up"])?;
-        for i in 0..2 {
-            let (ns, host_end, ns_end) = (&net.names[i], &net.veths[i], format!("{}p", net.veths[i]));
+        for (ip, (ns, host_end)) in ips.iter().zip(net.names.iter().zip(&net.veths)) {
+            let ns_end = format!("{host_end}p");
             sh(&["ip", "netns", "add", ns])?;
             sh(&["ip", "link", "add", host_end, "type", "veth", "peer", "name", &ns_end])?;
             sh(&["ip", "link", "set", &ns_end, "netns", ns])?;
             sh(&["ip", "link", "set", host_end, "master", &net.bridge])?;
             sh(&["ip", "link", "set", host_end, "up"])?;
-            sh(&["ip", "netns", "exec", ns, "ip", "addr", "add", &format!("{}/24", ips[i]), "dev", &ns_end])?;
+            sh(&["ip", "netns", "exec", ns, "ip", "addr", "add", &format!("{ip}/24"), "dev", &ns_end])?;
             sh(&["ip", "netns", "exec", ns, "ip", "link", "set", &ns_end, "up"])?;
             sh(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])?;
         }
