@@ -48,7 +48,9 @@
 //!   healed split converges within the reconnect delay plus one sync.
 //! - **Over-admission.** With a limit of `L` per window and hits spread over nodes, the cluster admits at most
 //!   `L` plus what arrives at other nodes during one replication lag. During a split, each side counts on its
-//!   own: at most `L` per side per window.
+//!   own: at most `L` per side per window ([`PartitionMode::CountLocally`], the default). With
+//!   [`PartitionMode::SplitLimit`] each node caps its own hits at `L / expected nodes` while peers are missing,
+//!   so the whole cluster admits at most about `L` however it is split.
 //!
 //! ## Wiring it into a server
 //!
@@ -85,6 +87,7 @@ mod store;
 
 pub use counter::{ClusterStoreError, EntryKey, GCounter, check_policy};
 pub use node::{
-    Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStats, ClusterStatus, PeerState, PeerStatus,
+    Cluster, ClusterConfig, ClusterError, ClusterHandle, ClusterStats, ClusterStatus, PartitionMode, PeerState,
+    PeerStatus,
 };
 pub use store::{ClusterStore, ClusterStoreBuilder, KeyCounts, MergeOutcome, StoreLimits, random_node_id};

@@ -68,6 +68,44 @@ pub struct ClusterConfig {
     pub dns_server: Option<SocketAddr>,
     /// Bounds on what peers may send.
     pub limits: StoreLimits,
+    /// What a node does while peers are missing (`--cluster-partition-mode`; default
+    /// [`PartitionMode::CountLocally`]).
+    pub partition_mode: PartitionMode,
+    /// How many nodes the cluster should have, this one included (`--cluster-expected-nodes`): what
+    /// [`PartitionMode::SplitLimit`] divides limits by. Required (at least 2) with that mode.
+    pub expected_nodes: usize,
+}
+
+/// What each node does while it cannot reach every peer (a split, a node down, a node still joining).
+///
+/// ```
+/// use floodgate_cluster::PartitionMode;
+/// assert_eq!(PartitionMode::default(), PartitionMode::CountLocally);
+/// assert_eq!("split-limit".parse::<PartitionMode>(), Ok(PartitionMode::SplitLimit));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PartitionMode {
+    /// Keep counting on what this side of the split sees (the default): availability first. During a split
+    /// each side admits at most `limit` per window, so `k` sides admit at most `k × limit`.
+    #[default]
+    CountLocally,
+    /// While fewer than `expected_nodes` nodes (this one included) are linked and synced, each node also caps
+    /// its own admitted hits at `limit / expected_nodes` per window (rounded down, at least 1): the whole
+    /// cluster then admits at most about `limit` per window however it is split, at the cost of admitting less
+    /// while a node is merely down.
+    SplitLimit,
+}
+
+impl std::str::FromStr for PartitionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "count-locally" => Ok(PartitionMode::CountLocally),
+            "split-limit" => Ok(PartitionMode::SplitLimit),
+            other => Err(format!("unknown partition mode {other:?}: count-locally or split-limit")),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -104,6 +142,8 @@ impl ClusterConfig {
             dns_refresh_cap: Duration::from_secs(30),
             dns_server: None,
             limits: StoreLimits::default(),
+            partition_mode: PartitionMode::CountLocally,
+            expected_nodes: 0,
         }
     }
 }
@@ -129,6 +169,9 @@ pub enum ClusterError {
     /// A `peer_dns` entry is not `NAME:PORT`.
     #[error("invalid --peer-dns {0:?}: expected NAME:PORT")]
     InvalidPeerDns(String),
+    /// [`PartitionMode::SplitLimit`] without an expected cluster size of at least 2.
+    #[error("the split-limit partition mode needs --cluster-expected-nodes N, N at least 2 (got {0})")]
+    ExpectedNodes(usize),
 }
 
 /// A peer link's state, as `GET /v1/cluster` shows it.
@@ -213,6 +256,12 @@ pub struct ClusterStats {
     pub max_clock_skew_ms: u64,
     /// The largest replication lag seen, in ms.
     pub max_lag_ms: u64,
+    /// The replication lag now: the largest last-seen lag over the linked peers, in ms.
+    pub lag_ms: u64,
+    /// Peers whose link is synced and replicating.
+    pub peers_up: u64,
+    /// Whether the split limit is in force ([`PartitionMode::SplitLimit`] while peers are missing).
+    pub split_limit_active: bool,
 }
 
 #[derive(Default)]
@@ -327,6 +376,9 @@ impl Cluster {
                 id
             }
         };
+        if config.partition_mode == PartitionMode::SplitLimit && config.expected_nodes < 2 {
+            return Err(ClusterError::ExpectedNodes(config.expected_nodes));
+        }
         for d in &config.peer_dns {
             if crate::dns::split_host_port(d).is_none() {
                 return Err(ClusterError::InvalidPeerDns(d.clone()));
@@ -360,6 +412,7 @@ impl Cluster {
             serial: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         });
+        shared.update_split_limit();
         info!(node_id = %shared.id, %local_addr, "cluster: listening for peers");
         tokio::spawn(accept_loop(shared.clone(), listener));
         tokio::spawn(replicate_loop(shared.clone()));
@@ -446,25 +499,14 @@ impl ClusterHandle {
 
     /// The node's counters.
     pub fn stats(&self) -> ClusterStats {
-        let s = &self.shared.stats;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        ClusterStats {
-            peers_connected: self.shared.links.lock().len() as u64,
-            bytes_sent: get(&s.bytes_sent),
-            bytes_received: get(&s.bytes_received),
-            entries_sent: get(&s.entries_sent),
-            entries_received: get(&s.entries_received),
-            merges_applied: get(&s.merges_applied),
-            entries_refused: get(&s.entries_refused),
-            frames_rejected: get(&s.frames_rejected),
-            auth_failures: get(&s.auth_failures),
-            syncs_completed: get(&s.syncs_completed),
-            last_sync_ms: get(&s.last_sync_ms),
-            sync_timeouts: get(&s.sync_timeouts),
-            unavailable_hits: self.shared.store.unavailable_hits(),
-            max_clock_skew_ms: get(&s.max_clock_skew_ms),
-            max_lag_ms: get(&s.max_lag_ms),
-        }
+        self.shared.stats()
+    }
+
+    /// A function that reads the node's counters, for a metrics exporter to keep (it keeps the node's state,
+    /// not the node: the node still stops when this handle is dropped).
+    pub fn stats_reader(&self) -> impl Fn() -> ClusterStats + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map(|s| s.stats()).unwrap_or_default()
     }
 
     /// Starts dialing one more peer (`HOST:PORT`).
@@ -508,6 +550,47 @@ fn fetch_max(a: &AtomicU64, v: u64) {
 }
 
 impl Shared {
+    /// The node's counters.
+    fn stats(&self) -> ClusterStats {
+        let s = &self.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let links: Vec<Arc<Link>> = self.links.lock().values().cloned().collect();
+        ClusterStats {
+            peers_connected: links.len() as u64,
+            bytes_sent: get(&s.bytes_sent),
+            bytes_received: get(&s.bytes_received),
+            entries_sent: get(&s.entries_sent),
+            entries_received: get(&s.entries_received),
+            merges_applied: get(&s.merges_applied),
+            entries_refused: get(&s.entries_refused),
+            frames_rejected: get(&s.frames_rejected),
+            auth_failures: get(&s.auth_failures),
+            syncs_completed: get(&s.syncs_completed),
+            last_sync_ms: get(&s.last_sync_ms),
+            sync_timeouts: get(&s.sync_timeouts),
+            unavailable_hits: self.store.unavailable_hits(),
+            max_clock_skew_ms: get(&s.max_clock_skew_ms),
+            max_lag_ms: get(&s.max_lag_ms),
+            lag_ms: links.iter().map(|l| l.lag_ms.load(Ordering::Relaxed).max(0) as u64).max().unwrap_or(0),
+            peers_up: links.iter().filter(|l| l.state.load(Ordering::Acquire) == STATE_UP).count() as u64,
+            split_limit_active: self.store.split_divisor() > 1,
+        }
+    }
+
+    /// Puts the split limit in force while fewer than `expected_nodes` nodes are up (split-limit mode only).
+    fn update_split_limit(&self) {
+        if self.config.partition_mode != PartitionMode::SplitLimit {
+            return;
+        }
+        let up = self.links.lock().values().filter(|l| l.state.load(Ordering::Acquire) == STATE_UP).count();
+        let expected = self.config.expected_nodes;
+        let divisor = if up + 1 < expected { expected as u64 } else { 1 };
+        if self.store.split_divisor() != divisor {
+            info!(up = up + 1, expected, divisor, "cluster: split limit {}", if divisor > 1 { "on" } else { "off" });
+            self.store.set_split_divisor(divisor);
+        }
+    }
+
     /// Starts dialing `addr` unless it is dialed already or is this node. A `learned` peer (told by another
     /// node) is forgotten after [`FORGET_AFTER`] of failed dials; a configured one is dialed until shutdown.
     fn add_peer(self: &Arc<Self>, addr: String, learned: bool) {
@@ -861,6 +944,7 @@ async fn run_link(shared: Arc<Shared>, stream: TcpStream, address: String, diale
                     shared.stats.last_sync_ms.store(ms, Ordering::Relaxed);
                     info!(peer = %peer, sync_ms = ms, "cluster: sync received; link up");
                     shared.mark_synced();
+                    shared.update_split_limit();
                 }
             }
             Ok(Frame::Ping) => {}
@@ -888,6 +972,7 @@ async fn run_link(shared: Arc<Shared>, stream: TcpStream, address: String, diale
             links.remove(&peer);
         }
     }
+    shared.update_split_limit();
     info!(peer = %peer, %address, %reason, "cluster: link down");
     LinkEnd::Peer(peer)
 }

@@ -189,6 +189,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     nodes: RwLock<Nodes>,
     ready: AtomicBool,
+    /// While above 1, each node admits at most `limit / split_divisor` of its own hits per window (see
+    /// [`ClusterStore::set_split_divisor`]).
+    split_divisor: AtomicU64,
     limits: StoreLimits,
     counters: StoreCounters,
 }
@@ -288,6 +291,7 @@ impl ClusterStoreBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock::new())),
                 nodes: RwLock::new(Nodes { names: vec![own], index }),
                 ready: AtomicBool::new(true),
+                split_divisor: AtomicU64::new(1),
                 limits: self.limits,
                 counters: StoreCounters::default(),
             }),
@@ -343,6 +347,32 @@ impl ClusterStore {
         self.inner.ready.store(ready, Ordering::Release);
     }
 
+    /// The split limit (`PartitionMode::SplitLimit`): while `nodes` is above 1, this node admits at most
+    /// `limit / nodes` (rounded down, at least 1) of its *own* hits per window, on top of the usual check of
+    /// the cluster-wide total, so that `nodes` nodes cut off from each other admit at most about `limit` in
+    /// all. A node sets it to the expected cluster size while peers are missing, and back to 1 when all are up.
+    ///
+    /// ```
+    /// use floodgate::{ManualClock, Policy, Timestamp};
+    /// use floodgate_cluster::ClusterStore;
+    /// use std::time::Duration;
+    ///
+    /// let store = ClusterStore::builder().clock(ManualClock::new(Timestamp::from_secs(100))).build();
+    /// store.set_split_divisor(3);
+    /// let p = Policy::fixed_window(30, Duration::from_secs(60))?;
+    /// let admitted = (0..30).filter(|_| store.hit_sync(b"k", &p, 1).is_ok_and(|d| d.allowed)).count();
+    /// assert_eq!(admitted, 10);
+    /// # Ok::<(), floodgate::PolicyError>(())
+    /// ```
+    pub fn set_split_divisor(&self, nodes: u64) {
+        self.inner.split_divisor.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// The split limit's divisor in force (1: none).
+    pub fn split_divisor(&self) -> u64 {
+        self.inner.split_divisor.load(Ordering::Relaxed)
+    }
+
     /// Hits refused because the store was not ready.
     pub fn unavailable_hits(&self) -> u64 {
         self.inner.counters.unavailable_hits.load(Ordering::Relaxed)
@@ -371,6 +401,7 @@ impl ClusterStore {
     ) -> Result<Decision, ClusterStoreError> {
         check_policy(policy)?;
         let inner = &*self.inner;
+        let split = if op == Op::Hit { inner.split_divisor.load(Ordering::Relaxed) } else { 1 };
         let hash = inner.hasher.hash_one(id);
         let mut guard = inner.shard(hash).table.lock();
         let Table { map, dirty } = &mut *guard;
@@ -379,13 +410,13 @@ impl ClusterStore {
         if let Some(entry) = map.find_mut(hash, |e| id.is_key(&e.id)) {
             let IdEntry { id: key, counters } = entry;
             if let Some(c) = counters.iter_mut().find(|c| c.fingerprint == fp) {
-                let (decision, write) = decide(Some(c), policy, op, cost, now)?;
+                let (decision, write) = decide(Some(c), policy, op, cost, now, split)?;
                 if let Some(write) = write {
                     inner.write_own(c, key, hash, dirty, policy, write, now);
                 }
                 return Ok(decision);
             }
-            let (decision, write) = decide(None, policy, op, cost, now)?;
+            let (decision, write) = decide(None, policy, op, cost, now, split)?;
             if let Some(write) = write {
                 counters.push(Counter::new(policy.key().into(), fp, now));
                 let last = counters.len() - 1;
@@ -393,7 +424,7 @@ impl ClusterStore {
             }
             return Ok(decision);
         }
-        let (decision, write) = decide(None, policy, op, cost, now)?;
+        let (decision, write) = decide(None, policy, op, cost, now, split)?;
         if let Some(write) = write {
             inner.insert_own(map, dirty, hash, id, policy, write, now);
         }
@@ -666,7 +697,13 @@ fn decide(
     op: Op,
     cost: u64,
     now: u64,
+    split: u64,
 ) -> Result<(Decision, Option<Write>), ClusterStoreError> {
+    if split > 1
+        && let Some(denied) = split_denial(counter, policy, cost, now, split)
+    {
+        return Ok((denied, None));
+    }
     let sliding = policy.algorithm() == Algorithm::SlidingWindow;
     let w = policy.window_micros();
     let start_now = now - now % w;
@@ -695,6 +732,28 @@ fn decide(
     }
     let write = (ncur > before).then_some(Write { start: ns, delta: ncur - before, fresh: before == 0 && prev == 0 });
     Ok((decision, write))
+}
+
+/// The split limit: decides `cost` on this node's own counts against `limit / split`; `Some(denial)` when it
+/// does not fit. Off the usual path (only while peers are missing in `SplitLimit` mode).
+#[cold]
+fn split_denial(counter: Option<&Counter>, policy: &Policy, cost: u64, now: u64, split: u64) -> Option<Decision> {
+    let cap = (policy.limit() / split).max(1);
+    let capped = Policy::new(policy.algorithm(), cap, policy.window()).ok()?;
+    let w = policy.window_micros();
+    let s = now - now % w;
+    let own = |start: u64| {
+        counter
+            .and_then(|c| c.windows.iter().find(|x| x.window_us == w && x.start == start))
+            .map_or(0, |x| x.counts.get(OWN))
+    };
+    let mut state = if policy.algorithm() == Algorithm::SlidingWindow {
+        State::Sliding(SlidingState { start: s, cur: own(s), prev: own(s.saturating_sub(w)) })
+    } else {
+        State::Window(WindowState { start: s, count: own(s) })
+    };
+    let d = algorithm::apply(&mut state, &capped, Op::Hit, cost, Timestamp::from_micros(now));
+    (!d.allowed).then_some(d)
 }
 
 /// The fingerprint of a policy key received from a peer: the same as [`Policy::fingerprint`] would give.

@@ -318,3 +318,61 @@ async fn a_joining_node_syncs_100_000_keys() {
     assert_eq!(b.len(), 100_000);
     eprintln!("joined with 100 000 keys in {took:?} (sync received in {} ms)", hb.stats().last_sync_ms);
 }
+
+/// Issue 15, item 7: with `PartitionMode::SplitLimit` and 3 expected nodes, a node caps its own hits at
+/// limit / 3 while a peer is missing, so a 3-way split admits at most the limit in all; when every peer is up
+/// again the cap is lifted. With the default mode, each side admits the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_limit_caps_each_node_while_peers_are_missing() {
+    use floodgate_cluster::PartitionMode;
+    let split = |id: &str, peers: &[&ClusterHandle]| {
+        let mut c = config(id, SECRET, peers);
+        c.partition_mode = PartitionMode::SplitLimit;
+        c.expected_nodes = 3;
+        c
+    };
+    let mut bad = split("x", &[]);
+    bad.expected_nodes = 1;
+    assert!(matches!(Cluster::start(bad, Arc::new(SystemClock::new())).await, Err(ClusterError::ExpectedNodes(1))));
+    let (a, ha) = start(split("a", &[])).await;
+    assert!(ha.stats().split_limit_active, "alone, a node of 3 is split");
+    let (b, hb) = start(split("b", &[&ha])).await;
+    let (c, hc) = start(split("c", &[&ha, &hb])).await;
+    eventually("a full mesh", || up(&ha, 2) && up(&hb, 2) && up(&hc, 2)).await;
+    eventually("the cap lifted", || [&ha, &hb, &hc].iter().all(|h| !h.stats().split_limit_active)).await;
+    // Split every node from every other.
+    for (h, others) in [(&ha, ["b", "c"]), (&hb, ["a", "c"]), (&hc, ["a", "b"])] {
+        for o in others {
+            h.block(o);
+        }
+    }
+    eventually("all cut off", || [&ha, &hb, &hc].iter().all(|h| h.stats().split_limit_active)).await;
+    let limited = Policy::fixed_window(30, Duration::from_secs(86_400)).unwrap_or_else(|e| panic!("{e}"));
+    let mut admitted = [0u64; 3];
+    for _ in 0..30 {
+        for (i, s) in [&a, &b, &c].into_iter().enumerate() {
+            admitted[i] += u64::from(s.hit(b"capped", &limited, 1).await.is_ok_and(|d| d.allowed));
+        }
+    }
+    eprintln!("split-limit, a 3-way split, limit 30: admitted {admitted:?}");
+    assert_eq!(admitted, [10, 10, 10], "each node admits limit / 3");
+    for (h, others) in [(&ha, ["b", "c"]), (&hb, ["a", "c"]), (&hc, ["a", "b"])] {
+        for o in others {
+            h.unblock(o);
+        }
+    }
+    eventually("the cap lifted after the heal", || {
+        [&ha, &hb, &hc].iter().all(|h| !h.stats().split_limit_active && up(h, 2))
+    })
+    .await;
+    // Healed: the cluster's total (30) is the limit, so nothing more is admitted anywhere.
+    let more = [&a, &b, &c]
+        .iter()
+        .filter(|s| {
+            futures_util::FutureExt::now_or_never(s.hit(b"capped", &limited, 1))
+                .and_then(Result::ok)
+                .is_some_and(|d| d.allowed)
+        })
+        .count();
+    assert_eq!(more, 0);
+}

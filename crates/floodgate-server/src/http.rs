@@ -213,7 +213,18 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn resolve_policy(config: &Config, policy: Value) -> Result<Policy, ApiError> {
+fn resolve_policy(state: &AppState, policy: Value) -> Result<Policy, ApiError> {
+    let policy = resolve_policy_in(&state.config(), policy)?;
+    // Cluster mode decides window counters only: an inline policy of another algorithm is the caller's error.
+    if state.cluster.is_some()
+        && let Err(e) = floodgate_cluster::check_policy(&policy)
+    {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("policy: {e} (cluster mode)")));
+    }
+    Ok(policy)
+}
+
+fn resolve_policy_in(config: &Config, policy: Value) -> Result<Policy, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
     match policy {
         Value::String(name) => config.policy(&name).map(|p| p.policy.clone()).ok_or_else(|| {
@@ -283,7 +294,7 @@ async fn hit(
     authorize(&state, &headers)?;
     let Json(body) = body?;
     check_id(&body.id)?;
-    let policy = resolve_policy(&state.config(), body.policy)?;
+    let policy = resolve_policy(&state, body.policy)?;
     let d = state.hit(body.id.as_bytes(), &policy, body.cost).await.map_err(store_error)?;
     if d.allowed { &state.metrics.http.allowed } else { &state.metrics.http.denied }.fetch_add(1, Relaxed);
     let mut res = Json(DecisionBody::from(d)).into_response();
@@ -306,7 +317,7 @@ async fn inspect(
 ) -> Result<Json<Value>, ApiError> {
     let Json(body) = body?;
     check_id(&body.id)?;
-    let policy = resolve_policy(&state.config(), body.policy)?;
+    let policy = resolve_policy(&state, body.policy)?;
     let bucket = state.inspect(body.id.as_bytes(), &policy).await.map_err(store_error)?;
     Ok(Json(json!({
         "id": body.id,

@@ -37,6 +37,10 @@ enum Command {
         /// `requests_per_unit`, `requests_per_unit` beside `unlimited: true`, YAML 1.1 booleans such as `yes`).
         #[arg(long)]
         strict: bool,
+        /// Also check that cluster mode (`serve --cluster`) can decide every policy: fixed and sliding window
+        /// only.
+        #[arg(long)]
+        cluster: bool,
     },
 }
 
@@ -52,6 +56,12 @@ enum Headers {
 enum WhenFullArg {
     Refuse,
     Evict,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PartitionArg {
+    CountLocally,
+    SplitLimit,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -92,6 +102,21 @@ struct ServeArgs {
     /// Cluster mode: this node's id (default: a random one, logged).
     #[arg(long, requires = "cluster", env = "FLOODGATE_NODE_ID")]
     node_id: Option<String>,
+    /// Cluster mode: what a node does while it cannot reach every peer. `count-locally` (default): keep counting
+    /// on what it sees (each side of a split admits at most the limit per window). `split-limit`: while fewer
+    /// than --cluster-expected-nodes nodes are up, each caps its own hits at limit / expected nodes.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "count-locally",
+        requires = "cluster",
+        env = "FLOODGATE_CLUSTER_PARTITION_MODE"
+    )]
+    cluster_partition_mode: PartitionArg,
+    /// Cluster mode: how many nodes the cluster has, this one included (required by --cluster-partition-mode
+    /// split-limit, at least 2).
+    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_EXPECTED_NODES")]
+    cluster_expected_nodes: Option<usize>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
     redis_cluster: Option<Vec<String>>,
@@ -177,7 +202,7 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, merge_domains, strict } => check(&config, merge_domains, strict),
+        Command::Check { config, merge_domains, strict, cluster } => check(&config, merge_domains, strict, cluster),
         Command::Serve(args) => {
             let args = *args;
             let _log_guard = init_tracing();
@@ -224,8 +249,10 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn check(path: &std::path::Path, merge_domains: bool, strict: bool) -> ExitCode {
-    match Config::load_with(path, merge_domains) {
+fn check(path: &std::path::Path, merge_domains: bool, strict: bool, cluster: bool) -> ExitCode {
+    let loaded = Config::load_with(path, merge_domains)
+        .and_then(|c| if cluster { c.check_cluster().map(|()| c) } else { Ok(c) });
+    match loaded {
         Ok(cfg) if strict && !cfg.warnings.is_empty() => {
             for w in &cfg.warnings {
                 eprintln!("{w}");
@@ -306,10 +333,25 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };
+    if args.cluster.is_some() {
+        // Refused before the node starts: cluster mode decides window counters only.
+        let loaded = source.load()?;
+        if let Err(e) = loaded.check_cluster() {
+            return Err(match source {
+                ConfigSource::Builtin => format!(
+                    "cluster mode needs a config of fixed- and sliding-window policies only, and the built-in \
+                     config has others; give one with --config (e.g. crates/floodgate-server/examples/cluster.yaml):\n{e}"
+                ),
+                _ => format!("cluster mode cannot decide every policy of the config:\n{e}"),
+            }
+            .into());
+        }
+    }
     let (backend, store_source, cluster) = match args.cluster {
         Some(listen) => {
             let (b, handle) = cluster_backend(&args, listen).await?;
-            (b, None, Some(handle))
+            let source = cluster_metrics(handle.stats_reader());
+            (b, Some(source), Some(handle))
         }
         None => {
             let (b, s) = backend(&args).await?;
@@ -524,11 +566,116 @@ async fn cluster_backend(
     config.peers = args.peer.clone();
     config.peer_dns = args.peer_dns.clone();
     config.node_id = args.node_id.clone();
+    config.partition_mode = match args.cluster_partition_mode {
+        PartitionArg::CountLocally => floodgate_cluster::PartitionMode::CountLocally,
+        PartitionArg::SplitLimit => floodgate_cluster::PartitionMode::SplitLimit,
+    };
+    config.expected_nodes = args.cluster_expected_nodes.unwrap_or(0);
     let (store, handle) = floodgate_cluster::Cluster::start(config, Arc::new(floodgate::SystemClock::new()))
         .await
         .map_err(|e| format!("cannot start cluster mode: {e}"))?;
     tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), "cluster mode");
     Ok((Backend::Dyn(Arc::new(store)), handle))
+}
+
+/// Cluster mode's counters on `/metrics`.
+fn cluster_metrics(stats: impl Fn() -> floodgate_cluster::ClusterStats + Send + Sync + 'static) -> StoreSource {
+    StoreSource(Box::new(move || {
+        let s = stats();
+        StoreCounters {
+            answered_by_failure_policy: 0,
+            series: vec![
+                ("floodgate_cluster_peers_connected", "Peers with an authenticated link.", "gauge", s.peers_connected),
+                ("floodgate_cluster_peers_up", "Peers synced and replicating.", "gauge", s.peers_up),
+                (
+                    "floodgate_cluster_replication_lag_ms",
+                    "The largest replication lag last seen over the linked peers, in ms.",
+                    "gauge",
+                    s.lag_ms,
+                ),
+                (
+                    "floodgate_cluster_replication_lag_max_ms",
+                    "The largest replication lag seen, in ms.",
+                    "gauge",
+                    s.max_lag_ms,
+                ),
+                ("floodgate_cluster_bytes_sent_total", "Bytes sent on peer links.", "counter", s.bytes_sent),
+                (
+                    "floodgate_cluster_bytes_received_total",
+                    "Bytes received on peer links.",
+                    "counter",
+                    s.bytes_received,
+                ),
+                ("floodgate_cluster_entries_sent_total", "Counter entries sent to peers.", "counter", s.entries_sent),
+                (
+                    "floodgate_cluster_entries_received_total",
+                    "Counter entries received from peers.",
+                    "counter",
+                    s.entries_received,
+                ),
+                (
+                    "floodgate_cluster_merges_applied_total",
+                    "Received entries that raised a count.",
+                    "counter",
+                    s.merges_applied,
+                ),
+                (
+                    "floodgate_cluster_entries_refused_total",
+                    "Received entries refused (bounds, far-future windows, the per-peer budget).",
+                    "counter",
+                    s.entries_refused,
+                ),
+                (
+                    "floodgate_cluster_frames_rejected_total",
+                    "Peer links closed for a malformed or unexpected frame.",
+                    "counter",
+                    s.frames_rejected,
+                ),
+                (
+                    "floodgate_cluster_auth_failures_total",
+                    "Peer handshakes that failed authentication.",
+                    "counter",
+                    s.auth_failures,
+                ),
+                (
+                    "floodgate_cluster_syncs_completed_total",
+                    "Full syncs received to their end.",
+                    "counter",
+                    s.syncs_completed,
+                ),
+                (
+                    "floodgate_cluster_last_sync_ms",
+                    "How long the last full sync took to receive, in ms.",
+                    "gauge",
+                    s.last_sync_ms,
+                ),
+                (
+                    "floodgate_cluster_sync_timeouts_total",
+                    "Times the joining gate opened on its timeout rather than a finished sync.",
+                    "counter",
+                    s.sync_timeouts,
+                ),
+                (
+                    "floodgate_cluster_unavailable_hits_total",
+                    "Hits refused while the joining gate was closed.",
+                    "counter",
+                    s.unavailable_hits,
+                ),
+                (
+                    "floodgate_cluster_clock_skew_max_ms",
+                    "The largest clock skew with a peer seen at a handshake, in ms (absolute).",
+                    "gauge",
+                    s.max_clock_skew_ms,
+                ),
+                (
+                    "floodgate_cluster_split_limit_active",
+                    "1 while --cluster-partition-mode split-limit caps this node (peers missing).",
+                    "gauge",
+                    u64::from(s.split_limit_active),
+                ),
+            ],
+        }
+    }))
 }
 
 #[cfg(unix)]

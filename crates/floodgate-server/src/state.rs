@@ -208,6 +208,8 @@ impl AppState {
         let loaded = tokio::task::spawn_blocking(move || source.load()).await.unwrap_or_else(|e| {
             Err(ConfigError::Io { path: "<reload>".into(), source: std::io::Error::other(e.to_string()) })
         });
+        // Cluster mode decides window counters only: a config with other algorithms is refused.
+        let loaded = loaded.and_then(|c| if self.cluster.is_some() { c.check_cluster().map(|()| c) } else { Ok(c) });
         match loaded {
             Ok(mut config) => {
                 config.attach_metrics(&self.metrics);

@@ -266,6 +266,56 @@ impl Config {
     pub fn policies(&self) -> impl Iterator<Item = (&str, &NamedPolicy)> {
         self.policies.iter().map(|(k, v)| (k.as_str(), v))
     }
+
+    /// Checks that the cluster store (`serve --cluster`, `check --cluster`) can decide every policy of this
+    /// config: named policies and every rule's limits must be fixed or sliding windows. Lists every policy that
+    /// is not, by name and position.
+    ///
+    /// ```
+    /// use floodgate_server::config::Config;
+    /// let cfg = Config::from_str("c.yaml", "policies:\n  fast: {limit: 5, window: 1s, algorithm: gcra}\n")?;
+    /// let err = cfg.check_cluster().unwrap_err().to_string();
+    /// assert!(err.contains("c.yaml:2:") && err.contains("policy \"fast\"") && err.contains("gcra"), "{err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_cluster(&self) -> Result<(), ConfigError> {
+        let mut issues = Vec::new();
+        for (name, p) in &self.policies {
+            if let Err(e) = floodgate_cluster::check_policy(&p.policy) {
+                issues.push(ConfigIssue {
+                    file: p.file.clone(),
+                    pos: p.pos,
+                    field: format!("policies.{name}.algorithm"),
+                    message: format!("policy {name:?}: {e} (cluster mode)"),
+                });
+            }
+        }
+        let mut domains = self.domains();
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+        for d in domains {
+            cluster_rule_issues(d, &d.root, &mut issues);
+        }
+        if issues.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(issues)) }
+    }
+}
+
+/// The rules of `level` (and below) whose limits the cluster store cannot decide.
+fn cluster_rule_issues(domain: &Domain, level: &Level, issues: &mut Vec<ConfigIssue>) {
+    for r in level.rules() {
+        for rl in r.rate_limit.iter().chain(&r.extra_limits) {
+            if let LimitKind::Limited(policy) = &rl.kind
+                && let Err(e) = floodgate_cluster::check_policy(policy)
+            {
+                issues.push(ConfigIssue {
+                    file: domain.file.clone(),
+                    pos: r.pos,
+                    field: format!("{}.rate_limit.algorithm", r.path),
+                    message: format!("policy {:?} (domain {}): {e} (cluster mode)", policy.key(), domain.name),
+                });
+            }
+        }
+        cluster_rule_issues(domain, &r.children, issues);
+    }
 }
 
 #[cfg(test)]
