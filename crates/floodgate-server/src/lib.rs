@@ -35,5 +35,6 @@ pub mod metrics;
 pub mod rls;
 pub mod server;
 pub mod state;
+pub mod store_metrics;
 pub mod upstream;
 pub mod yaml;

@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 use floodgate::MemoryStore;
 use floodgate_redis::{FailurePolicy, RedisStore};
 use floodgate_server::config::Config;
-use floodgate_server::metrics::{StoreCounters, StoreSource};
+use floodgate_server::metrics::StoreSource;
 use floodgate_server::server::Server;
 use floodgate_server::state::{AppState, Backend, ConfigSource, ResponseHeaders};
+use floodgate_server::store_metrics;
 
 #[derive(Parser)]
 #[command(name = "floodgate", version, about = "Rate limiting as a service: Envoy RLS v3 gRPC and an HTTP JSON API")]
@@ -306,51 +307,19 @@ fn count_rules(level: &floodgate_server::config::Level) -> usize {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let token = match (&args.token_file, std::env::var("FLOODGATE_TOKEN").ok()) {
-        (Some(file), _) => {
-            let t = std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
-            let t = t.trim();
-            if t.is_empty() {
-                return Err(format!(
-                    "--token-file {}: the file is empty; refusing to serve with no authentication",
-                    file.display()
-                )
-                .into());
-            }
-            Some(t.to_owned())
-        }
-        (None, Some(env)) => {
-            let t = env.trim();
-            if t.is_empty() {
-                return Err("FLOODGATE_TOKEN is set but empty; refusing to serve with no authentication".into());
-            }
-            Some(t.to_owned())
-        }
-        (None, None) => None,
-    };
+    let token = read_token(&args)?;
     let source = match &args.config {
         Some(p) if args.merge_domains => ConfigSource::PathMergingDomains(p.clone()),
         Some(p) => ConfigSource::Path(p.clone()),
         None => ConfigSource::Builtin,
     };
     if args.cluster.is_some() {
-        // Refused before the node starts: cluster mode decides window counters only.
-        let loaded = source.load()?;
-        if let Err(e) = loaded.check_cluster() {
-            return Err(match source {
-                ConfigSource::Builtin => format!(
-                    "cluster mode needs a config of fixed- and sliding-window policies only, and the built-in \
-                     config has others; give one with --config (e.g. crates/floodgate-server/examples/cluster.yaml):\n{e}"
-                ),
-                _ => format!("cluster mode cannot decide every policy of the config:\n{e}"),
-            }
-            .into());
-        }
+        check_cluster_config(&source)?;
     }
     let (backend, store_source, cluster) = match args.cluster {
         Some(listen) => {
             let (b, handle) = cluster_backend(&args, listen).await?;
-            let source = cluster_metrics(handle.stats_reader());
+            let source = store_metrics::cluster(handle.stats_reader());
             (b, Some(source), Some(handle))
         }
         None => {
@@ -360,48 +329,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
     state.cluster = cluster;
-    if let Some(url) = &args.redis {
-        let store = floodgate_upstream::store::RedisBucketStore::connect(
-            url,
-            &format!("{}:upstream", args.redis_prefix),
-            floodgate_upstream::StoreConfig::default(),
-        )
-        .await
-        .map_err(|e| format!("cannot use Redis for the upstream buckets: {e}"))?;
-        state.upstream = floodgate_upstream::Upstream::new(store);
-    } else if let Some(nodes) = &args.redis_cluster {
-        let store = floodgate_upstream::store::RedisBucketStore::connect_cluster(
-            nodes,
-            &format!("{}:upstream", args.redis_prefix),
-            floodgate_upstream::StoreConfig::default(),
-        )
-        .await
-        .map_err(|e| format!("cannot use the Redis Cluster for the upstream buckets: {e}"))?;
-        state.upstream = floodgate_upstream::Upstream::new(store);
+    if let Some(upstream) = upstream_buckets(&args).await? {
+        state.upstream = upstream;
     }
     state.upstream.spawn_cleanup(Duration::from_secs(60), Duration::from_secs(3600));
     if let Some(s) = store_source {
         let _ = state.metrics.store_source.set(s);
     }
-    state.reference_counting = args.reference_counting;
-    state.global_shadow_mode = args.shadow_mode;
-    state.response_dynamic_metadata = args.response_dynamic_metadata;
-    state.metrics.set_max_rule_keys(args.max_metric_keys);
-    state.near_limit_ratio = args.near_limit_ratio;
-    if args.http.ip().is_loopback() || !args.allowed_hosts.is_empty() {
-        let mut hosts: Vec<String> = args.allowed_hosts.clone();
-        if args.http.ip().is_loopback() {
-            hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
-            hosts.push(args.http.ip().to_string());
-        }
-        state.allowed_hosts = Some(hosts);
-    }
-    state.response_headers = match args.response_headers {
-        Headers::Off => ResponseHeaders::Off,
-        Headers::Draft => ResponseHeaders::Draft,
-        Headers::Ietf => ResponseHeaders::Ietf,
-        Headers::XRatelimit => ResponseHeaders::XRateLimit,
-    };
+    tune(&mut state, &args);
     {
         let cfg = state.config();
         tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
@@ -434,6 +369,98 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The bearer token, from `--token-file` or `FLOODGATE_TOKEN`; an empty one is refused, never read as no auth.
+fn read_token(args: &ServeArgs) -> Result<Option<String>, Box<dyn std::error::Error>> {
+    let token = match (&args.token_file, std::env::var("FLOODGATE_TOKEN").ok()) {
+        (Some(file), _) => {
+            let t = std::fs::read_to_string(file).map_err(|e| format!("--token-file {}: {e}", file.display()))?;
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(format!(
+                    "--token-file {}: the file is empty; refusing to serve with no authentication",
+                    file.display()
+                )
+                .into());
+            }
+            Some(t.to_owned())
+        }
+        (None, Some(env)) => {
+            let t = env.trim();
+            if t.is_empty() {
+                return Err("FLOODGATE_TOKEN is set but empty; refusing to serve with no authentication".into());
+            }
+            Some(t.to_owned())
+        }
+        (None, None) => None,
+    };
+    Ok(token)
+}
+
+/// Cluster mode decides window counters only: refuses, before the node starts, a config with other policies.
+fn check_cluster_config(source: &ConfigSource) -> Result<(), Box<dyn std::error::Error>> {
+    let loaded = source.load()?;
+    if let Err(e) = loaded.check_cluster() {
+        return Err(match source {
+            ConfigSource::Builtin => format!(
+                "cluster mode needs a config of fixed- and sliding-window policies only, and the built-in \
+                 config has others; give one with --config (e.g. crates/floodgate-server/examples/cluster.yaml):\n{e}"
+            ),
+            _ => format!("cluster mode cannot decide every policy of the config:\n{e}"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The upstream buckets on Redis or the Redis Cluster when the server uses one (`None`: in memory).
+async fn upstream_buckets(
+    args: &ServeArgs,
+) -> Result<Option<floodgate_upstream::Upstream>, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.redis {
+        let store = floodgate_upstream::store::RedisBucketStore::connect(
+            url,
+            &format!("{}:upstream", args.redis_prefix),
+            floodgate_upstream::StoreConfig::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot use Redis for the upstream buckets: {e}"))?;
+        return Ok(Some(floodgate_upstream::Upstream::new(store)));
+    } else if let Some(nodes) = &args.redis_cluster {
+        let store = floodgate_upstream::store::RedisBucketStore::connect_cluster(
+            nodes,
+            &format!("{}:upstream", args.redis_prefix),
+            floodgate_upstream::StoreConfig::default(),
+        )
+        .await
+        .map_err(|e| format!("cannot use the Redis Cluster for the upstream buckets: {e}"))?;
+        return Ok(Some(floodgate_upstream::Upstream::new(store)));
+    }
+    Ok(None)
+}
+
+/// Applies the serve flags that tune how the state answers.
+fn tune(state: &mut AppState, args: &ServeArgs) {
+    state.reference_counting = args.reference_counting;
+    state.global_shadow_mode = args.shadow_mode;
+    state.response_dynamic_metadata = args.response_dynamic_metadata;
+    state.metrics.set_max_rule_keys(args.max_metric_keys);
+    state.near_limit_ratio = args.near_limit_ratio;
+    if args.http.ip().is_loopback() || !args.allowed_hosts.is_empty() {
+        let mut hosts: Vec<String> = args.allowed_hosts.clone();
+        if args.http.ip().is_loopback() {
+            hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+            hosts.push(args.http.ip().to_string());
+        }
+        state.allowed_hosts = Some(hosts);
+    }
+    state.response_headers = match args.response_headers {
+        Headers::Off => ResponseHeaders::Off,
+        Headers::Draft => ResponseHeaders::Draft,
+        Headers::Ietf => ResponseHeaders::Ietf,
+        Headers::XRatelimit => ResponseHeaders::XRateLimit,
+    };
+}
+
 async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box<dyn std::error::Error>> {
     let redis = match (&args.redis, &args.redis_cluster) {
         (Some(url), _) => RedisStore::builder().url(url),
@@ -444,35 +471,7 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
                 WhenFullArg::Evict => floodgate::WhenFull::EvictLive,
             };
             let store = MemoryStore::builder().max_keys(args.max_keys).when_full(when_full).build();
-            let stats = store.clone();
-            let source = StoreSource(Box::new(move || {
-                let s = stats.stats();
-                StoreCounters {
-                    answered_by_failure_policy: 0,
-                    series: vec![
-                        ("floodgate_memory_keys", "Keys held by the in-memory store.", "gauge", s.keys as u64),
-                        ("floodgate_memory_swept_total", "Expired buckets dropped by sweeps.", "counter", s.swept),
-                        (
-                            "floodgate_memory_evicted_expired_total",
-                            "Expired keys dropped to make room under --max-keys.",
-                            "counter",
-                            s.evicted_expired,
-                        ),
-                        (
-                            "floodgate_memory_evicted_live_total",
-                            "Live keys evicted under --max-keys --when-full evict (each may be admitted past its limit).",
-                            "counter",
-                            s.evicted_live,
-                        ),
-                        (
-                            "floodgate_memory_refused_full_total",
-                            "Writes of new keys denied because the store was full of live keys (--when-full refuse).",
-                            "counter",
-                            s.refused_full,
-                        ),
-                    ],
-                }
-            }));
+            let source = store_metrics::memory(store.clone());
             return Ok((Backend::Memory(store), Some(source)));
         }
     };
@@ -490,59 +489,7 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
         .map_err(|e| format!("cannot use Redis: {e}"))?;
     tracing::info!(?store, "Redis store connected");
     let store = Arc::new(store);
-    let stats = store.clone();
-    let source = StoreSource(Box::new(move || {
-        let s = stats.stats();
-        StoreCounters {
-            answered_by_failure_policy: s.failed_open.saturating_add(s.failed_closed),
-            series: vec![
-                (
-                    "floodgate_store_failed_open_total",
-                    "Decisions allowed by --failure-policy fail-open because Redis could not answer.",
-                    "counter",
-                    s.failed_open,
-                ),
-                (
-                    "floodgate_store_failed_closed_total",
-                    "Decisions denied by --failure-policy fail-closed because Redis could not answer.",
-                    "counter",
-                    s.failed_closed,
-                ),
-                (
-                    "floodgate_redis_failures_total",
-                    "Redis faults of every kind, however they were answered.",
-                    "counter",
-                    s.failures,
-                ),
-                ("floodgate_redis_timeouts_total", "Redis calls past --redis-timeout-ms.", "counter", s.timeouts),
-                (
-                    "floodgate_redis_unavailable_total",
-                    "Redis calls that found no connection.",
-                    "counter",
-                    s.unavailable,
-                ),
-                ("floodgate_redis_backend_errors_total", "Redis error replies.", "counter", s.backend),
-                (
-                    "floodgate_redis_wrong_type_total",
-                    "Calls that met a key of the wrong Redis type (POST /v1/reset of the id clears it).",
-                    "counter",
-                    s.wrong_type,
-                ),
-                (
-                    "floodgate_redis_expired_total",
-                    "Calls dropped by Redis because they arrived past their deadline.",
-                    "counter",
-                    s.expired,
-                ),
-                (
-                    "floodgate_redis_reconnects_total",
-                    "Redis connections opened again after one was lost.",
-                    "counter",
-                    s.reconnects,
-                ),
-            ],
-        }
-    }));
+    let source = store_metrics::redis(store.clone());
     Ok((Backend::Dyn(store), Some(source)))
 }
 
@@ -576,106 +523,6 @@ async fn cluster_backend(
         .map_err(|e| format!("cannot start cluster mode: {e}"))?;
     tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), "cluster mode");
     Ok((Backend::Dyn(Arc::new(store)), handle))
-}
-
-/// Cluster mode's counters on `/metrics`.
-fn cluster_metrics(stats: impl Fn() -> floodgate_cluster::ClusterStats + Send + Sync + 'static) -> StoreSource {
-    StoreSource(Box::new(move || {
-        let s = stats();
-        StoreCounters {
-            answered_by_failure_policy: 0,
-            series: vec![
-                ("floodgate_cluster_peers_connected", "Peers with an authenticated link.", "gauge", s.peers_connected),
-                ("floodgate_cluster_peers_up", "Peers synced and replicating.", "gauge", s.peers_up),
-                (
-                    "floodgate_cluster_replication_lag_ms",
-                    "The largest replication lag last seen over the linked peers, in ms.",
-                    "gauge",
-                    s.lag_ms,
-                ),
-                (
-                    "floodgate_cluster_replication_lag_max_ms",
-                    "The largest replication lag seen, in ms.",
-                    "gauge",
-                    s.max_lag_ms,
-                ),
-                ("floodgate_cluster_bytes_sent_total", "Bytes sent on peer links.", "counter", s.bytes_sent),
-                (
-                    "floodgate_cluster_bytes_received_total",
-                    "Bytes received on peer links.",
-                    "counter",
-                    s.bytes_received,
-                ),
-                ("floodgate_cluster_entries_sent_total", "Counter entries sent to peers.", "counter", s.entries_sent),
-                (
-                    "floodgate_cluster_entries_received_total",
-                    "Counter entries received from peers.",
-                    "counter",
-                    s.entries_received,
-                ),
-                (
-                    "floodgate_cluster_merges_applied_total",
-                    "Received entries that raised a count.",
-                    "counter",
-                    s.merges_applied,
-                ),
-                (
-                    "floodgate_cluster_entries_refused_total",
-                    "Received entries refused (bounds, far-future windows, the per-peer budget).",
-                    "counter",
-                    s.entries_refused,
-                ),
-                (
-                    "floodgate_cluster_frames_rejected_total",
-                    "Peer links closed for a malformed or unexpected frame.",
-                    "counter",
-                    s.frames_rejected,
-                ),
-                (
-                    "floodgate_cluster_auth_failures_total",
-                    "Peer handshakes that failed authentication.",
-                    "counter",
-                    s.auth_failures,
-                ),
-                (
-                    "floodgate_cluster_syncs_completed_total",
-                    "Full syncs received to their end.",
-                    "counter",
-                    s.syncs_completed,
-                ),
-                (
-                    "floodgate_cluster_last_sync_ms",
-                    "How long the last full sync took to receive, in ms.",
-                    "gauge",
-                    s.last_sync_ms,
-                ),
-                (
-                    "floodgate_cluster_sync_timeouts_total",
-                    "Times the joining gate opened on its timeout rather than a finished sync.",
-                    "counter",
-                    s.sync_timeouts,
-                ),
-                (
-                    "floodgate_cluster_unavailable_hits_total",
-                    "Hits refused while the joining gate was closed.",
-                    "counter",
-                    s.unavailable_hits,
-                ),
-                (
-                    "floodgate_cluster_clock_skew_max_ms",
-                    "The largest clock skew with a peer seen at a handshake, in ms (absolute).",
-                    "gauge",
-                    s.max_clock_skew_ms,
-                ),
-                (
-                    "floodgate_cluster_split_limit_active",
-                    "1 while --cluster-partition-mode split-limit caps this node (peers missing).",
-                    "gauge",
-                    u64::from(s.split_limit_active),
-                ),
-            ],
-        }
-    }))
 }
 
 #[cfg(unix)]

@@ -207,6 +207,7 @@ impl Reader {
         level
     }
 
+    /// One `descriptors` item: its fields, its limits and its children (at most [`MAX_RULE_DEPTH`] deep).
     pub(super) fn rule(
         &mut self,
         domain: &str,
@@ -216,20 +217,7 @@ impl Reader {
         depth: usize,
     ) -> Option<Rule> {
         let (parent, stats_parent) = parent;
-        let allowed = [
-            "key",
-            "value",
-            "rate_limit",
-            "extra_limits",
-            "shadow_mode",
-            "share_threshold",
-            "quota_mode",
-            "detailed_metric",
-            "value_to_metric",
-            "metadata",
-            "descriptors",
-        ];
-        let fields = self.fields(node, field, &allowed)?;
+        let fields = self.fields(node, field, &RULE_FIELDS)?;
         let (mut key, mut value, mut limit_node, mut shadow, mut children) = (None, None, None, false, None);
         let (mut share, mut detailed_metric, mut extra_node) = (None, false, None);
         let (mut quota_mode, mut value_to_metric, mut metadata) = (false, false, None);
@@ -269,31 +257,11 @@ impl Reader {
             }
             return None;
         };
-        let path: Arc<str> = match (&value, parent.is_empty()) {
-            (Some(v), true) => format!("{key}={v}"),
-            (Some(v), false) => format!("{parent}/{key}={v}"),
-            (None, true) => key.clone(),
-            (None, false) => format!("{parent}/{key}"),
-        }
-        .into();
-        // The reference's stats key: each level's `key`, or `key_value` when the rule has a value.
-        let stats_key: Arc<str> = match &value {
-            Some(v) => format!("{stats_parent}.{key}_{v}"),
-            None => format!("{stats_parent}.{key}"),
-        }
-        .into();
-        let mut extra_limits = Vec::new();
-        if let Some((n, f)) = extra_node {
-            if limit_node.is_none() {
-                self.issue(n, &f, "needs a `rate_limit` beside it");
-            }
-            for (i, item) in self.seq(n, &f).unwrap_or_default().iter().enumerate() {
-                let item_path = format!("{path}#{}", i + 1);
-                if let Some(l) = self.rate_limit(domain, &item_path, item, &format!("{f}[{i}]")) {
-                    extra_limits.push(l);
-                }
-            }
-        }
+        let (path, stats_key) = rule_paths(&key, value.as_deref(), parent, stats_parent);
+        let extra_limits = match extra_node {
+            Some((n, f)) => self.extra_limits(domain, &path, n, &f, limit_node.is_some()),
+            None => Vec::new(),
+        };
         let rate_limit = limit_node.and_then(|(n, f)| self.rate_limit(domain, &path, n, &f));
         let children = match children {
             Some(_) if depth >= MAX_RULE_DEPTH => {
@@ -319,6 +287,22 @@ impl Reader {
             children,
             pos: node.pos,
         })
+    }
+
+    /// A rule's `extra_limits`: a list of `rate_limit`s, each named after the rule's path and its place in the
+    /// list; it needs a `rate_limit` beside it (`has_limit`).
+    fn extra_limits(&mut self, domain: &str, path: &str, n: &Node, f: &str, has_limit: bool) -> Vec<RateLimit> {
+        if !has_limit {
+            self.issue(n, f, "needs a `rate_limit` beside it");
+        }
+        let mut out = Vec::new();
+        for (i, item) in self.seq(n, f).unwrap_or_default().iter().enumerate() {
+            let item_path = format!("{path}#{}", i + 1);
+            if let Some(l) = self.rate_limit(domain, &item_path, item, &format!("{f}[{i}]")) {
+                out.push(l);
+            }
+        }
+        out
     }
 
     /// `metadata`: a mapping of string keys to any YAML value (scalars as strings, numbers or booleans when
@@ -407,6 +391,37 @@ pub(super) fn yaml11_bool(s: &str) -> Option<bool> {
 pub(super) fn join(parent: &str, name: &str) -> String {
     if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") }
 }
+
+/// A rule's path (`key=value/key...`, its state's name) and its stats key (the reference's: each level's `key`,
+/// or `key_value` when the rule has a value), below its parent's.
+fn rule_paths(key: &str, value: Option<&str>, parent: &str, stats_parent: &str) -> (Arc<str>, Arc<str>) {
+    let path = match (value, parent.is_empty()) {
+        (Some(v), true) => format!("{key}={v}"),
+        (Some(v), false) => format!("{parent}/{key}={v}"),
+        (None, true) => key.to_owned(),
+        (None, false) => format!("{parent}/{key}"),
+    };
+    let stats_key = match value {
+        Some(v) => format!("{stats_parent}.{key}_{v}"),
+        None => format!("{stats_parent}.{key}"),
+    };
+    (path.into(), stats_key.into())
+}
+
+/// The fields a rule (a `descriptors` item) may hold.
+const RULE_FIELDS: [&str; 11] = [
+    "key",
+    "value",
+    "rate_limit",
+    "extra_limits",
+    "shadow_mode",
+    "share_threshold",
+    "quota_mode",
+    "detailed_metric",
+    "value_to_metric",
+    "metadata",
+    "descriptors",
+];
 
 pub(super) fn describe(node: &Node) -> String {
     match &node.kind {
