@@ -147,6 +147,10 @@ struct ServeArgs {
     /// Check the config's files every this many seconds and reload when one changed (0: only on SIGHUP).
     #[arg(long, default_value_t = 2, env = "FLOODGATE_WATCH_SECS")]
     watch_secs: u64,
+    /// Start (and reload) even when --config holds no domain and no policy, serving with no limits (logged
+    /// loudly); default: an empty config is refused, so a wrong path never turns every limit off.
+    #[arg(long, env = "FLOODGATE_ALLOW_EMPTY_CONFIG")]
+    allow_empty_config: bool,
     /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
     #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
     merge_domains: bool,
@@ -358,7 +362,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             (b, s, None)
         }
     };
-    let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    let mut state =
+        AppState::with_empty_config(source.clone(), backend, token, args.strict_domains, args.allow_empty_config)?;
+    state.readiness = floodgate_server::health::Readiness::new(Duration::from_millis(args.redis_timeout_ms));
     state.cluster = cluster;
     if let Some(url) = &args.redis {
         let store = floodgate_upstream::store::RedisBucketStore::connect(
