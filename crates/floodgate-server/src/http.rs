@@ -350,9 +350,13 @@ async fn reset(
 
 async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap, _body: Bytes) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    match state.reload().await {
-        Ok(config) => {
-            tracing::info!(domains = config.domains().len(), "config reloaded (HTTP)");
+    match state.reload_changed().await {
+        Ok((config, changed)) => {
+            if changed {
+                tracing::info!(domains = config.domains().len(), "config reloaded (HTTP)");
+            } else {
+                tracing::info!("reload asked (HTTP): the config files are unchanged, nothing reloaded");
+            }
             Ok(Json(limits_json(&config)))
         }
         Err(e) => {

@@ -697,8 +697,9 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("Ctrl-C: shutting down"); break; }
-            _ = hup.recv() => match state.reload().await {
-                Ok(cfg) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
+            _ = hup.recv() => match state.reload_changed().await {
+                Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
+                Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
                 Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
             },
             _ = stop.cancelled() => return,
