@@ -8,7 +8,8 @@
 //! | `POST /v1/reload` | none | the loaded limits, or 422 with why the new config was refused | yes |
 //! | `GET /v1/limits` | none | the loaded policies and RLS domains | no |
 //! | `POST /json` | a `RateLimitRequest` in proto3 JSON (the reference's endpoint) | the `RateLimitResponse`; 200 OK, 429 over | yes |
-//! | `GET /metrics`, `GET /healthz` (or the reference's `/healthcheck`), `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
+//! | `GET /metrics`, `GET /healthz` (liveness), `GET /openapi.json` | none | text / `ok` / the OpenAPI 3 description | no |
+//! | `GET /readyz` (or the reference's `/healthcheck`) | none | `{"ready": true}`, or 503 `{"ready": false, "reason": ...}` | no |
 //!
 //! A decision is `{"allowed", "limit", "remaining", "reset_after_ms", "retry_after_ms", "fallback"}`, answered 200
 //! whether or not the hit was allowed (with `Retry-After` when it was not). `fallback` is `true` when the store
@@ -89,7 +90,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/json", post(json_rls))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/healthcheck", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/healthcheck", get(readyz))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /openapi.json)") })
         .method_not_allowed_fallback(|| async {
@@ -348,9 +350,13 @@ async fn reset(
 
 async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap, _body: Bytes) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
-    match state.reload().await {
-        Ok(config) => {
-            tracing::info!(domains = config.domains().len(), "config reloaded (HTTP)");
+    match state.reload_changed().await {
+        Ok((config, changed)) => {
+            if changed {
+                tracing::info!(domains = config.domains().len(), "config reloaded (HTTP)");
+            } else {
+                tracing::info!("reload asked (HTTP): the config files are unchanged, nothing reloaded");
+            }
             Ok(Json(limits_json(&config)))
         }
         Err(e) => {
@@ -478,6 +484,15 @@ async fn cluster(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiE
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// `GET /readyz` (and the reference's `/healthcheck`): 200 `{"ready": true}`, or 503 `{"ready": false,
+/// "reason": ...}` while the store cannot answer or no config is loaded (see [`crate::health`]).
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    match state.readiness.check(&state).await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reason": e.to_string()}))),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {

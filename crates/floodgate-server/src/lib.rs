@@ -6,7 +6,8 @@
 //! - Envoy's rate limit service, RLS v3 gRPC ([`rls`]), with configs in the format of Envoy's reference
 //!   ratelimit service ([`config`]);
 //! - an HTTP JSON API ([`http`]): hit, inspect, reset, list limits, reload; plus `/metrics` ([`metrics`]),
-//!   `/healthz` and `/openapi.json`.
+//!   `/healthz` (liveness), `/readyz` (readiness, [`health`]) and `/openapi.json`; the standard gRPC health
+//!   service on the RLS port.
 //!
 //! [`server::Server::start`] runs both on the current tokio runtime, which is how the tests run it in-process:
 //!
@@ -29,6 +30,7 @@
 pub mod config;
 pub mod conn;
 pub mod fuzzing;
+pub mod health;
 pub mod http;
 pub mod json_rls;
 pub mod metrics;

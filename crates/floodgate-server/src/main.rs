@@ -148,6 +148,10 @@ struct ServeArgs {
     /// Check the config's files every this many seconds and reload when one changed (0: only on SIGHUP).
     #[arg(long, default_value_t = 2, env = "FLOODGATE_WATCH_SECS")]
     watch_secs: u64,
+    /// Start (and reload) even when --config holds no domain and no policy, serving with no limits (logged
+    /// loudly); default: an empty config is refused, so a wrong path never turns every limit off.
+    #[arg(long, env = "FLOODGATE_ALLOW_EMPTY_CONFIG")]
+    allow_empty_config: bool,
     /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
     #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
     merge_domains: bool,
@@ -327,7 +331,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             (b, s, None)
         }
     };
-    let mut state = AppState::new(source.clone(), backend, token, args.strict_domains)?;
+    let mut state =
+        AppState::with_empty_config(source.clone(), backend, token, args.strict_domains, args.allow_empty_config)?;
+    state.readiness = floodgate_server::health::Readiness::new(Duration::from_millis(args.redis_timeout_ms));
     state.cluster = cluster;
     if let Some(upstream) = upstream_buckets(&args).await? {
         state.upstream = upstream;
@@ -538,8 +544,9 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("Ctrl-C: shutting down"); break; }
-            _ = hup.recv() => match state.reload().await {
-                Ok(cfg) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
+            _ = hup.recv() => match state.reload_changed().await {
+                Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
+                Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
                 Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
             },
             _ = stop.cancelled() => return,

@@ -11,6 +11,8 @@
 //! | `floodgate_store_errors_total` | counter | (store calls that failed) |
 //! | `floodgate_config_reloads_total` | counter | `result` (`success`, `failure`) |
 //! | `floodgate_config_last_reload_successful` | gauge | 1 if the last reload (or the start) loaded its config |
+//! | `floodgate_ready` | gauge | 1 if the last readiness probe (`/readyz`, gRPC health) found the server ready |
+//! | `floodgate_ready_failures_total` | counter | readiness probes that found it not ready |
 //! | `floodgate_upstream_acquires_total` | counter | `result` (`go`, `wait_too_long`): `/v1/upstream/acquire` answers |
 //! | `floodgate_upstream_waited_total` | counter | (acquires that waited before `go`) |
 //! | `floodgate_upstream_wait_seconds_total` | counter | (time those acquires waited, summed) |
@@ -185,6 +187,8 @@ pub struct Metrics {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_reload_ok: AtomicU64,
+    ready: AtomicU64,
+    ready_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -192,6 +196,7 @@ impl Metrics {
     pub fn new() -> Self {
         let m = Metrics::default();
         m.last_reload_ok.store(1, Relaxed);
+        m.ready.store(1, Relaxed);
         m
     }
 
@@ -232,6 +237,14 @@ impl Metrics {
     pub fn observe_reload(&self, ok: bool) {
         if ok { &self.reloads_ok } else { &self.reloads_failed }.fetch_add(1, Relaxed);
         self.last_reload_ok.store(u64::from(ok), Relaxed);
+    }
+
+    /// Records a readiness probe's outcome (see [`crate::health`]).
+    pub fn observe_ready(&self, ready: bool) {
+        self.ready.store(u64::from(ready), Relaxed);
+        if !ready {
+            self.ready_failures.fetch_add(1, Relaxed);
+        }
     }
 
     /// The Prometheus text exposition (format 0.0.4).
@@ -315,6 +328,14 @@ impl Metrics {
         out.push_str("# HELP floodgate_config_last_reload_successful Whether the last config (re)load succeeded.\n");
         out.push_str("# TYPE floodgate_config_last_reload_successful gauge\n");
         let _ = writeln!(out, "floodgate_config_last_reload_successful {}", self.last_reload_ok.load(Relaxed));
+        out.push_str(
+            "# HELP floodgate_ready Whether the last readiness probe found the store answering and a config.\n",
+        );
+        out.push_str("# TYPE floodgate_ready gauge\n");
+        let _ = writeln!(out, "floodgate_ready {}", self.ready.load(Relaxed));
+        out.push_str("# HELP floodgate_ready_failures_total Readiness probes that found the server not ready.\n");
+        out.push_str("# TYPE floodgate_ready_failures_total counter\n");
+        let _ = writeln!(out, "floodgate_ready_failures_total {}", self.ready_failures.load(Relaxed));
         out
     }
 }

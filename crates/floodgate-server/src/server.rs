@@ -90,6 +90,7 @@ impl Server {
         let shutdown = CancellationToken::new();
 
         let svc = Rls::new(state.clone()).into_server();
+        let (reporter, health) = crate::health::grpc_service();
         let (grpc, grpc_addr) = if grpc_threads == 0 {
             let grpc_listener =
                 TcpListener::bind(grpc_addr).await.map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
@@ -99,6 +100,7 @@ impl Server {
             let task = tokio::spawn(async move {
                 grpc_builder()
                     .add_service(svc)
+                    .add_service(health)
                     .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                     .await
                     .map_err(ServeError::Grpc)
@@ -107,6 +109,7 @@ impl Server {
         } else {
             per_core_grpc(
                 svc,
+                health,
                 grpc_addr,
                 grpc_threads,
                 shutdown.clone(),
@@ -114,6 +117,7 @@ impl Server {
             )?
         };
 
+        tokio::spawn(crate::health::report_grpc(state.clone(), reporter, shutdown.clone()));
         let app = http::router(state.clone());
         let gate = crate::conn::Gate::new(limits, shutdown.clone());
         let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone(), gate));
@@ -170,11 +174,13 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     socket.listen(1024)?.into_std()
 }
 
+type HealthService = tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
 type GrpcService =
     envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer<Rls>;
 
 fn per_core_grpc(
     svc: GrpcService,
+    health: HealthService,
     addr: SocketAddr,
     threads: usize,
     shutdown: CancellationToken,
@@ -192,6 +198,7 @@ fn per_core_grpc(
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let svc = svc.clone();
+        let health = health.clone();
         let stop = shutdown.clone();
         let gate = gate.clone();
         let spawned = std::thread::Builder::new().name(format!("floodgate-grpc-{i}")).spawn(move || {
@@ -203,6 +210,7 @@ fn per_core_grpc(
                             let incoming = crate::conn::incoming(listener, gate);
                             grpc_builder()
                                 .add_service(svc)
+                                .add_service(health)
                                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
                                 .await
                                 .map_err(ServeError::Grpc)

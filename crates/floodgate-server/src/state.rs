@@ -102,6 +102,20 @@ impl ConfigSource {
         out
     }
 
+    /// A hash of the contents of the source's files (their paths, lengths and contents; not their
+    /// modification times); `None` for the built-in config.
+    pub fn content_hash(&self) -> Option<u64> {
+        if matches!(self, ConfigSource::Builtin) {
+            return None;
+        }
+        let contents: Vec<(PathBuf, u64, u64)> =
+            self.fingerprint().into_iter().map(|(p, len, _, hash)| (p, len, hash)).collect();
+        Some(std::hash::BuildHasher::hash_one(
+            &std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(),
+            &contents,
+        ))
+    }
+
     /// Loads the config.
     /// Each of the config's warnings ([`Config::warnings`]) is logged once per load.
     pub fn load(&self) -> Result<Config, ConfigError> {
@@ -114,6 +128,22 @@ impl ConfigSource {
             tracing::warn!(warning = %w, "config read as the reference reads it (`floodgate check --strict` refuses it)");
         }
         Ok(config)
+    }
+}
+
+/// [`ConfigSource::load`]; with `allow_empty`, a source with no domain and no policy loads as an empty config
+/// (with a warning) instead of [`ConfigError::Empty`].
+fn load_allowing_empty(source: &ConfigSource, allow_empty: bool) -> Result<Config, ConfigError> {
+    match source.load() {
+        Err(ConfigError::Empty { path, files }) if allow_empty => {
+            tracing::warn!(
+                %path,
+                files,
+                "EMPTY CONFIG: no domain and no policy found; serving with NO LIMITS because of --allow-empty-config"
+            );
+            Ok(Config::default())
+        }
+        other => other,
     }
 }
 
@@ -151,6 +181,14 @@ pub struct AppState {
     pub upstream: floodgate_upstream::Upstream,
     /// In cluster mode, the node (kept here: dropping it stops the node); `GET /v1/cluster` reads it.
     pub cluster: Option<floodgate_cluster::ClusterHandle>,
+    /// Readiness (`/readyz`, gRPC health): the probe's timeout and its cached outcome.
+    pub readiness: crate::health::Readiness,
+    /// Serve an empty config (no domain, no policy) as "no limits" instead of refusing it
+    /// (`--allow-empty-config`).
+    pub allow_empty_config: bool,
+    /// A hash of the live config's file contents ([`ConfigSource::content_hash`]; `None` for the built-in
+    /// config): a reload that finds the same contents is a no-op.
+    live_hash: parking_lot::Mutex<Option<u64>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -168,8 +206,21 @@ impl AppState {
         token: Option<String>,
         strict_domains: bool,
     ) -> Result<Self, ConfigError> {
+        Self::with_empty_config(source, backend, token, strict_domains, false)
+    }
+
+    /// [`new`](Self::new); with `allow_empty_config`, a source that holds no domain and no policy loads as
+    /// an empty config (no limits) instead of being refused, at start and on reload.
+    pub fn with_empty_config(
+        source: ConfigSource,
+        backend: Backend,
+        token: Option<String>,
+        strict_domains: bool,
+        allow_empty_config: bool,
+    ) -> Result<Self, ConfigError> {
         let metrics = Arc::new(Metrics::new());
-        let mut config = source.load()?;
+        let hash = source.content_hash();
+        let mut config = load_allowing_empty(&source, allow_empty_config)?;
         config.attach_metrics(&metrics);
         Ok(AppState {
             config: ArcSwap::from_pointee(config),
@@ -186,6 +237,9 @@ impl AppState {
             allowed_hosts: None,
             upstream: floodgate_upstream::Upstream::in_memory(),
             cluster: None,
+            readiness: crate::health::Readiness::default(),
+            allow_empty_config,
+            live_hash: parking_lot::Mutex::new(hash),
             reload_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -202,12 +256,31 @@ impl AppState {
     }
 
     /// Re-reads the config. On error the old config stays in force and the error is returned (and counted).
+    /// Files whose contents are those of the live config are not read again: the live config is returned and
+    /// nothing is counted, so one edit noticed by both SIGHUP and the watcher reloads once
+    /// ([`reload_changed`](Self::reload_changed) says which happened).
     pub async fn reload(&self) -> Result<Arc<Config>, ConfigError> {
+        self.reload_changed().await.map(|(config, _)| config)
+    }
+
+    /// [`reload`](Self::reload), also saying whether the files had changed (`false`: a no-op).
+    pub async fn reload_changed(&self) -> Result<(Arc<Config>, bool), ConfigError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let source = self.source.clone();
-        let loaded = tokio::task::spawn_blocking(move || source.load()).await.unwrap_or_else(|e| {
-            Err(ConfigError::Io { path: "<reload>".into(), source: std::io::Error::other(e.to_string()) })
+        let allow_empty = self.allow_empty_config;
+        // The hash is taken before the files are read: if they change in between, the next reload reads them.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let hash = source.content_hash();
+            (hash, load_allowing_empty(&source, allow_empty))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (None, Err(ConfigError::Io { path: "<reload>".into(), source: std::io::Error::other(e.to_string()) }))
         });
+        let (hash, loaded) = loaded;
+        if hash.is_some() && hash == *self.live_hash.lock() {
+            return Ok((self.config.load_full(), false));
+        }
         // Cluster mode decides window counters only: a config with other algorithms is refused.
         let loaded = loaded.and_then(|c| if self.cluster.is_some() { c.check_cluster().map(|()| c) } else { Ok(c) });
         match loaded {
@@ -215,8 +288,9 @@ impl AppState {
                 config.attach_metrics(&self.metrics);
                 let config = Arc::new(config);
                 self.config.store(config.clone());
+                *self.live_hash.lock() = hash;
                 self.metrics.observe_reload(true);
-                Ok(config)
+                Ok((config, true))
             }
             Err(e) => {
                 self.metrics.observe_reload(false);
@@ -245,8 +319,9 @@ impl AppState {
                 continue;
             }
             last = now;
-            match self.reload().await {
-                Ok(cfg) => tracing::info!(
+            match self.reload_changed().await {
+                Ok((_, false)) => tracing::debug!("config files touched, contents unchanged: nothing to reload"),
+                Ok((cfg, true)) => tracing::info!(
                     domains = cfg.domains().len(),
                     policies = cfg.policies().count(),
                     "config files changed: reloaded"
@@ -255,6 +330,14 @@ impl AppState {
                     tracing::error!("config files changed: reload refused, the old config stays in force:\n{e}")
                 }
             }
+        }
+    }
+
+    /// One untimed [`Store::inspect`] of `id` (readiness probes: not counted in the store's latency).
+    pub(crate) async fn probe_store(&self, id: &[u8], policy: &Policy) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Memory(m) => m.inspect(id, policy).await.map(drop),
+            Backend::Dyn(d) => d.inspect(id, policy).await.map(drop),
         }
     }
 

@@ -115,12 +115,15 @@ pub enum ConfigError {
     /// The path holds no domain and no policy (no YAML file at all, or only empty ones): refused, never read
     /// as "no limits".
     #[error(
-        "{path}: no domain and no policy found (looked for *.yaml and *.yml files there); an empty config is \
-         refused so that a wrong path or a deleted file never turns every limit off"
+        "{path}: no domain and no policy found (looked there for *.yaml and *.yml files, found {files}); an \
+         empty config is refused so that a wrong path or a deleted file never turns every limit off \
+         (`serve --allow-empty-config` starts anyway, with no limits)"
     )]
     Empty {
-        /// Where the config was looked for.
+        /// Where the config was looked for (made absolute when it can be).
         path: String,
+        /// How many YAML files were found there.
+        files: usize,
     },
 }
 
@@ -216,6 +219,7 @@ impl Config {
         } else {
             vec![path.to_path_buf()]
         };
+        let file_count = files.len();
         let mut merger = Merger { merge_domains, ..Merger::default() };
         for file in files {
             let name: Arc<str> = file.display().to_string().into();
@@ -233,7 +237,8 @@ impl Config {
         }
         let config = merger.finish()?;
         if config.domains.is_empty() && config.policies.is_empty() {
-            return Err(ConfigError::Empty { path: path.display().to_string() });
+            let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            return Err(ConfigError::Empty { path: path.display().to_string(), files: file_count });
         }
         Ok(config)
     }
