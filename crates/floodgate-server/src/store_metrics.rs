@@ -96,7 +96,7 @@ pub fn redis(stats: Arc<RedisStore>) -> StoreSource {
     }))
 }
 
-/// Cluster mode's series (`floodgate_cluster_*`): name, help and type, in the order [`cluster`] reads them.
+/// Cluster mode's series: name, help and type, in the order [`cluster`] reads them.
 const CLUSTER_SERIES: [(&str, &str, &str); 18] = [
     ("floodgate_cluster_peers_connected", "Peers with an authenticated link.", "gauge"),
     ("floodgate_cluster_peers_up", "Peers synced and replicating.", "gauge"),
@@ -138,7 +138,7 @@ const CLUSTER_SERIES: [(&str, &str, &str); 18] = [
     ),
 ];
 
-/// Cluster mode's series ([`CLUSTER_SERIES`]): peers, lag, bytes and entries, merges, refusals, syncs, clock skew
+/// Cluster mode's series (`floodgate_cluster_*`): peers, lag, bytes and entries, merges, refusals, syncs, clock skew
 /// and the split-limit cap, read from `stats` at each scrape.
 pub fn cluster(stats: impl Fn() -> floodgate_cluster::ClusterStats + Send + Sync + 'static) -> StoreSource {
     StoreSource(Box::new(move || {
