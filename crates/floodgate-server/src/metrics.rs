@@ -299,6 +299,15 @@ impl Metrics {
             &self.global_shadow,
         );
         self.render_rules(&mut out, &domains);
+        self.render_store(&mut out);
+        self.render_config(&mut out);
+        out
+    }
+}
+
+impl Metrics {
+    /// The store's series: errors, what its source adds, and the latency histogram.
+    fn render_store(&self, out: &mut String) {
         let store = self.store_source.get().map(|f| (f.0)()).unwrap_or_default();
         let errors = self.store_errors.load(Relaxed).saturating_add(store.answered_by_failure_policy);
         let _ = writeln!(
@@ -320,6 +329,10 @@ impl Metrics {
         let _ = writeln!(out, "floodgate_store_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
         let _ = writeln!(out, "floodgate_store_latency_seconds_sum {}", self.latency_sum_ns.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(out, "floodgate_store_latency_seconds_count {cumulative}");
+    }
+
+    /// Config reloads and readiness.
+    fn render_config(&self, out: &mut String) {
         out.push_str("# HELP floodgate_config_reloads_total Config reloads, by result.\n");
         out.push_str("# TYPE floodgate_config_reloads_total counter\n");
         let _ = writeln!(out, "floodgate_config_reloads_total{{result=\"success\"}} {}", self.reloads_ok.load(Relaxed));
@@ -336,11 +349,8 @@ impl Metrics {
         out.push_str("# HELP floodgate_ready_failures_total Readiness probes that found the server not ready.\n");
         out.push_str("# TYPE floodgate_ready_failures_total counter\n");
         let _ = writeln!(out, "floodgate_ready_failures_total {}", self.ready_failures.load(Relaxed));
-        out
     }
-}
 
-impl Metrics {
     fn render_rules(&self, out: &mut String, domains: &[(Arc<str>, Arc<DomainCounters>)]) {
         type Stat = fn(&RuleCounters) -> &AtomicU64;
         let families: [(&str, &str, Stat); 5] = [
