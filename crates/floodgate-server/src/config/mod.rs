@@ -85,16 +85,29 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
+/// One line, whatever the text holds: control characters (a key written across lines, say) are escaped.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() { write!(f, "{}", c.escape_default())? } else { fmt::Write::write_char(f, c)? }
+        }
+        Ok(())
+    }
+}
+
+/// One line per issue (`file:line:col: field: message`), whatever the file, its keys or values hold.
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
+        write!(f, "{}", OneLine(&self.file))?;
         if self.pos.line > 0 {
             write!(f, ":{}:{}", self.pos.line, self.pos.col)?;
         }
         if !self.field.is_empty() {
-            write!(f, ": {}", self.field)?;
+            write!(f, ": {}", OneLine(&self.field))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", OneLine(&self.message))
     }
 }
 

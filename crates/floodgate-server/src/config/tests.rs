@@ -353,3 +353,13 @@ fn long_names_are_hashed() {
     let uni = rule_policy_name("d", &"é".repeat(300));
     assert!(uni.len() <= Policy::MAX_NAME_LEN);
 }
+
+/// An issue is one line even when the key it names was written across lines (found by `tests/fuzz.rs`).
+#[test]
+fn an_issue_is_one_line_whatever_its_key_holds() {
+    let e = errors("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: second, request-|\n\ns_per_unit: 5}\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(!e[0].contains('\n'), "{e:?}");
+    assert!(e[0].contains("rate_limit.request-|\\ns_per_unit: unknown field"), "{e:?}");
+    assert!(e[0].starts_with("t.yaml:4:"), "{e:?}");
+}
