@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::{KillOnDrop, free_port};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,20 +29,6 @@ fn check_accepts_the_examples_and_names_the_line_of_an_error() {
     assert!(err.contains(":7:5: descriptors[1].kee: unknown field"), "{err}");
     let out = Command::new(BIN).args(["check", "/nonexistent/floodgate.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-}
-
-/// A child process killed when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_healthy(base: &str) {
@@ -137,22 +125,10 @@ fn serve_with_no_config_uses_the_builtin_limits() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// A redis-server on a free loopback port (fails, saying how to install it, when it is missing).
+/// A redis-server on a free loopback port.
 fn start_redis() -> (KillOnDrop, u16) {
-    assert!(
-        Command::new("redis-server").arg("--version").output().is_ok(),
-        "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
-    );
     let port = free_port();
-    let redis = KillOnDrop(
-        Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (redis, port)
+    (common::redis_on(port), port)
 }
 
 /// `serve --redis` on the Redis at `port` with `extra` flags, retried while Redis is not up yet; answers the

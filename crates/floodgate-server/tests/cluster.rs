@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,10 +30,6 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn rt() -> tokio::runtime::Runtime {

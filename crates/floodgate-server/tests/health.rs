@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{KillOnDrop, free_port, redis_on};
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,36 +16,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
 const RLS: &str = "envoy.service.ratelimit.v3.RateLimitService";
-
-/// A child process killed when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A redis-server on `port` (loopback, no persistence).
-fn redis_on(port: u16) -> KillOnDrop {
-    assert!(
-        Command::new("redis-server").arg("--version").output().is_ok(),
-        "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
-    );
-    KillOnDrop(
-        Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// `/readyz` (or `path`): the status and the JSON body; `None` if the server does not answer.
 async fn ready(base: &str, path: &str) -> Option<(u16, serde_json::Value)> {

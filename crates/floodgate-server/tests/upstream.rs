@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -195,10 +197,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `floodgate serve` (the built binary) with `extra` flags; answers once `/healthz` does (tried again while a
 /// Redis it needs is not up yet).
 async fn serve_binary(extra: &[String]) -> (KillOnDrop, String) {
@@ -275,20 +273,8 @@ async fn python_example_takes_no_429() {
 /// upstream bucket: zero 429s from the shared limit, ≥ 90 % of the rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_redis_share_one_budget() {
-    assert!(
-        std::process::Command::new("redis-server").arg("--version").output().is_ok(),
-        "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
-    );
     let port = free_port();
-    let _redis = KillOnDrop(
-        tokio::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap(),
-    );
+    let _redis = common::redis_on(port);
     let (upstream, addr) = serve_upstream(Duration::from_millis(200), 10).await;
     let flags =
         vec!["--redis".to_owned(), format!("redis://127.0.0.1:{port}/"), "--redis-prefix".into(), "fleet".into()];

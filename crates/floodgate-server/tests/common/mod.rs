@@ -56,26 +56,48 @@ pub async fn start_on(yaml: &str, backend: Backend) -> TestServer {
     TestServer { base: format!("http://{}", server.http_addr), grpc: server.grpc_addr, server, config }
 }
 
-/// A redis-server on a free loopback port (no persistence), killed on drop.
-pub struct RedisChild {
-    pub port: u16,
-    child: std::process::Child,
+/// A child process killed when the test ends, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl RedisChild {
-    pub fn start() -> RedisChild {
-        assert!(
-            std::process::Command::new("redis-server").arg("--version").output().is_ok(),
-            "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = std::process::Command::new("redis-server")
+/// A loopback port free when asked.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A redis-server on `port` (loopback, no persistence), killed on drop; fails, saying how to install it, when it
+/// is missing.
+pub fn redis_on(port: u16) -> KillOnDrop {
+    assert!(
+        std::process::Command::new("redis-server").arg("--version").output().is_ok(),
+        "redis-server is not installed: `apt-get install -y redis-server` (scripts/test does it for you)"
+    );
+    KillOnDrop(
+        std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
-        RedisChild { port, child }
+            .unwrap(),
+    )
+}
+
+/// A redis-server on a free loopback port (no persistence), killed on drop.
+pub struct RedisChild {
+    pub port: u16,
+    _child: KillOnDrop,
+}
+
+impl RedisChild {
+    pub fn start() -> RedisChild {
+        let port = free_port();
+        RedisChild { port, _child: redis_on(port) }
     }
 
     /// A store on this Redis, once it answers (within 10 s).
@@ -93,13 +115,6 @@ impl RedisChild {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             }
         }
-    }
-}
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
