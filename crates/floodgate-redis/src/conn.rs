@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisResult, Value};
 
 /// Probes after 15 s idle; on Linux every 5 s, 3 times (a silent peer is dropped after about 30 s).
@@ -198,5 +199,26 @@ impl Watched {
     pub(crate) async fn query(self: &Arc<Self>, cmd: &Cmd) -> RedisResult<Value> {
         let live = self.live().await?;
         live.conn.clone().send_packed_command(cmd).await
+    }
+}
+
+/// The store's connection: a watched single Redis, a single Redis over TLS, or a Redis Cluster.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// A single Redis over plain TCP or a Unix socket, its connection watched ([`Watched`]).
+    Watched(Arc<Watched>),
+    /// A single Redis over TLS.
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Sends one command (a script call) and turns an error reply into an error.
+    pub(crate) async fn query(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Watched(c) => c.query(cmd).await?.extract_error(),
+            Conn::Single(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
+            Conn::Cluster(c) => c.clone().req_packed_command(cmd).await?.extract_error(),
+        }
     }
 }

@@ -437,7 +437,7 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
 
     /// [`apply_at`](Self::apply_at) at the store clock's time, read after the key is hashed: reading the clock
     /// first keeps the CPU from loading the key (a cache miss when keys are many) in the shadow of the previous
-    /// call, ~80 ns a check at a million keys (`benches/floor.rs`).
+    /// call, ~80 ns a check at a million keys (`floodgate-bench/benches/floor.rs`).
     ///
     /// Always inlined, down to the algorithm, so the work that waits on the key's entry (a cache miss when
     /// keys are many) is only what the caller uses: a caller that reads only `allowed` never computes the

@@ -3,7 +3,7 @@
 //! difference in `n`.
 //!
 //! ```text
-//! cargo bench -p floodgate-http --bench instructions --no-run      # then, with BIN the binary it printed:
+//! cargo bench -p floodgate-bench --bench http_instructions --no-run      # then, with BIN the binary it printed:
 //! for v in inner ip_allowed ip_allowed_no_headers ip_denied header_allowed; do for n in 10000 110000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null BIN $v $n 2>&1 | grep Collected; done; done
 //! ```

@@ -9,8 +9,8 @@
 //! - `bare+chain-N`: `bare` with N dependent multiply-xor steps (3 instructions each) after the missed load of
 //!   the entry, standing for the work a real store does there (the algorithm, the decision, the timestamps).
 //!
-//! Run: `cargo bench -p floodgate --bench floor` (about a minute), or name the cases to run only those:
-//! `cargo bench -p floodgate --bench floor -- floodgate-gcra bare`. Findings: `BENCHMARKS.md`.
+//! Run: `cargo bench -p floodgate-bench --bench floor` (about a minute), or name the cases to run only those:
+//! `cargo bench -p floodgate-bench --bench floor -- floodgate-gcra bare`. Findings: `BENCHMARKS.md`.
 
 use std::hash::BuildHasher;
 use std::hint::black_box;

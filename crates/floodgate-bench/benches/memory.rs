@@ -1,6 +1,6 @@
 //! The in-memory store side by side with `governor`'s keyed limiter, on the same quota, in one run.
 //!
-//! Run: `cargo bench -p floodgate --bench memory` (about 2 minutes). Figures and ratios: `BENCHMARKS.md`.
+//! Run: `cargo bench -p floodgate-bench --bench memory` (about 2 minutes). Figures and ratios: `BENCHMARKS.md`.
 //!
 //! - `hot/*`: one key, one thread: the per-check floor.
 //! - `1M/*`: one million distinct string keys (`user:<i>`), one thread, visited in a shuffled order: one

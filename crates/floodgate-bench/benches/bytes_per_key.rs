@@ -1,7 +1,7 @@
 //! Resident memory per key at one million keys: floodgate's in-memory store and governor's keyed limiter; and
 //! per key of a full sliding log at limits 100 and 10 000.
 //!
-//! Run: `cargo bench -p floodgate --bench bytes_per_key`. Each store is filled in a fresh child process (so one
+//! Run: `cargo bench -p floodgate-bench --bench bytes_per_key`. Each store is filled in a fresh child process (so one
 //! store's freed memory cannot hide the next one's), and the growth of its resident set is divided by the keys.
 
 use std::num::NonZeroU32;

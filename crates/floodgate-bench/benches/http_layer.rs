@@ -2,7 +2,7 @@
 //! peer IP from axum's `ConnectInfo`, on a `MemoryStore<IpAddr>`. The request is built outside the timed part
 //! (`iter_batched`); the response is dropped inside it in every variant, so the differences are the layer's.
 //!
-//! `cargo bench -p floodgate-http --bench layer`
+//! `cargo bench -p floodgate-bench --bench http_layer`
 
 use std::convert::Infallible;
 use std::future::Future;
