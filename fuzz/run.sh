@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
-# Runs the fuzz targets for a bounded time each (default 60 s) with cargo fuzz (nightly + libFuzzer):
-# `config` (the YAML config reader), `upstream_headers` (the upstream rate-limit header parsers), `rls_request`
-# (protobuf bytes through the RLS request path), `rls_json` (the proto3-JSON mapping of POST /json) and
-# `http_json` (the HTTP API's JSON bodies; the first byte picks the route).
-# The same properties run on stable in the normal test suite (crates/floodgate-server/tests/fuzz.rs and
-# crates/floodgate-upstream/src/headers/tests.rs).
+# Runs fuzz targets for a bounded time each (default 60 s) with cargo fuzz (libFuzzer):
+#   `config`            the YAML config reader                          (fuzz/)
+#   `rls_request`       protobuf bytes through the RLS request path     (fuzz/)
+#   `rls_json`          the proto3-JSON mapping of POST /json           (fuzz/)
+#   `http_json`         the HTTP API's JSON bodies (first byte: route)  (fuzz/)
+#   `cluster_frame`     the cluster's peer frames                       (fuzz/)
+#   `upstream_headers`  the upstream rate-limit header parsers          (crates/floodgate-upstream/fuzz/)
+# The same properties run on stable in the normal test suite (crates/floodgate-server/tests/fuzz.rs,
+# crates/floodgate-upstream/src/headers/tests.rs, crates/floodgate-cluster/src/frame.rs).
+#
+# It uses the nightly toolchain when there is one, and otherwise the stable one with RUSTC_BOOTSTRAP=1 (the
+# sanitizer flags cargo fuzz passes are unstable options; stable ships the sanitizer runtimes). A crash stops the
+# run with a non-zero exit and leaves the input under the fuzz crate's `artifacts/`.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
 set -euo pipefail
-cd "$(dirname "$0")"
+root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(config upstream_headers rls_request rls_json http_json)
+((${#targets[@]})) || targets=(config rls_request rls_json http_json cluster_frame upstream_headers)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for t in "${targets[@]}"; do mkdir -p "corpus/$t"; done
-cp -n ../crates/floodgate-server/examples/*.yaml ../crates/floodgate-server/bench/*.yaml corpus/config/ 2>/dev/null || true
+if cargo +nightly --version >/dev/null 2>&1; then
+    fuzz() { cargo +nightly fuzz "$@"; }
+else
+    fuzz() { RUSTC_BOOTSTRAP=1 cargo fuzz "$@"; }
+fi
 for t in "${targets[@]}"; do
-    cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048
+    case "$t" in
+        upstream_headers) dir="$root/crates/floodgate-upstream/fuzz" ;;
+        config | rls_request | rls_json | http_json | cluster_frame) dir="$root/fuzz" ;;
+        *) echo "fuzz/run.sh: unknown target $t" >&2; exit 2 ;;
+    esac
+    mkdir -p "$dir/corpus/$t"
+    if [ "$t" = config ]; then
+        cp -n "$root"/crates/floodgate-server/examples/*.yaml "$root"/crates/floodgate-server/bench/*.yaml \
+            "$dir/corpus/config/" 2>/dev/null || true
+    fi
+    echo "==> fuzzing $t for $secs s"
+    (cd "$dir" && fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=4096 -rss_limit_mb=2048)
 done

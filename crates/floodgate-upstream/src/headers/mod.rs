@@ -237,7 +237,7 @@ pub const FUZZ_NAMES: [&str; 14] = [
 
 /// Shapes arbitrary bytes into a parser's input: the first byte picks the status and the local clock, the rest
 /// are header values separated by NUL bytes, given to [`FUZZ_NAMES`] in turn (at most 32; values HTTP would
-/// refuse are left out). `None` for empty input. The fuzz target `fuzz/fuzz_targets/upstream_headers.rs` and
+/// refuse are left out). `None` for empty input. The fuzz target `fuzz/fuzz_targets/upstream_headers.rs` (in this crate) and
 /// this crate's property tests feed [`parse_at`] through it, so both explore the same space.
 ///
 /// ```

@@ -238,7 +238,7 @@ proptest! {
     }
 
     /// The fuzz target's input, run bounded here (stable, in CI): any bytes, shaped by [`fuzz_input`] exactly as
-    /// `fuzz/fuzz_targets/upstream_headers.rs` shapes them, through every parser.
+    /// `fuzz/fuzz_targets/upstream_headers.rs` (in this crate) shapes them, through every parser.
     #[test]
     fn fuzz_target_input(data in prop_oneof![
         any::<Vec<u8>>(),
