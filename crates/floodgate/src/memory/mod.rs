@@ -24,7 +24,10 @@
 //! the measurement at one million keys.
 
 mod buckets;
+mod builder;
+mod expiry;
 mod key;
+mod stats;
 mod sweeper;
 
 use std::any::Any;
@@ -39,7 +42,12 @@ use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use buckets::{Bucket, Buckets};
+pub use builder::{MemoryStoreBuilder, WhenFull};
+pub use expiry::Expired;
+use expiry::Hook;
 pub use key::{ByteKey, ToKey};
+use stats::Counters;
+pub use stats::MemoryStats;
 use sweeper::Sweeper;
 
 use crate::algorithm::{self, Op, State};
@@ -62,38 +70,6 @@ struct Shard<K> {
     policies: Mutex<HashMap<u64, Arc<str>>>,
 }
 
-/// A bucket the sweep found expired, as the [expiry hook](MemoryStoreBuilder::on_expiry) sees it.
-#[derive(Clone, Debug)]
-pub struct Expired<K> {
-    /// The key.
-    pub key: K,
-    /// The key of the policy the bucket belonged to ([`Policy::key`]: its name, or its definition).
-    pub policy: Arc<str>,
-    /// Units counted at the last update: a window's count (the current window's, for a sliding window), a
-    /// meter's level rounded up to whole units.
-    pub last_used: u64,
-    /// The state as last written.
-    pub state: State,
-    /// When the bucket expired (its state emptied, and `expiry` had passed).
-    pub expired_at: Timestamp,
-    /// When the bucket was created.
-    pub created: Timestamp,
-    /// When the bucket was last written.
-    pub updated: Timestamp,
-}
-
-/// What an expiry hook is.
-type HookFn<K> = dyn Fn(&[Expired<K>]) + Send + Sync;
-
-/// The expiry hook and how to copy a key for it.
-struct Hook<K> {
-    call: Box<HookFn<K>>,
-    clone_key: fn(&K) -> K,
-}
-
-/// The most expired buckets handed to the hook in one call.
-const HOOK_BATCH: usize = 1024;
-
 struct Inner<K> {
     shards: Box<[Shard<K>]>,
     shard_mask: u64,
@@ -107,78 +83,6 @@ struct Inner<K> {
     hook: Option<Hook<K>>,
     stats: Counters,
     sweeper: Mutex<Option<Sweeper>>,
-}
-
-#[derive(Default)]
-struct Counters {
-    swept: AtomicU64,
-    evicted_expired: AtomicU64,
-    evicted_live: AtomicU64,
-    refused_full: AtomicU64,
-    hook_panics: AtomicU64,
-}
-
-/// What a store bounded by [`max_keys`](MemoryStoreBuilder::max_keys) does when a new key finds its shard full
-/// of live keys (expired ones are always dropped first). See the [module docs](self).
-///
-/// ```
-/// use floodgate::memory::WhenFull;
-/// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
-/// use std::time::Duration;
-///
-/// let clock = ManualClock::new(Timestamp::from_secs(100));
-/// let store = MemoryStore::builder().clock(clock.clone()).shards(1).max_keys(Some(1)).build();
-/// let policy = Policy::fixed_window(1, Duration::from_secs(10))?;
-/// assert!(store.hit_sync(&b"victim"[..], &policy, 1).allowed);
-/// // The store is full: a new key is refused until the victim's window ends; the victim stays counted.
-/// let refused = store.hit_sync(&b"attacker"[..], &policy, 1);
-/// assert_eq!((refused.allowed, refused.retry_after), (false, Some(Duration::from_secs(10))));
-/// assert!(!store.hit_sync(&b"victim"[..], &policy, 1).allowed);
-/// assert_eq!(store.stats().refused_full, 1);
-/// # Ok::<(), floodgate::PolicyError>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WhenFull {
-    /// Deny the new key's hits until a key of its shard expires; never drop live state (the default).
-    #[default]
-    RefuseNew,
-    /// Evict the live keys nearest to their reset. An evicted key starts again from empty and may admit more
-    /// than its limit: every such eviction is counted in [`MemoryStats::evicted_live`].
-    EvictLive,
-}
-
-/// Counters of what the store has dropped, and how big it is.
-///
-/// ```
-/// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
-/// use std::time::Duration;
-///
-/// let clock = ManualClock::new(Timestamp::from_secs(100));
-/// let store = MemoryStore::builder().clock(clock.clone()).cleanup_interval(None).build();
-/// store.hit_sync(&b"k"[..], &Policy::gcra(1, Duration::from_secs(1))?, 1);
-/// clock.advance(Duration::from_secs(1));
-/// store.sweep();
-/// let stats = store.stats();
-/// assert_eq!((stats.keys, stats.swept, stats.evicted_live), (0, 1, 0));
-/// # Ok::<(), floodgate::PolicyError>(())
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MemoryStats {
-    /// Keys held now (live or not yet swept).
-    pub keys: usize,
-    /// Buckets dropped by sweeps because they had expired.
-    pub swept: u64,
-    /// Expired buckets dropped to make room under `max_keys`.
-    pub evicted_expired: u64,
-    /// Live keys evicted under `max_keys` ([`WhenFull::EvictLive`] only): each may later admit more than its
-    /// limit, so watch this.
-    pub evicted_live: u64,
-    /// Hits (and other writes) of new keys denied because their shard was full of live keys
-    /// ([`WhenFull::RefuseNew`]).
-    pub refused_full: u64,
-    /// Calls of the expiry hook that panicked (the sweep went on; those batches were dropped).
-    pub hook_panics: u64,
 }
 
 /// The in-memory [`Store`]: sharded, lock-per-shard, with expiry and an optional key bound.
@@ -218,165 +122,6 @@ impl<K> std::fmt::Debug for MemoryStore<K> {
     }
 }
 
-/// Builds a [`MemoryStore`].
-///
-/// ```
-/// use floodgate::{ManualClock, MemoryStore, Timestamp};
-/// use std::time::Duration;
-///
-/// let store = MemoryStore::builder()
-///     .clock(ManualClock::new(Timestamp::EPOCH))
-///     .expiry(Duration::from_secs(60))
-///     .cleanup_interval(Some(Duration::from_secs(10)))
-///     .max_keys(Some(1_000_000))
-///     .build();
-/// assert_eq!(store.stats().keys, 0);
-/// ```
-pub struct MemoryStoreBuilder<K = ByteKey> {
-    clock: Arc<dyn Clock>,
-    expiry: Duration,
-    cleanup_interval: Option<Duration>,
-    max_keys: Option<usize>,
-    when_full: WhenFull,
-    shards: Option<usize>,
-    hook: Option<Hook<K>>,
-    _key: std::marker::PhantomData<fn() -> K>,
-}
-
-impl<K> MemoryStoreBuilder<K> {
-    /// Uses keys of type `K2` instead (an `IpAddr`, a `u64`, a tuple, a `String`...).
-    /// (An expiry hook set before this call is dropped: set it after choosing the key type.)
-    pub fn key_type<K2>(self) -> MemoryStoreBuilder<K2> {
-        MemoryStoreBuilder {
-            clock: self.clock,
-            expiry: self.expiry,
-            cleanup_interval: self.cleanup_interval,
-            max_keys: self.max_keys,
-            when_full: self.when_full,
-            shards: self.shards,
-            hook: None,
-            _key: std::marker::PhantomData,
-        }
-    }
-
-    /// Calls `hook` with every bucket the sweep finds expired, before it is dropped (Hammer's `before_clean`):
-    /// for an audit trail, or to persist usage elsewhere. Buckets come in batches of up to 1024, after the
-    /// sweep has released the shard's lock, so a slow hook delays only the next sweep, never a hit; a hook that
-    /// panics loses its batch (counted in [`MemoryStats::hook_panics`] and logged) and the sweep goes on.
-    ///
-    /// ```
-    /// use floodgate::{ManualClock, MemoryStore, Policy, Timestamp};
-    /// use std::sync::{Arc, Mutex};
-    /// use std::time::Duration;
-    ///
-    /// let seen = Arc::new(Mutex::new(Vec::new()));
-    /// let log = seen.clone();
-    /// let clock = ManualClock::new(Timestamp::from_secs(100));
-    /// let store = MemoryStore::builder()
-    ///     .clock(clock.clone())
-    ///     .cleanup_interval(None)
-    ///     .on_expiry(move |batch| {
-    ///         let mut log = log.lock().unwrap();
-    ///         log.extend(batch.iter().map(|e| (e.key.to_vec(), e.policy.to_string(), e.last_used)));
-    ///     })
-    ///     .build();
-    /// let policy = Policy::fixed_window(5, Duration::from_secs(10))?.named("api")?;
-    /// store.hit_sync(&b"user:1"[..], &policy, 3);
-    /// clock.advance(Duration::from_secs(10));
-    /// store.sweep();
-    /// assert_eq!(*seen.lock().unwrap(), vec![(b"user:1".to_vec(), "api".to_string(), 3)]);
-    /// # Ok::<(), floodgate::PolicyError>(())
-    /// ```
-    pub fn on_expiry(mut self, hook: impl Fn(&[Expired<K>]) + Send + Sync + 'static) -> Self
-    where
-        K: Clone,
-    {
-        self.hook = Some(Hook { call: Box::new(hook), clone_key: K::clone });
-        self
-    }
-
-    /// The time source (default: [`SystemClock`]).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Keep an idle bucket at least this long after its last update (default zero: exactly until its state is
-    /// empty). Live state is never dropped early, whatever this is.
-    pub fn expiry(mut self, expiry: Duration) -> Self {
-        self.expiry = expiry;
-        self
-    }
-
-    /// How often the background thread sweeps expired buckets (default 60 s); `None` for no thread (call
-    /// [`MemoryStore::sweep`] yourself).
-    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
-        self.cleanup_interval = interval.filter(|d| !d.is_zero());
-        self
-    }
-
-    /// Bound the number of keys (default: unbounded), spread evenly over the shards. What a full shard does
-    /// is [`when_full`](Self::when_full)'s choice.
-    pub fn max_keys(mut self, max: Option<usize>) -> Self {
-        self.max_keys = max;
-        self
-    }
-
-    /// What a new key does when its shard is full of live keys (default [`WhenFull::RefuseNew`]: it is denied,
-    /// and no live key ever loses its count).
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
-    }
-
-    /// The number of shards, rounded up to a power of two (default: 16 per core, at least 64).
-    pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = Some(shards);
-        self
-    }
-
-    /// Builds the store and starts its sweep thread.
-    pub fn build(self) -> MemoryStore<K>
-    where
-        K: Hash + Eq + Send + Sync + 'static,
-    {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let n = self.shards.unwrap_or((cores * 16).max(64)).clamp(1, 1 << 16).next_power_of_two();
-        let shards = (0..n)
-            .map(|_| Shard {
-                table: Mutex::new(HashTable::new()),
-                full_until: AtomicU64::new(0),
-                policies: Mutex::new(HashMap::new()),
-            })
-            .collect::<Box<[_]>>();
-        let max_per_shard = self.max_keys.map_or(usize::MAX, |m| m.div_ceil(n).max(1));
-        let inner = Arc::new(Inner {
-            shards,
-            shard_mask: (n - 1) as u64,
-            hasher: foldhash::fast::RandomState::default(),
-            system_clock: (&*self.clock as &dyn Any).downcast_ref::<SystemClock>().cloned(),
-            clock: self.clock,
-            expiry_us: duration_micros(self.expiry),
-            max_per_shard,
-            when_full: self.when_full,
-            hook: self.hook,
-            stats: Counters::default(),
-            sweeper: Mutex::new(None),
-        });
-        if let Some(interval) = self.cleanup_interval {
-            match Sweeper::start(Arc::downgrade(&inner), interval, |inner: &Inner<K>| {
-                inner.sweep(inner.now().as_micros());
-            }) {
-                Ok(s) => *inner.sweeper.lock() = Some(s),
-                Err(e) => {
-                    tracing::error!(error = %e, "could not start the floodgate sweep thread; expired state will only be dropped by MemoryStore::sweep")
-                }
-            }
-        }
-        MemoryStore { inner }
-    }
-}
-
 impl MemoryStore<ByteKey> {
     /// A store with byte-string keys, the system clock, and the default options.
     ///
@@ -386,20 +131,6 @@ impl MemoryStore<ByteKey> {
     /// ```
     pub fn new() -> Self {
         Self::builder().build()
-    }
-
-    /// A builder for a store with byte-string keys (change them with [`MemoryStoreBuilder::key_type`]).
-    pub fn builder() -> MemoryStoreBuilder<ByteKey> {
-        MemoryStoreBuilder {
-            clock: Arc::new(SystemClock::new()),
-            expiry: Duration::ZERO,
-            cleanup_interval: Some(Duration::from_secs(60)),
-            max_keys: None,
-            when_full: WhenFull::RefuseNew,
-            shards: None,
-            hook: None,
-            _key: std::marker::PhantomData,
-        }
     }
 }
 
@@ -743,122 +474,6 @@ impl<K: Hash + Eq> Inner<K> {
             names.entry(policy.fingerprint()).or_insert_with(|| policy.key().into());
         }
     }
-
-    fn sweep(&self, now: u64) -> u64 {
-        let mut dropped = 0;
-        for shard in self.shards.iter() {
-            let mut expired = Vec::new();
-            {
-                let mut table = shard.table.lock();
-                table.retain(|e| {
-                    e.buckets.retain(
-                        |b| b.expires > now,
-                        |b| {
-                            dropped += 1;
-                            if let Some(hook) = &self.hook {
-                                expired.push(((hook.clone_key)(&e.key), b));
-                            }
-                        },
-                    )
-                });
-            }
-            if let Some(hook) = &self.hook
-                && !expired.is_empty()
-            {
-                self.call_hook(hook, shard, expired);
-            }
-        }
-        self.stats.swept.fetch_add(dropped, Ordering::Relaxed);
-        if dropped > 0 {
-            tracing::debug!(dropped, "floodgate memory store swept expired buckets");
-        }
-        dropped
-    }
-
-    /// Hands expired buckets to the hook in batches, outside every table lock; a panic loses only its batch.
-    fn call_hook(&self, hook: &Hook<K>, shard: &Shard<K>, expired: Vec<(K, Bucket)>) {
-        let names = shard.policies.lock().clone();
-        let unknown: Arc<str> = Arc::from("");
-        let mut batch = Vec::with_capacity(expired.len().min(HOOK_BATCH));
-        let mut expired = expired.into_iter().peekable();
-        while expired.peek().is_some() {
-            batch.clear();
-            batch.extend(expired.by_ref().take(HOOK_BATCH).map(|(key, b)| Expired {
-                key,
-                policy: names.get(&b.policy).cloned().unwrap_or_else(|| unknown.clone()),
-                last_used: b.state.last_used(),
-                state: b.state,
-                expired_at: Timestamp::from_micros(b.expires),
-                created: Timestamp::from_micros(b.created),
-                updated: Timestamp::from_micros(b.updated),
-            }));
-            let call = std::panic::AssertUnwindSafe(|| (hook.call)(&batch));
-            if std::panic::catch_unwind(call).is_err() {
-                self.stats.hook_panics.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(batch = batch.len(), "the floodgate expiry hook panicked; the sweep goes on");
-            }
-        }
-    }
-
-    /// Frees room in a full shard: expired keys first; then, under [`WhenFull::EvictLive`], the live keys
-    /// nearest to their reset. Under [`WhenFull::RefuseNew`] a shard still full answers when (µs) its first key
-    /// expires, remembered in `full_until` so the next new keys are refused without a scan until then.
-    #[cold]
-    fn make_room(&self, table: &mut HashTable<Entry<K>>, full_until: &AtomicU64, now: u64) -> Result<(), u64> {
-        let until = full_until.load(Ordering::Relaxed);
-        if self.when_full == WhenFull::RefuseNew && now < until {
-            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-            return Err(until);
-        }
-        let before = table.len();
-        table.retain(|e| e.buckets.iter().any(|b| b.expires > now));
-        let expired = before - table.len();
-        self.stats.evicted_expired.fetch_add(expired as u64, Ordering::Relaxed);
-        if self.when_full == WhenFull::RefuseNew {
-            if table.len() < self.max_per_shard {
-                return Ok(());
-            }
-            // An entry goes when its last bucket expires.
-            let first = table.iter().map(entry_expires).min().unwrap_or(now);
-            full_until.store(first, Ordering::Relaxed);
-            self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                max_keys_per_shard = self.max_per_shard,
-                room_in_ms = first.saturating_sub(now) / 1000,
-                "floodgate memory store is full of live keys: new keys are denied until one expires"
-            );
-            return Err(first);
-        }
-        let target = self.max_per_shard - self.max_per_shard.div_ceil(8);
-        if table.len() <= target {
-            return Ok(());
-        }
-        let excess = table.len() - target;
-        let mut ends: Vec<u64> = table.iter().map(entry_expires).collect();
-        let (_, cut, _) = ends.select_nth_unstable(excess - 1);
-        let cut = *cut;
-        let mut evicted = 0usize;
-        table.retain(|e| {
-            if evicted < excess && entry_expires(e) <= cut {
-                evicted += 1;
-                false
-            } else {
-                true
-            }
-        });
-        self.stats.evicted_live.fetch_add(evicted as u64, Ordering::Relaxed);
-        tracing::warn!(
-            evicted,
-            max_keys_per_shard = self.max_per_shard,
-            "floodgate memory store is full: evicted live keys, which start again from empty"
-        );
-        Ok(())
-    }
-}
-
-/// When an entry may be dropped: when its last bucket expires.
-fn entry_expires<K>(e: &Entry<K>) -> u64 {
-    e.buckets.iter().map(|b| b.expires).max().unwrap_or(0)
 }
 
 /// The answer to a new key that a full store has no room for: denied until `wait` has passed.
