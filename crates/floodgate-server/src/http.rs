@@ -27,11 +27,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use floodgate::{Algorithm, Decision, Policy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{Config, LimitKind, Rule, parse_window};
 use crate::state::AppState;
@@ -44,8 +46,6 @@ pub const MAX_ID_BYTES: usize = 1024;
 /// The header that marks a decision made by the failure policy because the store could not answer: its value is
 /// `fail-open` or `fail-closed` (the JSON body says `"fallback": true` too).
 pub const FALLBACK_HEADER: &str = "floodgate-fallback";
-
-const OPENAPI: &str = include_str!("../openapi.json");
 
 /// An API error: a status and a message, answered as `{"error": message}`.
 #[derive(Debug)]
@@ -60,9 +60,17 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": "id must not be empty"}))]
+pub(crate) struct ErrorBody {
+    /// What went wrong, in one line.
+    error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, Json(json!({ "error": self.message }))).into_response();
+        let mut res = (self.status, Json(ErrorBody { error: self.message })).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -76,23 +84,31 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// Every route with its OpenAPI description: the router and `/openapi.json` are both made from it, so no route
+/// can be served without being described.
+pub(crate) fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    use crate::upstream::{__path_acquire, __path_update, acquire, update};
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .routes(routes!(hit))
+        .routes(routes!(inspect))
+        .routes(routes!(reset))
+        .routes(routes!(reload))
+        .routes(routes!(limits))
+        .routes(routes!(acquire))
+        .routes(routes!(update))
+        .routes(routes!(cluster))
+        .routes(routes!(json_rls))
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(healthcheck))
+        .routes(routes!(openapi))
+}
+
 /// The router over `state`.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/hit", post(hit))
-        .route("/v1/inspect", post(inspect))
-        .route("/v1/reset", post(reset))
-        .route("/v1/reload", post(reload))
-        .route("/v1/limits", get(limits))
-        .route("/v1/upstream/acquire", post(crate::upstream::acquire))
-        .route("/v1/upstream/update", post(crate::upstream::update))
-        .route("/v1/cluster", get(cluster))
-        .route("/json", post(json_rls))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/healthcheck", get(readyz))
-        .route("/openapi.json", get(openapi))
+    let (router, _) = api_routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /openapi.json)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route (see /openapi.json)")
@@ -159,12 +175,19 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Api
     if same { Ok(()) } else { Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token")) }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/hit`: take `cost` units for `id` under a policy.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "user:42", "policy": "api", "cost": 1}))]
 struct HitBody {
+    /// The id counted: 1 to 1024 bytes, not starting with a NUL byte.
     id: String,
+    /// A policy's name from the config, or an inline policy.
+    #[schema(schema_with = crate::openapi::policy_ref)]
     policy: Value,
+    /// Units taken (default 1; 0 checks without counting).
     #[serde(default = "one")]
+    #[schema(default = 1)]
     cost: u64,
 }
 
@@ -172,27 +195,38 @@ fn one() -> u64 {
     1
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/inspect`: read an id's bucket under a policy without changing it.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct InspectBody {
+    /// The id.
     id: String,
+    /// A policy's name from the config, or an inline policy.
+    #[schema(schema_with = crate::openapi::policy_ref)]
     policy: Value,
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/reset`: delete every bucket of an id, under every policy.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetBody {
+    /// The id.
     id: String,
 }
 
 /// An inline policy in a request body.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InlinePolicy {
+#[schema(example = json!({"limit": 100, "window": "1m", "algorithm": "gcra"}))]
+pub(crate) struct InlinePolicy {
+    /// Units allowed per window.
     limit: u64,
+    /// The window: a number and a unit (`500ms`, `1s`, `5m`, `1h`, `1d`).
     window: String,
+    /// `fixed_window` (the default), `sliding_window`, `sliding_log`, `token_bucket`, `leaky_bucket` or `gcra`.
     #[serde(default)]
     algorithm: Option<String>,
+    /// The meter's capacity when above `limit` (meters only).
     #[serde(default)]
     burst: Option<u64>,
 }
@@ -257,12 +291,17 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// A decision as JSON.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DecisionBody {
+    /// Whether the hit was admitted (a denied hit consumes nothing).
     allowed: bool,
+    /// The policy's capacity.
     limit: u64,
+    /// Units left now.
     remaining: u64,
+    /// Milliseconds until the bucket is empty again (or its window ends).
     reset_after_ms: u64,
+    /// When denied, milliseconds until the same hit could pass; null when allowed, or when the cost can never pass.
     retry_after_ms: Option<u64>,
     /// The store could not decide and the failure policy answered (`--failure-policy fail-open|fail-closed`).
     fallback: bool,
@@ -288,6 +327,27 @@ fn store_error(e: floodgate::StoreError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("store failed: {e}"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/hit",
+    tag = "limits",
+    summary = "Take `cost` units for `id` under a policy",
+    description = "Admits the hit if it fits, else denies it and consumes nothing. Cost 0 is a pure check. Answered 200 \
+        whether or not the hit was allowed; a denial also carries `Retry-After` (seconds) unless the cost can never \
+        pass. A decision of the failure policy carries `Floodgate-Fallback: fail-open` (or `fail-closed`).",
+    request_body = HitBody,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The decision", body = DecisionBody),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token (when the server has one)", body = ErrorBody),
+        (status = 404, description = "No policy of that name", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON that does not fit (a bad id or policy)", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn hit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -313,41 +373,127 @@ async fn hit(
     Ok(res)
 }
 
+/// The answer of `POST /v1/inspect`.
+#[derive(Serialize, ToSchema)]
+struct InspectAnswer {
+    /// The id.
+    id: String,
+    /// The policy's key (its name, or its definition).
+    policy: String,
+    /// The bucket, or null when the id has none under the policy (never hit, or expired).
+    bucket: Option<BucketBody>,
+}
+
+/// An id's bucket under one policy.
+#[derive(Serialize, ToSchema)]
+struct BucketBody {
+    /// Units counted now.
+    used: u64,
+    /// Units left now.
+    remaining: u64,
+    /// Milliseconds until the bucket is empty again.
+    reset_after_ms: u64,
+    /// Milliseconds until the current window ends (windows), or until one more unit frees (meters).
+    next_window_after_ms: u64,
+    /// When the bucket was created, in microseconds since the Unix epoch.
+    created_unix_us: u64,
+    /// When it was last written, in microseconds since the Unix epoch.
+    updated_unix_us: u64,
+    /// When it expires, in microseconds since the Unix epoch.
+    expires_at_unix_us: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/inspect",
+    tag = "limits",
+    summary = "Read an id's bucket under a policy, changing nothing",
+    request_body = InspectBody,
+    responses(
+        (status = 200, description = "The bucket, or null", body = InspectAnswer),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "No policy of that name", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON that does not fit (a bad id or policy)", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn inspect(
     State(state): State<Arc<AppState>>,
     body: Result<Json<InspectBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InspectAnswer>, ApiError> {
     let Json(body) = body?;
     check_id(&body.id)?;
     let policy = resolve_policy(&state, body.policy)?;
     let bucket = state.inspect(body.id.as_bytes(), &policy).await.map_err(store_error)?;
-    Ok(Json(json!({
-        "id": body.id,
-        "policy": policy.key(),
-        "bucket": bucket.map(|b| json!({
-            "used": b.used,
-            "remaining": b.remaining,
-            "reset_after_ms": ms(b.reset_after),
-            "next_window_after_ms": ms(b.next_window_after),
-            "created_unix_us": b.created.as_micros(),
-            "updated_unix_us": b.updated.as_micros(),
-            "expires_at_unix_us": b.expires_at.as_micros(),
-        })),
-    })))
+    Ok(Json(InspectAnswer {
+        id: body.id,
+        policy: policy.key().to_owned(),
+        bucket: bucket.map(|b| BucketBody {
+            used: b.used,
+            remaining: b.remaining,
+            reset_after_ms: ms(b.reset_after),
+            next_window_after_ms: ms(b.next_window_after),
+            created_unix_us: b.created.as_micros(),
+            updated_unix_us: b.updated.as_micros(),
+            expires_at_unix_us: b.expires_at.as_micros(),
+        }),
+    }))
 }
 
+/// The answer of `POST /v1/reset`.
+#[derive(Serialize, ToSchema)]
+struct ResetAnswer {
+    /// The id.
+    id: String,
+    /// How many buckets were deleted (every policy's).
+    deleted: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/reset",
+    tag = "limits",
+    summary = "Delete every bucket of an id, under every policy",
+    request_body = ResetBody,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "How many buckets were deleted", body = ResetAnswer),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token (when the server has one)", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 422, description = "Well-formed JSON that does not fit (a bad id or policy)", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn reset(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<ResetBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResetAnswer>, ApiError> {
     authorize(&state, &headers)?;
     let Json(body) = body?;
     check_id(&body.id)?;
     let deleted = state.delete_buckets(body.id.as_bytes()).await.map_err(store_error)?;
-    Ok(Json(json!({ "id": body.id, "deleted": deleted })))
+    Ok(Json(ResetAnswer { id: body.id, deleted }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/reload",
+    tag = "config",
+    summary = "Read the config files again",
+    description = "Answers the limits now in force. A config that does not load is refused (422, with why) and the old \
+        one stays in force. Files whose content did not change are not reloaded.",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The limits in force (as `GET /v1/limits`)", body = Object),
+        (status = 401, description = "Missing or wrong bearer token (when the server has one)", body = ErrorBody),
+        (status = 422, description = "The new config was refused; the old one stays", body = ErrorBody),
+    )
+)]
 async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap, _body: Bytes) -> Result<Json<Value>, ApiError> {
     authorize(&state, &headers)?;
     match state.reload_changed().await {
@@ -366,6 +512,13 @@ async fn reload(State(state): State<Arc<AppState>>, headers: HeaderMap, _body: B
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/limits",
+    tag = "config",
+    summary = "The loaded policies and RLS domains, with the files and lines they came from",
+    responses((status = 200, description = "`{sources, policies, domains}`", body = Object))
+)]
 async fn limits(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(limits_json(&state.config()))
 }
@@ -446,6 +599,13 @@ fn limits_json(config: &Config) -> Value {
     json!({ "sources": config.sources.iter().map(|s| &**s).collect::<Vec<_>>(), "policies": policies, "domains": domains })
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = state.metrics.render();
     let expired = state.upstream.store().leases_expired().await.ok();
@@ -454,6 +614,25 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 /// The reference service's `POST /json` (see [`crate::json_rls`]): 200 when OK, 429 when over the limit.
+#[utoipa::path(
+    post,
+    path = "/json",
+    tag = "limits",
+    summary = "Envoy RLS over HTTP: a `RateLimitRequest` in proto3 JSON (the reference's endpoint)",
+    description = "The request and the answer are the RLS v3 messages in proto3 JSON (`domain`, `descriptors` of \
+        `entries` with `key` and `value`, `hitsAddend`). Answered 200 when the overall code is OK, 429 when over \
+        the limit.",
+    request_body = Object,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A `RateLimitResponse`, overall code OK", body = Object),
+        (status = 429, description = "A `RateLimitResponse`, overall code OVER_LIMIT", body = Object),
+        (status = 400, description = "Malformed JSON or an invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token (when the server has one)", body = ErrorBody),
+        (status = 404, description = "Unknown domain", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn json_rls(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let value: Value = serde_json::from_slice(&body)
@@ -474,6 +653,16 @@ async fn json_rls(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
 }
 
 /// `GET /v1/cluster`: this node's id and its peers (404 when not in cluster mode).
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    tag = "operations",
+    summary = "This node's id and its peers (cluster mode)",
+    responses(
+        (status = 200, description = "The node's cluster status", body = Object),
+        (status = 404, description = "Not in cluster mode", body = ErrorBody),
+    )
+)]
 async fn cluster(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let Some(handle) = &state.cluster else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not in cluster mode (see --cluster)"));
@@ -482,19 +671,68 @@ async fn cluster(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiE
     Ok(Json(status))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Liveness: the process answers",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain"))
+)]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Readiness, as `/readyz` and `/healthcheck` answer it.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// Whether the server can answer: a config is loaded and the store answers within its timeout.
+    ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
 /// `GET /readyz` (and the reference's `/healthcheck`): 200 `{"ready": true}`, or 503 `{"ready": false,
 /// "reason": ...}` while the store cannot answer or no config is loaded (see [`crate::health`]).
-async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Readiness: a config is loaded and the store answers",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the reason", body = Readiness),
+    )
+)]
+async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     match state.readiness.check(&state).await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"ready": true}))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reason": e.to_string()}))),
+        Ok(()) => (StatusCode::OK, Json(Readiness { ready: true, reason: None })),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { ready: false, reason: Some(e.to_string()) })),
     }
 }
 
+/// `GET /healthcheck`: the reference's path, answered as `/readyz`.
+#[utoipa::path(
+    get,
+    path = "/healthcheck",
+    tag = "operations",
+    summary = "Readiness at the reference service's path (the same as `/readyz`)",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the reason", body = Readiness),
+    )
+)]
+async fn healthcheck(state: State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
+    readyz(state).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    summary = "This description (OpenAPI 3.1, generated from the handlers)",
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::json())
 }

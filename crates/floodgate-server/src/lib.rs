@@ -34,6 +34,7 @@ pub mod health;
 pub mod http;
 pub mod json_rls;
 pub mod metrics;
+pub mod openapi;
 pub mod rls;
 pub mod server;
 pub mod state;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start, start_with};
+use common::{answer_schema, conforms, start, start_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -190,8 +190,34 @@ async fn limits_metrics_openapi_and_reload() {
     assert!(text.contains("floodgate_store_latency_seconds_count"));
 
     let api: Value = reqwest::get(format!("{}/openapi.json", s.base)).await.unwrap().json().await.unwrap();
-    assert_eq!(api["openapi"], "3.0.3");
-    assert!(api["paths"]["/v1/hit"]["post"].is_object());
+    assert_eq!(api["openapi"], "3.1.0");
+    // The answers the server gives conform to what it describes.
+    let client = reqwest::Client::new();
+    let calls = [
+        ("/v1/hit", json!({"id": "o", "policy": "two_per_hour"}), 200),
+        ("/v1/hit", json!({"id": "o", "policy": {"limit": 1, "window": "1h", "algorithm": "gcra"}, "cost": 2}), 200),
+        ("/v1/inspect", json!({"id": "o", "policy": "two_per_hour"}), 200),
+        ("/v1/inspect", json!({"id": "never", "policy": "two_per_hour"}), 200),
+        ("/v1/reset", json!({"id": "o"}), 200),
+        ("/v1/hit", json!({"id": "", "policy": "two_per_hour"}), 422),
+        ("/v1/hit", json!({"id": "o", "policy": "nope"}), 404),
+    ];
+    for (path, body, status) in calls {
+        conforms(
+            &body,
+            &api["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"],
+            &api,
+            path,
+        );
+        let res = client.post(format!("{}{path}", s.base)).json(&body).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{path} {body}");
+        let answer: Value = res.json().await.unwrap();
+        let schema = answer_schema(&api, "post", path, status);
+        assert!(schema.is_object(), "{path}: no schema for {status}");
+        conforms(&answer, schema, &api, path);
+    }
+    let ready: Value = reqwest::get(format!("{}/readyz", s.base)).await.unwrap().json().await.unwrap();
+    conforms(&ready, answer_schema(&api, "get", "/readyz", 200), &api, "/readyz");
     let health = reqwest::get(format!("{}/healthz", s.base)).await.unwrap().text().await.unwrap();
     assert_eq!(health.trim(), "ok");
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::free_port;
+use common::{conforms, free_port};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,40 +28,6 @@ async fn post(url: String, body: Value) -> Value {
     let res = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
-}
-
-/// Checks `value` against an OpenAPI schema (the subset openapi.json uses: `$ref`, `type`, `nullable`,
-/// `required`, `properties`, `additionalProperties: false`, `enum`).
-fn conforms(value: &Value, schema: &Value, api: &Value, at: &str) {
-    if let Some(r) = schema["$ref"].as_str() {
-        let name = r.trim_start_matches("#/components/schemas/");
-        return conforms(value, &api["components"]["schemas"][name], api, at);
-    }
-    if value.is_null() {
-        assert_eq!(schema["nullable"], true, "{at}: null, but not nullable");
-        return;
-    }
-    match schema["type"].as_str() {
-        Some("object") => {
-            let obj = value.as_object().unwrap_or_else(|| panic!("{at}: not an object: {value}"));
-            for r in schema["required"].as_array().into_iter().flatten() {
-                assert!(obj.contains_key(r.as_str().unwrap()), "{at}: required {r} missing in {value}");
-            }
-            for (k, v) in obj {
-                match schema["properties"].get(k) {
-                    Some(s) => conforms(v, s, api, &format!("{at}.{k}")),
-                    None => assert_ne!(schema["additionalProperties"], false, "{at}: {k} is not in the schema"),
-                }
-            }
-        }
-        Some("integer") => assert!(value.is_u64() || value.is_i64(), "{at}: not an integer: {value}"),
-        Some("boolean") => assert!(value.is_boolean(), "{at}: not a boolean: {value}"),
-        Some("string") => assert!(value.is_string(), "{at}: not a string: {value}"),
-        _ => {}
-    }
-    if let Some(options) = schema["enum"].as_array() {
-        assert!(options.contains(value), "{at}: {value} not in {options:?}");
-    }
 }
 
 fn answer_schema<'a>(api: &'a Value, path: &str) -> &'a Value {

@@ -175,3 +175,70 @@ impl TestServerAddrs {
         tokio::time::timeout(std::time::Duration::from_secs(2), call).await.ok().flatten().is_some()
     }
 }
+
+/// Checks `value` against an OpenAPI 3.1 schema (the subset openapi.json uses: `$ref`, `type` (one or a list,
+/// `"null"` included), `oneOf`, `required`, `properties`, `additionalProperties: false`, `enum`).
+pub fn conforms(value: &serde_json::Value, schema: &serde_json::Value, api: &serde_json::Value, at: &str) {
+    if let Err(e) = check(value, schema, api, at) {
+        panic!("{e}");
+    }
+}
+
+pub fn check(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    api: &serde_json::Value,
+    at: &str,
+) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return check(value, &api["components"]["schemas"][name], api, at);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options.iter().filter(|o| check(value, o, api, at).is_ok()).count();
+        return if fits == 1 { Ok(()) } else { Err(format!("{at}: {value} fits {fits} of {options:?}")) };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        serde_json::Value::String(t) => vec![t.as_str()],
+        serde_json::Value::Array(ts) => ts.iter().filter_map(serde_json::Value::as_str).collect(),
+        _ => vec![],
+    };
+    let fits = |t: &str| match t {
+        "null" => value.is_null(),
+        "object" => value.is_object(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "boolean" => value.is_boolean(),
+        "string" => value.is_string(),
+        _ => true,
+    };
+    if !types.is_empty() && !types.iter().any(|t| fits(t)) {
+        return Err(format!("{at}: {value} is not of type {types:?}"));
+    }
+    if let Some(obj) = value.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !obj.contains_key(r.as_str().unwrap_or_default()) {
+                return Err(format!("{at}: required {r} missing in {value}"));
+            }
+        }
+        for (k, v) in obj {
+            match schema["properties"].get(k) {
+                Some(s) => check(v, s, api, &format!("{at}.{k}"))?,
+                None if schema["additionalProperties"] == false => {
+                    return Err(format!("{at}: {k} is not in the schema"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(value)
+    {
+        return Err(format!("{at}: {value} not in {options:?}"));
+    }
+    Ok(())
+}
+
+/// The schema of a route's JSON answer with `status`.
+pub fn answer_schema<'a>(api: &'a serde_json::Value, method: &str, path: &str, status: u16) -> &'a serde_json::Value {
+    &api["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]["schema"]
+}
