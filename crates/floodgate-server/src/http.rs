@@ -610,6 +610,9 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = state.metrics.render();
     let expired = state.upstream.store().leases_expired().await.ok();
     crate::metrics::render_upstream(&mut body, &state.upstream.stats(), expired);
+    if let Some(tls) = &state.tls {
+        tls.render(&mut body);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 

@@ -39,5 +39,6 @@ pub mod rls;
 pub mod server;
 pub mod state;
 pub mod store_metrics;
+pub mod tls;
 pub mod upstream;
 pub mod yaml;

@@ -84,6 +84,16 @@ struct ServeArgs {
     /// its files change (see --watch-secs).
     #[arg(long, short, env = "FLOODGATE_CONFIG")]
     config: Option<PathBuf>,
+    /// TLS on both listeners (gRPC and HTTP): the certificate chain, PEM, leaf first. Re-read on SIGHUP and when
+    /// the file changes (rotation without restart).
+    #[arg(long, requires = "tls_key", env = "FLOODGATE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert", env = "FLOODGATE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: require a client certificate signed by one of these CAs (PEM) on both listeners.
+    #[arg(long, requires = "tls_cert", env = "FLOODGATE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
     #[arg(long, conflicts_with = "redis_cluster", env = "FLOODGATE_REDIS")]
     redis: Option<String>,
@@ -343,6 +353,16 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = state.metrics.store_source.set(s);
     }
     tune(&mut state, &args);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let files = floodgate_server::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        };
+        let mutual = files.client_ca.is_some();
+        state.tls = Some(floodgate_server::tls::Tls::load(files)?);
+        tracing::info!(cert = %cert.display(), mutual, "TLS on both listeners");
+    }
     {
         let cfg = state.config();
         tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
@@ -544,11 +564,16 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = tokio::signal::ctrl_c() => { tracing::info!("Ctrl-C: shutting down"); break; }
-            _ = hup.recv() => match state.reload_changed().await {
-                Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
-                Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
-                Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
-            },
+            _ = hup.recv() => {
+                match state.reload_changed().await {
+                    Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
+                    Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
+                }
+                if let Some(tls) = &state.tls {
+                    tls.reload_logged("SIGHUP");
+                }
+            }
             _ = stop.cancelled() => return,
         }
     }

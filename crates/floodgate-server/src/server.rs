@@ -96,32 +96,22 @@ impl Server {
                 TcpListener::bind(grpc_addr).await.map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
             let bound = grpc_listener.local_addr().map_err(|source| ServeError::Bind { addr: grpc_addr, source })?;
             let incoming = crate::conn::incoming(grpc_listener, crate::conn::Gate::new(limits, shutdown.clone()));
-            let stop = shutdown.clone();
-            let task = tokio::spawn(async move {
-                grpc_builder()
-                    .add_service(svc)
-                    .add_service(health)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                    .map_err(ServeError::Grpc)
-            });
+            let task = tokio::spawn(serve_grpc(svc, health, incoming, state.tls.clone(), shutdown.clone()));
             (task, bound)
         } else {
-            per_core_grpc(
-                svc,
-                health,
-                grpc_addr,
-                grpc_threads,
-                shutdown.clone(),
-                crate::conn::Gate::new(limits, shutdown.clone()),
-            )?
+            let gate = crate::conn::Gate::new(limits, shutdown.clone());
+            per_core_grpc(svc, health, grpc_addr, grpc_threads, shutdown.clone(), gate, state.tls.clone())?
         };
 
         tokio::spawn(crate::health::report_grpc(state.clone(), reporter, shutdown.clone()));
         let app = http::router(state.clone());
         let gate = crate::conn::Gate::new(limits, shutdown.clone());
-        let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone(), gate));
-        tracing::info!(%http_addr, %grpc_addr, grpc_threads, store = state.backend_name(), "floodgate serving");
+        let http = tokio::spawn(serve_http(http_listener, app, shutdown.clone(), gate, state.tls.clone()));
+        if let Some(tls) = &state.tls {
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
+        }
+        let tls = state.tls.is_some();
+        tracing::info!(%http_addr, %grpc_addr, grpc_threads, tls, store = state.backend_name(), "floodgate serving");
         Ok(Server { http_addr, grpc_addr, state, shutdown, http, grpc })
     }
 
@@ -185,6 +175,7 @@ fn per_core_grpc(
     threads: usize,
     shutdown: CancellationToken,
     gate: Arc<crate::conn::Gate>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> Result<(JoinHandle<Result<(), ServeError>>, SocketAddr), ServeError> {
     let bind_err = |source| ServeError::Bind { addr, source };
     // The first listener fixes the port (when asked for port 0); the others share it.
@@ -201,6 +192,7 @@ fn per_core_grpc(
         let health = health.clone();
         let stop = shutdown.clone();
         let gate = gate.clone();
+        let tls = tls.clone();
         let spawned = std::thread::Builder::new().name(format!("floodgate-grpc-{i}")).spawn(move || {
             let result =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ServeError::Http).and_then(
@@ -208,12 +200,7 @@ fn per_core_grpc(
                         rt.block_on(async move {
                             let listener = TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
                             let incoming = crate::conn::incoming(listener, gate);
-                            grpc_builder()
-                                .add_service(svc)
-                                .add_service(health)
-                                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                                .await
-                                .map_err(ServeError::Grpc)
+                            serve_grpc(svc, health, incoming, tls, stop).await
                         })
                     },
                 );
@@ -239,6 +226,27 @@ fn per_core_grpc(
         first_error
     });
     Ok((task, bound))
+}
+
+/// Serves RLS and gRPC health on `incoming` (over TLS when `tls` is set) until `stop`.
+async fn serve_grpc<S>(
+    svc: GrpcService,
+    health: HealthService,
+    incoming: S,
+    tls: Option<Arc<crate::tls::Tls>>,
+    stop: CancellationToken,
+) -> Result<(), ServeError>
+where
+    S: futures_util::Stream<Item = std::io::Result<crate::conn::Guarded<tokio::net::TcpStream>>> + Send + 'static,
+{
+    let router = grpc_builder().add_service(svc).add_service(health);
+    match tls {
+        None => router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await,
+        Some(tls) => {
+            router.serve_with_incoming_shutdown(crate::tls::incoming(incoming, tls), stop.cancelled_owned()).await
+        }
+    }
+    .map_err(ServeError::Grpc)
 }
 
 /// The gRPC server with its layers.
@@ -284,6 +292,7 @@ async fn serve_http(
     app: axum::Router,
     stop: CancellationToken,
     gate: Arc<crate::conn::Gate>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> Result<(), ServeError> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
@@ -312,11 +321,23 @@ async fn serve_http(
             continue;
         };
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = &tls else {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow client delays only itself.
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            let Some(stream) = tls.accept(stream, crate::tls::Alpn::Http).await else { return };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
             }
         });
     }

@@ -183,6 +183,8 @@ pub struct AppState {
     pub cluster: Option<floodgate_cluster::ClusterHandle>,
     /// Readiness (`/readyz`, gRPC health): the probe's timeout and its cached outcome.
     pub readiness: crate::health::Readiness,
+    /// TLS for both listeners (`--tls-cert`, `--tls-key`, `--tls-client-ca`); `None` serves plain text.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     /// Serve an empty config (no domain, no policy) as "no limits" instead of refusing it
     /// (`--allow-empty-config`).
     pub allow_empty_config: bool,
@@ -238,6 +240,7 @@ impl AppState {
             upstream: floodgate_upstream::Upstream::in_memory(),
             cluster: None,
             readiness: crate::health::Readiness::default(),
+            tls: None,
             allow_empty_config,
             live_hash: parking_lot::Mutex::new(hash),
             reload_lock: tokio::sync::Mutex::new(()),

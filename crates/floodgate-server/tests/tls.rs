@@ -1,0 +1,297 @@
+//! TLS on the real binary: HTTPS and gRPC over TLS with certificates made at run time (rcgen), rotation on
+//! SIGHUP and on a file change, mutual TLS refusing a client without a certificate, and bad files refused at
+//! start. Loopback only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, free_port};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+const CONFIG: &str = "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\n";
+
+/// A CA that signs leaf certificates.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1: (certificate PEM, key PEM, certificate DER).
+    fn leaf(&self, cn: &str) -> (String, String, CertificateDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A client configuration trusting `ca`, with a client certificate when given, offering `alpn`.
+fn client_config(ca: &Ca, client: Option<(String, String)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.issuer.der().clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// An HTTPS/1.1 `GET path`: the served certificate and the response's text, or the error.
+async fn https_get(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<(CertificateDer<'static>, String), String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    tls.read_to_string(&mut text).await.map_err(|e| e.to_string())?;
+    let served = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned().ok_or("no certificate")?;
+    if text.is_empty() {
+        return Err("empty answer".into());
+    }
+    Ok((served.into_owned(), text))
+}
+
+/// A gRPC client over TLS to `port`.
+async fn grpc_client(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+) -> RateLimitServiceClient<tonic::transport::Channel> {
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let config = config.clone();
+        async move {
+            let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    let channel =
+        tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector(connector).await.unwrap();
+    RateLimitServiceClient::new(channel)
+}
+
+/// Starts `floodgate serve` with `extra` arguments; returns it with its HTTP and gRPC ports.
+fn serve(extra: &[&std::ffi::OsStr]) -> (KillOnDrop, u16, u16) {
+    let dir = tempdir();
+    let config = write(&dir, "config.yaml", CONFIG);
+    let (http, grpc) = (free_port(), free_port());
+    let child = Command::new(BIN)
+        .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+        .arg("--config")
+        .arg(&config)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), http, grpc)
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("floodgate-tls-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` every 100 ms for up to `secs` seconds.
+async fn until<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_grpc_over_tls_and_the_certificate_rotates_without_restart() {
+    let ca = Ca::new("test CA");
+    let dir = tempdir();
+    let (cert_a, key_a, der_a) = ca.leaf("first");
+    let cert = write(&dir, "server.crt", &cert_a);
+    let key = write(&dir, "server.key", &key_a);
+    let (child, http, grpc) = serve(&["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()]);
+    let h1 = client_config(&ca, None, &[b"http/1.1"]);
+    until(20, "HTTPS up", || async { https_get(http, h1.clone(), "/healthz").await.is_ok() }).await;
+    let (served, text) = https_get(http, h1.clone(), "/healthz").await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"), "{text}");
+    assert_eq!(served, der_a);
+
+    // Plain text on the TLS port gets no HTTP answer, and the failed handshake is counted.
+    let mut plain = TcpStream::connect(("127.0.0.1", http)).await.unwrap();
+    plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "plain text was served: {:?}", String::from_utf8_lossy(&answer));
+    let (_, metrics) = https_get(http, h1.clone(), "/metrics").await.unwrap();
+    assert!(metric(&metrics, "floodgate_tls_handshake_failures_total").is_some_and(|n| n >= 1), "{metrics}");
+
+    // gRPC over TLS (HTTP/2 by ALPN): two OK, then OVER_LIMIT.
+    let mut client = grpc_client(grpc, client_config(&ca, None, &[b"h2"])).await;
+    let codes: Vec<i32> = {
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            let req = common::request("d", vec![common::desc(&[("k", "v")])]);
+            codes.push(client.should_rate_limit(req).await.unwrap().into_inner().overall_code);
+        }
+        codes
+    };
+    assert_eq!(codes, [Code::Ok as i32, Code::Ok as i32, Code::OverLimit as i32]);
+
+    // Rotation on SIGHUP: the key first, then the certificate; new connections get the new certificate.
+    let (cert_b, key_b, der_b) = ca.leaf("second");
+    std::fs::write(&key, key_b).unwrap();
+    std::fs::write(&cert, cert_b).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap().success());
+    until(10, "the second certificate served", || async {
+        https_get(http, h1.clone(), "/healthz").await.is_ok_and(|(served, _)| served == der_b)
+    })
+    .await;
+
+    // Rotation when the files change, with no signal.
+    let (cert_c, key_c, der_c) = ca.leaf("third");
+    std::fs::write(&key, key_c).unwrap();
+    std::fs::write(&cert, cert_c).unwrap();
+    until(15, "the third certificate served", || async {
+        https_get(http, h1.clone(), "/healthz").await.is_ok_and(|(served, _)| served == der_c)
+    })
+    .await;
+
+    // A broken pair is refused and counted; the third certificate stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &child.0.id().to_string()]).status().unwrap().success());
+    until(10, "the refused reload counted", || async {
+        let Ok((_, m)) = https_get(http, h1.clone(), "/metrics").await else { return false };
+        metric(&m, "floodgate_tls_reload_failures_total").is_some_and(|n| n >= 1)
+    })
+    .await;
+    let (served, _) = https_get(http, h1.clone(), "/healthz").await.unwrap();
+    assert_eq!(served, der_c);
+    // The old connection's answers kept working: the gRPC client still answers.
+    let req = common::request("d", vec![common::desc(&[("k", "w")])]);
+    assert_eq!(client.should_rate_limit(req).await.unwrap().into_inner().overall_code, Code::Ok as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_serves_only_clients_with_a_certificate_of_the_ca() {
+    let (server_ca, client_ca, other_ca) = (Ca::new("server CA"), Ca::new("client CA"), Ca::new("other CA"));
+    let dir = tempdir();
+    let (cert_pem, key_pem, _) = server_ca.leaf("server");
+    let cert = write(&dir, "server.crt", &cert_pem);
+    let key = write(&dir, "server.key", &key_pem);
+    let ca = write(&dir, "clients.pem", &client_ca.pem());
+    let (_child, http, grpc) = serve(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+        "--tls-client-ca".as_ref(),
+        ca.as_os_str(),
+    ]);
+    let (client_cert, client_key, _) = client_ca.leaf("client");
+    let good = client_config(&server_ca, Some((client_cert, client_key)), &[b"http/1.1"]);
+    until(20, "HTTPS up", || async { https_get(http, good.clone(), "/healthz").await.is_ok() }).await;
+    let (_, text) = https_get(http, good.clone(), "/readyz").await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
+    let none = client_config(&server_ca, None, &[b"http/1.1"]);
+    assert!(https_get(http, none, "/healthz").await.is_err(), "a client without a certificate was served");
+    let (other_cert, other_key) = {
+        let (c, k, _) = other_ca.leaf("stranger");
+        (c, k)
+    };
+    let stranger = client_config(&server_ca, Some((other_cert, other_key)), &[b"http/1.1"]);
+    assert!(https_get(http, stranger, "/healthz").await.is_err(), "a certificate of another CA was accepted");
+
+    // gRPC with the client certificate.
+    let (client_cert, client_key, _) = client_ca.leaf("grpc client");
+    let mut client = grpc_client(grpc, client_config(&server_ca, Some((client_cert, client_key)), &[b"h2"])).await;
+    let req = common::request("d", vec![common::desc(&[("k", "v")])]);
+    assert_eq!(client.should_rate_limit(req).await.unwrap().into_inner().overall_code, Code::Ok as i32);
+}
+
+#[test]
+fn bad_tls_files_are_refused_at_start_with_the_file_named() {
+    let dir = tempdir();
+    let ca = Ca::new("CA");
+    let (cert_pem, _, _) = ca.leaf("a");
+    let (_, other_key, _) = ca.leaf("b");
+    let cert = write(&dir, "server.crt", &cert_pem);
+    let wrong_key = write(&dir, "wrong.key", &other_key);
+    let missing = dir.join("missing.key");
+    let config = write(&dir, "config.yaml", CONFIG);
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(BIN)
+            .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), missing.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("missing.key"), "{err}");
+    let out = run(&["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), wrong_key.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.to_lowercase().contains("key"), "{err}");
+    let out = run(&["--tls-cert".as_ref(), cert.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--tls-key"), "a certificate without a key: {err}");
+}
