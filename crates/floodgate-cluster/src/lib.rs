@@ -7,7 +7,9 @@
 //!   touches its own window, and a window's counts are dropped once it (and, for a sliding window, the window
 //!   after it) has ended plus a grace period. Each counter is a [`GCounter`]: node id → count, merged by
 //!   per-node maximum, valued as the sum. Merging is idempotent, commutative and associative: lost, repeated
-//!   and reordered messages do no harm.
+//!   and reordered messages do no harm. In memory, an id's entry is 128 bytes (two cache lines): a counter
+//!   keeps its two latest windows in line as this node's count and the sum of the peers' counts, which is all
+//!   a decision reads; each peer's entry and older windows live out of line.
 //! - **Decisions** are the core's: the core's fixed- and sliding-window functions run on the counter's
 //!   totals, so a single node decides exactly as [`floodgate::MemoryStore`] does (a property test checks it; the
 //!   core's conformance suite runs against [`ClusterStore`] for both algorithms). A denied hit consumes nothing.
