@@ -372,6 +372,52 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    proptest! {
+        /// Whatever windows arrive in whatever order, in line or not, every count reads back as a plain map of
+        /// (window, node) → count says, and dropping windows forgets exactly those.
+        #[test]
+        fn slots_and_far_entries_read_as_a_plain_map(
+            ops in prop::collection::vec((0u64..5, 0u32..4, 1u64..20, any::<bool>()), 1..80),
+            cut in 0u64..6,
+        ) {
+            let mut c = Counter::new(1, 0);
+            let mut model: HashMap<(u64, u32), u64> = HashMap::new();
+            for (w, node, n, add) in ops {
+                let start = w * W;
+                if add && node == OWN {
+                    c.add_own(start, n, never);
+                    *model.entry((start, OWN)).or_default() += n;
+                } else {
+                    let old = model.get(&(start, node)).copied().unwrap_or(0);
+                    prop_assert_eq!(c.raise(start, node, n, never), n > old);
+                    model.insert((start, node), old.max(n));
+                }
+                for w in 0..5 {
+                    let s = w * W;
+                    let want: u64 = model.iter().filter(|((ms, _), _)| *ms == s).map(|(_, v)| v).sum();
+                    prop_assert_eq!(c.total(s), want);
+                    prop_assert_eq!(c.nodes(s), model.keys().filter(|(ms, _)| *ms == s).count());
+                    for node in 0..4 {
+                        prop_assert_eq!(c.get(s, node), model.get(&(s, node)).copied().unwrap_or(0));
+                    }
+                }
+            }
+            c.drop_dead(|s| s < cut * W);
+            model.retain(|(s, _), _| *s >= cut * W);
+            let mut starts: Vec<u64> = c.starts().to_vec();
+            starts.sort_unstable();
+            let mut want: Vec<u64> = model.keys().map(|(s, _)| *s).collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(starts, want);
+            for (&(s, node), &v) in &model {
+                prop_assert_eq!(c.get(s, node), v);
+            }
+        }
+    }
 
     const W: u64 = 10;
     fn never(_: u64) -> bool {
