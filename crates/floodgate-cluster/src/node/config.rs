@@ -20,7 +20,8 @@ use crate::store::StoreLimits;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ClusterConfig {
-    /// Where to listen for peers (`--cluster`). Port 0 picks a free one (see [`ClusterHandle::local_addr`](crate::ClusterHandle::local_addr)).
+    /// Where to listen for peers (`--cluster`). Port 0 picks a free one (see
+    /// [`ClusterHandle::local_addr`](crate::ClusterHandle::local_addr)).
     pub listen: SocketAddr,
     /// Static peers, `HOST:PORT` (`--peer`, repeatable).
     pub peers: Vec<String>,
@@ -42,7 +43,9 @@ pub struct ClusterConfig {
     pub ping_interval: Duration,
     /// The first reconnect delay, doubled after each failure (default 50 ms).
     pub reconnect_min: Duration,
-    /// The longest reconnect delay (default 5 s).
+    /// The longest reconnect delay (default 250 ms, so that a split longer than the peer timeout, which drops
+    /// the links, heals within about a second of the network coming back: one dial every half second to a
+    /// missing peer a few times a second costs next to nothing).
     pub reconnect_max: Duration,
     /// Counters a peer may create on this node per second (default 1 000 000); the rest are refused and counted.
     pub peer_key_budget: u64,
@@ -121,7 +124,7 @@ impl ClusterConfig {
             peer_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(50),
-            reconnect_max: Duration::from_secs(5),
+            reconnect_max: Duration::from_millis(250),
             peer_key_budget: 1_000_000,
             dns_refresh_cap: Duration::from_secs(30),
             dns_server: None,

@@ -64,6 +64,9 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// The longest a TCP connect to a peer may take before it is given up and dialed again after the backoff.
+const CONNECT_WITHIN: Duration = Duration::from_millis(500);
+
 /// How long a learned peer is dialed without success before it is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(60);
 
@@ -83,7 +86,10 @@ async fn dial_loop(shared: Arc<Shared>, addr: String, learned: bool) {
         let known = shared.dialing.lock().get(&addr).cloned().flatten();
         let already = known.as_ref().is_some_and(|id| shared.linked(id));
         if !already {
-            let connected = tokio::time::timeout(shared.config.handshake_timeout, TcpStream::connect(&addr)).await;
+            // A connect waits at most CONNECT_WITHIN: a SYN lost to a split would wait for the kernel's
+            // retransmission (a second or more) where the next dial after the backoff is sooner.
+            let within = shared.config.handshake_timeout.min(CONNECT_WITHIN);
+            let connected = tokio::time::timeout(within, TcpStream::connect(&addr)).await;
             if let Ok(Ok(stream)) = connected {
                 let started = Instant::now();
                 match run_link(shared.clone(), stream, addr.clone(), true).await {

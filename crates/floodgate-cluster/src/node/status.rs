@@ -93,7 +93,8 @@ pub struct ClusterStats {
     pub lag_ms: u64,
     /// Peers whose link is synced and replicating.
     pub peers_up: u64,
-    /// Whether the split limit is in force ([`PartitionMode::SplitLimit`](crate::PartitionMode::SplitLimit) while peers are missing).
+    /// Whether the split limit is in force ([`PartitionMode::SplitLimit`](crate::PartitionMode::SplitLimit)
+    /// while peers are missing).
     pub split_limit_active: bool,
 }
 
