@@ -41,7 +41,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let policy = Policy::fixed_window(1 << 40, Duration::from_secs(3600)).unwrap_or_else(|e| panic!("{e}"));
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // Optional arguments: a key count to run alone (`1000`, `100000`), and one side to time alone (`memory`,
+    // `cluster`, `drain`), e.g. under `perf stat`.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter = args.iter().find(|a| a.parse::<usize>().is_ok());
+    let only = args.iter().find_map(|a| ["memory", "cluster", "drain"].iter().position(|s| s == a));
     for n in [1_000usize, 100_000] {
         if filter.as_ref().is_some_and(|f| !n.to_string().contains(f.as_str())) {
             continue;
@@ -62,6 +66,9 @@ fn main() {
             }
             for k in 0..3 {
                 let side = (k + round) % 3;
+                if only.is_some_and(|o| o != side) {
+                    continue;
+                }
                 let ns = match side {
                     0 => time(&ks, &mut at, |id| memory.hit_sync(id, &policy, 1).allowed),
                     1 => time(&ks, &mut at, |id| cluster.hit_sync(id, &policy, 1).is_ok_and(|d| d.allowed)),
@@ -78,6 +85,9 @@ fn main() {
                     sides[side].1.push(ns);
                 }
             }
+        }
+        if only.is_some() {
+            continue;
         }
         let rounds = sides[0].1.len();
         let m: Vec<f64> = sides.iter_mut().map(|(_, v)| median(v)).collect();

@@ -28,6 +28,7 @@ pub(super) fn dead(start: u64, window_us: u64, now: u64, grace: u64) -> bool {
 /// One window held in line: this node's count and the sum of the peers' counts. A slot counting nothing is
 /// free (its `start` means nothing); two busy slots never hold the same window.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
 pub(super) struct Slot {
     pub(super) start: u64,
     pub(super) own: u64,
@@ -64,25 +65,29 @@ pub(super) struct More {
 }
 
 /// The windows of one id under one policy and window length.
+///
+/// Laid out in this order (`repr(C)`) so that what a hit reads first, the kind and the first slot, shares the
+/// entry's first cache line with the id.
 #[derive(Debug)]
+#[repr(C)]
 pub(super) struct Counter {
     /// [`kind_of`] the policy's fingerprint and window length.
     pub(super) kind: u64,
-    pub(super) created: u64,
-    pub(super) updated: u64,
+    pub(super) slots: [Slot; 2],
     /// The latest window this node counted in (a clock that steps back stands still there).
     pub(super) own_start: u64,
-    pub(super) slots: [Slot; 2],
+    pub(super) created: u64,
+    pub(super) updated: u64,
+    pub(super) more: Option<Box<More>>,
     /// Bit `i`: slot `i`'s window is listed for replication.
     pub(super) dirty: u8,
     /// Whether the last local call was a sliding window (its counts matter for two windows).
     pub(super) sliding: bool,
-    pub(super) more: Option<Box<More>>,
 }
 
 /// An id and its counters: 128 bytes, aligned so that it spans exactly two cache lines.
 #[derive(Debug)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub(super) struct IdEntry {
     /// Inline up to 24 bytes, as the memory store keeps its keys.
     pub(super) id: ByteKey,
