@@ -1,7 +1,9 @@
 //! Deciding a call: the core's fixed- and sliding-window functions run on a counter's totals, so that a single
 //! node decides exactly as the memory store does.
 
-use floodgate::algorithm::{self, Op, State, fixed_window::WindowState, sliding_window::SlidingState};
+use floodgate::algorithm::{
+    self, Op, State, fixed_window, fixed_window::WindowState, sliding_window, sliding_window::SlidingState,
+};
 use floodgate::{Algorithm, Decision, Policy, Timestamp};
 
 use super::windows::Counter;
@@ -43,16 +45,16 @@ pub(super) fn decide(
         }
         None => (start_now, 0, 0),
     };
-    let mut state = if sliding {
-        State::Sliding(SlidingState { start: s, cur, prev })
+    // The window algorithms themselves, not the dispatch over every algorithm's state: the hit path stays short
+    // (what follows the entry's load is what delays the next call when ids are many).
+    let (decision, ns, ncur) = if sliding {
+        let mut st = SlidingState { start: s, cur, prev };
+        let d = sliding_window::apply(&mut st, policy, op, cost, now);
+        (d, st.start, st.cur)
     } else {
-        State::Window(WindowState { start: s, count: cur })
-    };
-    let decision = algorithm::apply(&mut state, policy, op, cost, Timestamp::from_micros(now));
-    let (ns, ncur) = match state {
-        State::Sliding(st) => (st.start, st.cur),
-        State::Window(st) => (st.start, st.count),
-        _ => (s, cur),
+        let mut st = WindowState { start: s, count: cur };
+        let d = fixed_window::apply(&mut st, policy, op, cost, now);
+        (d, st.start, st.count)
     };
     let before = if ns == s { cur } else { 0 };
     if ncur < before {

@@ -369,7 +369,7 @@ impl ClusterStore {
                 let (e, _) = e.remove();
                 let live = |c: &Counter| {
                     let span = if c.sliding { 2 } else { 1 };
-                    let w = kinds.get(&c.kind).map_or(0, |k| k.window_us);
+                    let w = kinds.get(&c.kind()).map_or(0, |k| k.window_us);
                     c.starts().iter().any(|&s| c.total(s) > 0 && s.saturating_add(w.saturating_mul(span)) > now)
                 };
                 e.counters().filter(|c| live(c)).count() as u64
@@ -467,17 +467,24 @@ impl Inner {
     /// unless it is listed already.
     #[inline(always)]
     fn write_own(&self, counter: &mut Counter, policy: &Policy, write: Write, now: u64) -> Option<u64> {
+        // Only `updated` and the count are written on every hit (both in the entry's first cache line); the
+        // rest is written when it changes, once a window at most.
         if write.fresh {
             counter.created = now;
         }
         counter.updated = now;
-        counter.own_start = counter.own_start.max(write.start);
-        counter.sliding = policy.algorithm() == Algorithm::SlidingWindow;
+        if write.start > counter.own_start {
+            counter.own_start = write.start;
+        }
+        let sliding = policy.algorithm() == Algorithm::SlidingWindow;
+        if counter.sliding != sliding {
+            counter.sliding = sliding;
+        }
         let (w, grace) = (policy.window_micros(), self.grace_us);
         match counter.add_own(write.start, write.delta, |s| dead(s, w, now, grace)) {
-            Some(i) if counter.dirty & (1 << i) != 0 => None,
+            Some(i) if counter.is_dirty(i) => None,
             Some(i) => {
-                counter.dirty |= 1 << i;
+                counter.set_dirty(i, true);
                 Some(write.start)
             }
             // Out of line (a window older than both slots): listed each time, a rare case.

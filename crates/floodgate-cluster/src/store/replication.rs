@@ -59,7 +59,7 @@ impl ClusterStore {
                     continue;
                 };
                 if let Some(i) = c.slot(d.start) {
-                    c.dirty &= !(1 << i);
+                    c.set_dirty(i, false);
                 }
                 let count = c.own(d.start);
                 // A window dropped since has nothing to send.
@@ -89,7 +89,7 @@ impl ClusterStore {
             let table = shard.table.lock();
             for e in table.map.iter() {
                 for c in e.counters() {
-                    let Some(k) = table.kinds.get(&c.kind) else { continue };
+                    let Some(k) = table.kinds.get(&c.kind()) else { continue };
                     for start in c.starts() {
                         if dead(start, k.window_us, now, grace) || c.total(start) == 0 {
                             continue;
@@ -195,7 +195,7 @@ impl ClusterStore {
             let Table { map, kinds, .. } = &mut *table;
             map.retain(|e| {
                 e.retain(|c| {
-                    let w = kinds.get(&c.kind).map_or(0, |k| k.window_us);
+                    let w = kinds.get(&c.kind()).map_or(0, |k| k.window_us);
                     dropped += c.drop_dead(|s| dead(s, w, now, grace));
                     !c.is_empty()
                 })
@@ -204,7 +204,7 @@ impl ClusterStore {
             if !kinds.is_empty() {
                 let mut used: HashSet<u64> = HashSet::new();
                 for e in map.iter() {
-                    used.extend(e.counters().map(|c| c.kind));
+                    used.extend(e.counters().map(|c| c.kind()));
                 }
                 kinds.retain(|k, _| used.contains(k));
             }
