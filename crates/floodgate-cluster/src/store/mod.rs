@@ -480,6 +480,26 @@ impl Inner {
         if counter.sliding != sliding {
             counter.sliding = sliding;
         }
+        // The usual hit: the latest window, in slot 0. Everything else is out of line, so that the hit path
+        // stays short (measured: with the general case in line, 1.45-1.5x the memory store's hit at 100 000
+        // ids; without, 0.95-1.0x).
+        let latest = &mut counter.slots[0];
+        if latest.start == write.start && latest.own > 0 {
+            latest.own = latest.own.saturating_add(write.delta);
+            if counter.is_dirty(0) {
+                return None;
+            }
+            counter.set_dirty(0, true);
+            return Some(write.start);
+        }
+        self.write_elsewhere(counter, policy, write, now)
+    }
+
+    /// [`write_own`](Self::write_own) in a window other than the latest in line: a new window, an older one,
+    /// or one out of line.
+    #[cold]
+    #[inline(never)]
+    fn write_elsewhere(&self, counter: &mut Counter, policy: &Policy, write: Write, now: u64) -> Option<u64> {
         let (w, grace) = (policy.window_micros(), self.grace_us);
         match counter.add_own(write.start, write.delta, |s| dead(s, w, now, grace)) {
             Some(i) if counter.is_dirty(i) => None,
