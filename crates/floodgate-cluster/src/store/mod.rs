@@ -569,3 +569,18 @@ impl Store for ClusterStore {
         Ok(self.delete_at(id, now))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodgate::ManualClock;
+
+    #[test]
+    fn the_system_clock_is_read_without_a_virtual_call_and_no_other() {
+        assert!(ClusterStore::builder().build().inner.system_clock.is_some());
+        assert!(ClusterStore::builder().clock(SystemClock::new()).build().inner.system_clock.is_some());
+        let manual = ClusterStore::builder().clock(ManualClock::new(Timestamp::from_secs(5))).build();
+        assert!(manual.inner.system_clock.is_none());
+        assert_eq!(manual.inner.now(), 5_000_000);
+    }
+}

@@ -5,10 +5,11 @@
 //! windows that do not fit in the slots, and the id's other counters live out of line, behind one pointer
 //! that a single-policy id on a single node never allocates.
 //!
-//! Everything a hit *writes* (the time of the last write, this node's count in the latest window) sits in
-//! the entry's first cache line, the one the lookup loads: on a machine with many ids a store to the second
-//! line costs a second trip to memory (measured: 1.4-1.5x the memory store's hit with `updated` there, 1.0x
-//! without). The latest window is kept in slot 0 for that reason.
+//! Everything a hit *writes* (the dirty bits, the time of the last write, this node's count in the latest
+//! window) sits in the entry's first cache line, the one the lookup loads, and the latest window is kept in
+//! slot 0, so that the usual hit is one short path (`Inner::write_own`) and any other window goes through a
+//! cold one. (An A/B on the hit bench found no measurable cost in which line the stores go to, on this
+//! machine; keeping the general case out of line is what counted: see `BENCHMARKS.md`.)
 
 use floodgate::memory::ByteKey;
 use smallvec::SmallVec;
