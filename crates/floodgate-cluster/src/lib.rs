@@ -7,7 +7,9 @@
 //!   touches its own window, and a window's counts are dropped once it (and, for a sliding window, the window
 //!   after it) has ended plus a grace period. Each counter is a [`GCounter`]: node id → count, merged by
 //!   per-node maximum, valued as the sum. Merging is idempotent, commutative and associative: lost, repeated
-//!   and reordered messages do no harm.
+//!   and reordered messages do no harm. In memory, an id's entry is 128 bytes (two cache lines): a counter
+//!   keeps its two latest windows in line as this node's count and the sum of the peers' counts, which is all
+//!   a decision reads; each peer's entry and older windows live out of line.
 //! - **Decisions** are the core's: the core's fixed- and sliding-window functions run on the counter's
 //!   totals, so a single node decides exactly as [`floodgate::MemoryStore`] does (a property test checks it; the
 //!   core's conformance suite runs against [`ClusterStore`] for both algorithms). A denied hit consumes nothing.
@@ -21,7 +23,7 @@
 //! - **Membership.** Static peers, DNS names re-resolved at min(TTL, cap) (every A/AAAA record a peer, the last
 //!   good set kept when an answer is empty or fails), and the peer lists that linked nodes share, so every node
 //!   links to every other. One link per pair: when two nodes dial each other, both keep the link dialed by the
-//!   lower node id. Reconnects back off exponentially (50 ms to 5 s, with jitter).
+//!   lower node id. Reconnects back off exponentially (50 ms to 250 ms, with jitter).
 //! - **Security.** Links are authenticated by a mutual challenge-response: HMAC-SHA256 with the cluster secret
 //!   over both nonces and both node ids, compared in constant time. The secret never crosses the wire; without
 //!   one the node does not start. Frames are bounded (size, keys per frame, node ids per key, id and policy
@@ -45,7 +47,9 @@
 //!
 //! - **Convergence.** Once every message of a change has been delivered (or a link came up and synced) all
 //!   nodes hold the same totals. On loopback, batches reach peers within a few ms of the batch interval; a
-//!   healed split converges within the reconnect delay plus one sync.
+//!   healed split converges within the reconnect delay plus one sync (a split longer than the peer timeout
+//!   drops the links; they are redialed within 250 ms of a failed dial, and a connect is given up after
+//!   500 ms, so it heals within a second).
 //! - **Over-admission.** With a limit of `L` per window and hits spread over nodes, the cluster admits at most
 //!   `L` plus what arrives at other nodes during one replication lag. During a split, each side counts on its
 //!   own: at most `L` per side per window ([`PartitionMode::CountLocally`], the default). With

@@ -376,3 +376,131 @@ async fn split_limit_caps_each_node_while_peers_are_missing() {
         .count();
     assert_eq!(more, 0);
 }
+
+/// A loopback TCP relay in front of a node that the test can cut: while cut, what either side sends vanishes
+/// (the connection stays open and silent, as under an iptables DROP), and new connections are accepted but
+/// never reach the node. Connections that saw the cut stay silent after the heal (their state is gone, as a
+/// NAT's would be); new ones are relayed.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let c = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let cut = c.clone();
+                tokio::spawn(async move {
+                    if cut.load(Ordering::Acquire) {
+                        // Held open and silent until the node gives up on it.
+                        let _held = inbound;
+                        tokio::time::sleep(DEADLINE).await;
+                        return;
+                    }
+                    let Ok(outbound) = TcpStream::connect(to).await else { return };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    let saw_cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let one = tokio::spawn(Relay::pump(ri, wo, cut.clone(), saw_cut.clone()));
+                    let other = tokio::spawn(Relay::pump(ro, wi, cut, saw_cut));
+                    let _ = tokio::join!(one, other);
+                });
+            }
+        });
+        Relay { addr, cut, task }
+    }
+
+    /// Copies `from` to `to` while the relay is not cut; drops everything once this connection saw a cut.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        cut: Arc<std::sync::atomic::AtomicBool>,
+        saw_cut: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if cut.load(Ordering::Acquire) {
+                saw_cut.store(true, Ordering::Release);
+            }
+            if !saw_cut.load(Ordering::Acquire) && to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A split longer than the peer timeout (links dropped on both sides as silent, redials black-holed) heals:
+/// the node that dials across it keeps dialing, and once packets flow again both agree on what each side
+/// counted, within the bound. b reaches a only through a relay the test cuts (two nodes: a third one would
+/// learn a direct address and go around the relay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_longer_than_the_peer_timeout_heals() {
+    let short = |mut c: ClusterConfig| {
+        c.peer_timeout = Duration::from_millis(600);
+        c.ping_interval = Duration::from_millis(100);
+        c.handshake_timeout = Duration::from_millis(300);
+        // The default backoff.
+        let d = ClusterConfig::new(c.listen, Vec::new());
+        (c.reconnect_min, c.reconnect_max) = (d.reconnect_min, d.reconnect_max);
+        c
+    };
+    let (a, ha) = start(short(config("a", SECRET, &[]))).await;
+    let relay = Relay::start(ha.local_addr()).await;
+    let mut cb = short(config("b", SECRET, &[]));
+    cb.peers.push(relay.addr.to_string());
+    let (b, hb) = start(cb).await;
+    eventually("a and b linked", || up(&ha, 1) && up(&hb, 1)).await;
+    hits(&a, b"long", 2).await;
+    eventually("b sees a's 2", || used(&b, b"long") == 2).await;
+
+    relay.set_cut(true);
+    let cut = Instant::now();
+    let linked = |h: &ClusterHandle| h.status().peers.iter().any(|p| p.state != PeerState::Connecting);
+    eventually("the link dropped on both sides", || !linked(&ha) && !linked(&hb)).await;
+    let dropped = cut.elapsed();
+    hits(&a, b"long", 3).await;
+    hits(&b, b"long", 4).await;
+    // Stay split for four peer timeouts, long enough for the backoff to reach its longest: every redial
+    // meanwhile is black-holed.
+    tokio::time::sleep(Duration::from_millis(2_400).saturating_sub(cut.elapsed())).await;
+    assert_eq!((used(&a, b"long"), used(&b, b"long")), (5, 6), "hits crossed the split");
+    assert!(!linked(&ha) && !linked(&hb), "a link came up across the cut");
+
+    relay.set_cut(false);
+    let healed = Instant::now();
+    eventually("both agree on 9 after the heal", || used(&a, b"long") == 9 && used(&b, b"long") == 9).await;
+    let took = healed.elapsed();
+    eprintln!(
+        "split of {:?} (links dropped after {dropped:?}; peer timeout 600 ms): agreed {took:?} after the heal",
+        healed - cut
+    );
+    assert!(took < Duration::from_secs(1), "heal took {took:?}");
+    eventually("linked again", || up(&ha, 1) && up(&hb, 1)).await;
+    // And replication flows again both ways.
+    hits(&a, b"after", 1).await;
+    hits(&b, b"after", 1).await;
+    eventually("both see 2 after", || used(&a, b"after") == 2 && used(&b, b"after") == 2).await;
+}
