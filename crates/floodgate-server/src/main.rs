@@ -131,6 +131,10 @@ struct ServeArgs {
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
     redis_cluster: Option<Vec<String>>,
+    /// Redis over TLS (`rediss://` URLs, single or cluster): the CA certificates (PEM) that sign the Redis
+    /// servers' certificates, instead of the system's roots.
+    #[arg(long, env = "FLOODGATE_REDIS_CA")]
+    redis_ca: Option<PathBuf>,
     /// Redis key prefix.
     #[arg(long, default_value = "floodgate", env = "FLOODGATE_REDIS_PREFIX")]
     redis_prefix: String,
@@ -442,9 +446,10 @@ fn check_cluster_config(source: &ConfigSource) -> Result<(), Box<dyn std::error:
 async fn upstream_buckets(
     args: &ServeArgs,
 ) -> Result<Option<floodgate_upstream::Upstream>, Box<dyn std::error::Error>> {
+    let tls = redis_tls(args)?;
     if let Some(url) = &args.redis {
-        let store = floodgate_upstream::store::RedisBucketStore::connect(
-            url,
+        let store = floodgate_upstream::store::RedisBucketStore::connect_client(
+            redis_client(url, &tls)?,
             &format!("{}:upstream", args.redis_prefix),
             floodgate_upstream::StoreConfig::default(),
         )
@@ -452,8 +457,8 @@ async fn upstream_buckets(
         .map_err(|e| format!("cannot use Redis for the upstream buckets: {e}"))?;
         return Ok(Some(floodgate_upstream::Upstream::new(store)));
     } else if let Some(nodes) = &args.redis_cluster {
-        let store = floodgate_upstream::store::RedisBucketStore::connect_cluster(
-            nodes,
+        let store = floodgate_upstream::store::RedisBucketStore::connect_cluster_client(
+            redis_cluster(nodes, &tls),
             &format!("{}:upstream", args.redis_prefix),
             floodgate_upstream::StoreConfig::default(),
         )
@@ -462,6 +467,50 @@ async fn upstream_buckets(
         return Ok(Some(floodgate_upstream::Upstream::new(store)));
     }
     Ok(None)
+}
+
+/// The CA of `--redis-ca`, for `rediss://` URLs; refused with a plain `redis://` URL (it would be ignored).
+fn redis_tls(args: &ServeArgs) -> Result<Option<floodgate_redis::redis::TlsCertificates>, Box<dyn std::error::Error>> {
+    let Some(path) = &args.redis_ca else { return Ok(None) };
+    let urls: Vec<&String> = args.redis.iter().chain(args.redis_cluster.iter().flatten()).collect();
+    if urls.is_empty() || urls.iter().any(|u| !u.starts_with("rediss://")) {
+        return Err("--redis-ca needs rediss:// URLs in --redis or --redis-cluster".into());
+    }
+    let len = std::fs::metadata(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?.len();
+    if len > floodgate_server::tls::MAX_PEM_BYTES {
+        return Err(format!(
+            "--redis-ca {}: larger than {} bytes",
+            path.display(),
+            floodgate_server::tls::MAX_PEM_BYTES
+        )
+        .into());
+    }
+    let pem = std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?;
+    Ok(Some(floodgate_redis::redis::TlsCertificates { client_tls: None, root_cert: Some(pem) }))
+}
+
+/// A client for the single Redis at `url`, with the `--redis-ca` roots when given.
+fn redis_client(
+    url: &str,
+    tls: &Option<floodgate_redis::redis::TlsCertificates>,
+) -> Result<floodgate_redis::redis::Client, Box<dyn std::error::Error>> {
+    let client = match tls {
+        None => floodgate_redis::redis::Client::open(url),
+        Some(certs) => floodgate_redis::redis::Client::build_with_tls(url, certs.clone()),
+    };
+    client.map_err(|e| format!("bad redis url: {e}").into())
+}
+
+/// A Redis Cluster client builder for `nodes`, with the `--redis-ca` roots when given.
+fn redis_cluster(
+    nodes: &[String],
+    tls: &Option<floodgate_redis::redis::TlsCertificates>,
+) -> floodgate_redis::redis::cluster::ClusterClientBuilder {
+    let builder = floodgate_redis::redis::cluster::ClusterClientBuilder::new(nodes.to_vec());
+    match tls {
+        Some(certs) => builder.certs(certs.clone()),
+        None => builder,
+    }
 }
 
 /// Applies the serve flags that tune how the state answers.
@@ -488,8 +537,14 @@ fn tune(state: &mut AppState, args: &ServeArgs) {
 }
 
 async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box<dyn std::error::Error>> {
+    let tls = redis_tls(args)?;
     let redis = match (&args.redis, &args.redis_cluster) {
-        (Some(url), _) => RedisStore::builder().url(url),
+        (Some(url), _) => RedisStore::builder().client(redis_client(url, &tls)?),
+        (None, Some(nodes)) if tls.is_some() => {
+            // The store keeps a given builder's retry settings: these are the ones it picks for itself.
+            RedisStore::builder()
+                .cluster_client(redis_cluster(nodes, &tls).retries(8).min_retry_wait(10).max_retry_wait(100))
+        }
         (None, Some(nodes)) => RedisStore::builder().cluster(nodes.iter().map(String::as_str)),
         (None, None) => {
             let when_full = match args.when_full {

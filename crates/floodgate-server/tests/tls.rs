@@ -295,3 +295,111 @@ fn bad_tls_files_are_refused_at_start_with_the_file_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--tls-key"), "a certificate without a key: {err}");
 }
+
+/// `redis-server` with TLS only (no plain port) on a free loopback port, its certificate signed by `ca`.
+fn redis_tls(ca: &Ca, dir: &Path) -> (KillOnDrop, u16) {
+    let (cert, key, _) = ca.leaf("redis");
+    let cert = write(dir, "redis.crt", &cert);
+    let key = write(dir, "redis.key", &key);
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install -y redis-server)");
+    (KillOnDrop(child), port)
+}
+
+/// `rediss://` with `--redis-ca`: the server counts in a Redis it reaches over TLS only; without the CA (the
+/// system's roots do not know it) it refuses to start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_ca_of_its_own() {
+    let dir = tempdir();
+    let ca = Ca::new("redis CA");
+    let (_redis, port) = redis_tls(&ca, &dir);
+    let ca_file = write(&dir, "redis-ca.pem", &ca.pem());
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let config = write(&dir, "config.yaml", CONFIG);
+    let (http, grpc) = (free_port(), free_port());
+    let start = Instant::now();
+    let server = loop {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--redis", &url, "--redis-ca"])
+            .arg(&ca_file)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match child.try_wait().unwrap() {
+            // Redis may not listen yet: the server refuses to start without it.
+            Some(_) if start.elapsed() < Duration::from_secs(10) => continue,
+            Some(status) => panic!("serve --redis rediss:// exited: {status}"),
+            None => break KillOnDrop(child),
+        }
+    };
+    let mut client = {
+        let mut tries = 0;
+        loop {
+            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{grpc}")).unwrap();
+            match RateLimitServiceClient::connect(endpoint).await {
+                Ok(c) => break c,
+                Err(_) if tries < 50 => tries += 1,
+                Err(e) => panic!("{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let req = common::request("d", vec![common::desc(&[("k", "tls")])]);
+        codes.push(client.should_rate_limit(req).await.unwrap().into_inner().overall_code);
+    }
+    assert_eq!(codes, [Code::Ok as i32, Code::Ok as i32, Code::OverLimit as i32]);
+    // The counter is in that Redis, read over TLS.
+    let keys = Command::new("redis-cli")
+        .args(["--tls", "--cacert"])
+        .arg(&ca_file)
+        .args(["-p", &port.to_string(), "--scan", "--pattern", "floodgate:*"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&keys.stdout).trim().is_empty(), "no floodgate key in the TLS Redis");
+    drop(server);
+
+    // Without the CA the certificate is not trusted: the server says so and exits.
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--redis", &url, "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Redis"), "{err}");
+    // A CA with a plain redis:// URL would be ignored: refused.
+    let out = Command::new(BIN)
+        .args(["serve", "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--redis", "redis://127.0.0.1:1/"])
+        .arg("--redis-ca")
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rediss://"), "{err}");
+}

@@ -100,6 +100,16 @@ impl RedisBucketStore {
     /// Connects to `url` (`redis://host:port/db`), keys under `prefix`, with a 1 s per-call timeout.
     pub async fn connect(url: &str, prefix: &str, config: StoreConfig) -> StoreResult<RedisBucketStore> {
         let client = redis::Client::open(url).map_err(backend)?;
+        Self::connect_client(client, prefix, config).await
+    }
+
+    /// [`connect`](Self::connect) through a ready [`redis::Client`] (TLS with your own CA, credentials: any
+    /// option redis-rs has).
+    pub async fn connect_client(
+        client: redis::Client,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> StoreResult<RedisBucketStore> {
         let timeout = Duration::from_secs(1);
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -130,9 +140,19 @@ impl RedisBucketStore {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let timeout = Duration::from_secs(1);
         let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
-        let client = redis::cluster::ClusterClientBuilder::new(nodes)
+        Self::connect_cluster_client(redis::cluster::ClusterClientBuilder::new(nodes), prefix, config).await
+    }
+
+    /// [`connect_cluster`](Self::connect_cluster) through a [`redis::cluster::ClusterClientBuilder`] (TLS with
+    /// your own CA, credentials); the store sets its timeouts and retries.
+    pub async fn connect_cluster_client(
+        builder: redis::cluster::ClusterClientBuilder,
+        prefix: &str,
+        config: StoreConfig,
+    ) -> StoreResult<RedisBucketStore> {
+        let timeout = Duration::from_secs(1);
+        let client = builder
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .retries(8)
