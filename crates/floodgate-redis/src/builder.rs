@@ -17,7 +17,7 @@ use crate::store::{Inner, RedisStore};
 
 pub(crate) enum Target {
     None,
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// The builder, and whether the store picks its retry settings (not when the caller gave the builder).
     Cluster(Box<ClusterClientBuilder>, bool),
     Error(String),
@@ -79,7 +79,7 @@ impl RedisStoreBuilder {
     /// of the re-exported [`redis`] crate in your own Cargo.toml, e.g. `tokio-rustls-comp`).
     pub fn url(mut self, url: &str) -> Self {
         self.target = match redis::Client::open(url) {
-            Ok(c) => Target::Single(c),
+            Ok(c) => Target::Single(Box::new(c)),
             Err(e) => Target::Error(format!("bad redis url: {e}")),
         };
         self
@@ -87,7 +87,7 @@ impl RedisStoreBuilder {
 
     /// A single Redis through a ready [`redis::Client`] (any connection option redis-rs has).
     pub fn client(mut self, client: redis::Client) -> Self {
-        self.target = Target::Single(client);
+        self.target = Target::Single(Box::new(client));
         self
     }
 
@@ -257,9 +257,9 @@ impl RedisStoreBuilder {
                         .set_min_delay(Duration::from_millis(5))
                         .set_max_delay(Duration::from_millis(200));
                     if self.lazy {
-                        Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+                        Conn::Single(ConnectionManager::new_lazy_with_config(*client, config)?)
                     } else {
-                        let fut = ConnectionManager::new_with_config(client, config);
+                        let fut = ConnectionManager::new_with_config(*client, config);
                         let conn = tokio::time::timeout(self.connect_timeout, fut).await.map_err(|_| {
                             RedisStoreError::Config(format!("redis did not answer in {:?}", self.connect_timeout))
                         })??;
