@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod fuzzing;

@@ -2,207 +2,19 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 use floodgate::MemoryStore;
 use floodgate_redis::{FailurePolicy, RedisStore};
+use floodgate_server::cli::{Cli, Command, Failure, Headers, PartitionArg, ServeArgs, WhenFullArg};
 use floodgate_server::config::Config;
 use floodgate_server::metrics::StoreSource;
 use floodgate_server::server::Server;
 use floodgate_server::state::{AppState, Backend, ConfigSource, ResponseHeaders};
 use floodgate_server::store_metrics;
-
-#[derive(Parser)]
-#[command(name = "floodgate", version, about = "Rate limiting as a service: Envoy RLS v3 gRPC and an HTTP JSON API")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the HTTP API and Envoy RLS gRPC (in-memory store unless told otherwise).
-    Serve(Box<ServeArgs>),
-    /// Validate a config file or directory without serving; exit 1 and list every problem if invalid.
-    Check {
-        /// A YAML file, or a directory of them.
-        config: PathBuf,
-        /// Merge files that share a domain (as `serve --merge-domains`).
-        #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
-        merge_domains: bool,
-        /// Refuse what loads only with a warning (what the reference's loader accepts: a `rate_limit` without
-        /// `requests_per_unit`, `requests_per_unit` beside `unlimited: true`, YAML 1.1 booleans such as `yes`).
-        #[arg(long)]
-        strict: bool,
-        /// Also check that cluster mode (`serve --cluster`) can decide every policy: fixed and sliding window
-        /// only.
-        #[arg(long)]
-        cluster: bool,
-    },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Headers {
-    Off,
-    Draft,
-    Ietf,
-    XRatelimit,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum WhenFullArg {
-    Refuse,
-    Evict,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PartitionArg {
-    CountLocally,
-    SplitLimit,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Failure {
-    Error,
-    FailOpen,
-    FailClosed,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// HTTP JSON API, /metrics and /healthz.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "FLOODGATE_HTTP")]
-    http: SocketAddr,
-    /// Envoy RLS v3 gRPC.
-    #[arg(long, default_value = "127.0.0.1:8081", env = "FLOODGATE_GRPC")]
-    grpc: SocketAddr,
-    /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP and when
-    /// its files change (see --watch-secs).
-    #[arg(long, short, env = "FLOODGATE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
-    #[arg(long, conflicts_with = "redis_cluster", env = "FLOODGATE_REDIS")]
-    redis: Option<String>,
-    /// Cluster mode: listen for peers at this address and share every limit with them, with no central store
-    /// (fixed and sliding window policies only; see the floodgate-cluster README).
-    #[arg(long, conflicts_with_all = ["redis", "redis_cluster"], env = "FLOODGATE_CLUSTER")]
-    cluster: Option<SocketAddr>,
-    /// Cluster mode: a peer's HOST:PORT (repeatable, or comma-separated).
-    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER")]
-    peer: Vec<String>,
-    /// Cluster mode: a DNS NAME:PORT whose every A/AAAA record is a peer, re-resolved as the records' TTL says.
-    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER_DNS")]
-    peer_dns: Vec<String>,
-    /// Cluster mode: the file holding the cluster's shared secret (or set FLOODGATE_CLUSTER_SECRET). Required.
-    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Cluster mode: this node's id (default: a random one, logged).
-    #[arg(long, requires = "cluster", env = "FLOODGATE_NODE_ID")]
-    node_id: Option<String>,
-    /// Cluster mode: what a node does while it cannot reach every peer. `count-locally` (default): keep counting
-    /// on what it sees (each side of a split admits at most the limit per window). `split-limit`: while fewer
-    /// than --cluster-expected-nodes nodes are up, each caps its own hits at limit / expected nodes.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "count-locally",
-        requires = "cluster",
-        env = "FLOODGATE_CLUSTER_PARTITION_MODE"
-    )]
-    cluster_partition_mode: PartitionArg,
-    /// Cluster mode: how many nodes the cluster has, this one included (required by --cluster-partition-mode
-    /// split-limit, at least 2).
-    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_EXPECTED_NODES")]
-    cluster_expected_nodes: Option<usize>,
-    /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
-    #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
-    redis_cluster: Option<Vec<String>>,
-    /// Redis key prefix.
-    #[arg(long, default_value = "floodgate", env = "FLOODGATE_REDIS_PREFIX")]
-    redis_prefix: String,
-    /// Redis: the most a call may take, in milliseconds, before the failure policy applies.
-    #[arg(long, default_value_t = 100, env = "FLOODGATE_REDIS_TIMEOUT_MS")]
-    redis_timeout_ms: u64,
-    /// Redis: what a decision answers when Redis cannot: `error` (RLS UNAVAILABLE, HTTP 503, so Envoy's
-    /// failure_mode_deny decides), `fail-open` (allow), `fail-closed` (deny).
-    #[arg(long, value_enum, default_value = "error", env = "FLOODGATE_FAILURE_POLICY")]
-    failure_policy: Failure,
-    /// Read the bearer token required by the mutating HTTP endpoints from this file (or set FLOODGATE_TOKEN).
-    #[arg(long, env = "FLOODGATE_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Answer RLS requests for an unconfigured domain NOT_FOUND instead of OK.
-    #[arg(long, env = "FLOODGATE_STRICT_DOMAINS")]
-    strict_domains: bool,
-    /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
-    #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
-    reference_counting: bool,
-    /// RLS: rate-limit headers for Envoy to add to responses, describing the tightest limit: `off`, `draft`
-    /// (RateLimit-Limit/-Remaining/-Reset, the reference's LIMIT_RESPONSE_HEADERS_ENABLED), `ietf`
-    /// (RateLimit-Policy + RateLimit), `x-ratelimit` (X-RateLimit-Limit/-Remaining/-Reset).
-    #[arg(long, value_enum, default_value = "off", env = "FLOODGATE_RESPONSE_HEADERS")]
-    response_headers: Headers,
-    /// Check the config's files every this many seconds and reload when one changed (0: only on SIGHUP).
-    #[arg(long, default_value_t = 2, env = "FLOODGATE_WATCH_SECS")]
-    watch_secs: u64,
-    /// Start (and reload) even when --config holds no domain and no policy, serving with no limits (logged
-    /// loudly); default: an empty config is refused, so a wrong path never turns every limit off.
-    #[arg(long, env = "FLOODGATE_ALLOW_EMPTY_CONFIG")]
-    allow_empty_config: bool,
-    /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
-    #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
-    merge_domains: bool,
-    /// RLS: global shadow mode (the reference's SHADOW_MODE): decide and count, but answer OK overall.
-    #[arg(long, env = "FLOODGATE_SHADOW_MODE")]
-    shadow_mode: bool,
-    /// RLS: fill the response's dynamic metadata (the reference's RESPONSE_DYNAMIC_METADATA): the request's
-    /// descriptors, quotaModeEnabled / quotaModeViolations, and the `metadata` of rules under their limit.
-    #[arg(long, env = "FLOODGATE_RESPONSE_DYNAMIC_METADATA")]
-    response_dynamic_metadata: bool,
-    /// Per-rule metrics: the most metric keys made from request values (detailed_metric, value_to_metric,
-    /// limit overrides) per domain; past it, hits count under key="__overflow__".
-    #[arg(long, default_value_t = floodgate_server::metrics::DEFAULT_MAX_RULE_KEYS, env = "FLOODGATE_MAX_METRIC_KEYS")]
-    max_metric_keys: u64,
-    /// Per-rule metrics: the share of a limit past which hits count as near it (the reference's
-    /// NEAR_LIMIT_RATIO), above 0 and at most 1.
-    #[arg(long, default_value_t = floodgate_server::metrics::NEAR_LIMIT_RATIO, value_parser = ratio, env = "FLOODGATE_NEAR_LIMIT_RATIO")]
-    near_limit_ratio: f64,
-    /// In-memory store: bound the number of keys (default: unbounded).
-    #[arg(long, env = "FLOODGATE_MAX_KEYS")]
-    max_keys: Option<usize>,
-    /// In-memory store with --max-keys: what a new key gets when the store is full of live keys. `refuse`
-    /// (default): it is denied until a key expires, and no live key ever loses its count. `evict`: the keys
-    /// nearest their reset are evicted and start again from empty, which can admit them past their limit.
-    #[arg(long, value_enum, default_value = "refuse", env = "FLOODGATE_WHEN_FULL")]
-    when_full: WhenFullArg,
-    /// HTTP: more host names a request's `Host` header may name (repeatable, or comma-separated). When the HTTP
-    /// port is on loopback, only `localhost`, `127.0.0.1` and `::1` are accepted besides these, so a web page
-    /// cannot reach the API by DNS rebinding; on other addresses any Host is accepted unless this is given.
-    #[arg(long, value_delimiter = ',', env = "FLOODGATE_ALLOWED_HOSTS")]
-    allowed_hosts: Vec<String>,
-    /// The most connections open at once on each port (HTTP, gRPC); near it, connections that have sent
-    /// nothing are closed first, past it new ones are closed at once.
-    #[arg(long, default_value_t = 10_000, env = "FLOODGATE_MAX_CONNECTIONS")]
-    max_connections: usize,
-    /// Close a connection that sends and receives nothing for this many seconds while the server waits for it
-    /// (between requests, or in a stalled request's headers or body). A connection that sends no byte at all is
-    /// closed after 10 s.
-    #[arg(long, default_value_t = 60, env = "FLOODGATE_IDLE_TIMEOUT_SECS")]
-    idle_timeout_secs: u64,
-    /// On shutdown, the most seconds to wait for in-flight requests and open connections.
-    #[arg(long, default_value_t = 30, env = "FLOODGATE_DRAIN_SECS")]
-    drain_secs: u64,
-    /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener (default: one per core;
-    /// 0 serves gRPC on the shared worker threads instead).
-    #[arg(long, env = "FLOODGATE_GRPC_THREADS")]
-    grpc_threads: Option<usize>,
-    /// Worker threads of the shared runtime (HTTP, signals; gRPC with --grpc-threads 0). Default: one per core.
-    #[arg(long, env = "FLOODGATE_THREADS")]
-    threads: Option<usize>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -211,6 +23,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             let args = *args;
             let _log_guard = init_tracing();
+            warn_unknown_env();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
                 rt.worker_threads(n);
@@ -252,6 +65,21 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
         .log_internal_errors(false)
         .init();
     guard
+}
+
+/// One warning line per `FLOODGATE_*` variable in the environment that no flag reads (a typo, or a variable of
+/// another version), naming the closest known one.
+fn warn_unknown_env() {
+    let known = floodgate_server::cli::known_env(&Cli::command());
+    let vars: Vec<String> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
+    for (var, closest) in floodgate_server::cli::unknown_env(vars.iter().map(String::as_str), &known) {
+        match closest {
+            Some(closest) => {
+                tracing::warn!(variable = %var, did_you_mean = %closest, "unknown FLOODGATE_ variable, ignored")
+            }
+            None => tracing::warn!(variable = %var, "unknown FLOODGATE_ variable, ignored"),
+        }
+    }
 }
 
 fn check(path: &std::path::Path, merge_domains: bool, strict: bool, cluster: bool) -> ExitCode {
@@ -565,13 +393,4 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
 async fn signals(_state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();
-}
-
-/// Parses a ratio in (0, 1].
-fn ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
-        Ok(r) => Err(format!("{r} is not above 0 and at most 1")),
-        Err(e) => Err(format!("not a number: {e}")),
-    }
 }
