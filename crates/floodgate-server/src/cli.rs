@@ -207,6 +207,23 @@ pub struct ServeArgs {
     /// 0 serves gRPC on the shared worker threads instead).
     #[arg(long, env = "FLOODGATE_GRPC_THREADS")]
     pub grpc_threads: Option<usize>,
+    /// Log format on stderr: `text`, or `json` (one object per line, fields as plain values). Every event is one
+    /// line in both.
+    #[arg(long, value_enum, default_value = "text", env = "FLOODGATE_LOG_FORMAT")]
+    pub log_format: crate::logging::LogFormat,
+    /// Log level, or a filter in RUST_LOG's syntax (`info,floodgate::request=debug`); RUST_LOG wins when set.
+    /// `debug` logs one event per decision (target `floodgate::request`: domain, rules, code, store latency).
+    #[arg(long, default_value = "info", env = "FLOODGATE_LOG_LEVEL")]
+    pub log_level: String,
+    /// Write one JSON line per decision (RLS and HTTP) to this file, appending. Written by a thread of its
+    /// own: a line it cannot keep up with is dropped, never waited for (counted in
+    /// floodgate_access_log_dropped_total).
+    #[arg(long, env = "FLOODGATE_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
+    /// The access log's file never grows past this many bytes: it is then renamed to PATH.1 (replacing the
+    /// previous one) and started again, so at most twice this is on disk. At least 4096.
+    #[arg(long, default_value_t = 100 * 1024 * 1024, env = "FLOODGATE_ACCESS_LOG_MAX_BYTES")]
+    pub access_log_max_bytes: u64,
     /// Worker threads of the shared runtime (HTTP, signals; gRPC with --grpc-threads 0). Default: one per core.
     #[arg(long, env = "FLOODGATE_THREADS")]
     pub threads: Option<usize>,

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod access_log;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -34,6 +35,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod json_rls;
+pub mod logging;
 pub mod metrics;
 pub mod rls;
 pub mod server;

@@ -22,7 +22,13 @@ fn main() -> ExitCode {
         Command::Check { config, merge_domains, strict, cluster } => check(&config, merge_domains, strict, cluster),
         Command::Serve(args) => {
             let args = *args;
-            let _log_guard = init_tracing();
+            let _log_guard = match floodgate_server::logging::init(args.log_format, &args.log_level) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             warn_unknown_env();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
@@ -31,14 +37,16 @@ fn main() -> ExitCode {
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "floodgate: cannot start the runtime: {e}");
+                    tracing::error!(error = %e, "cannot start the runtime");
                     return ExitCode::FAILURE;
                 }
             };
+            // Logged, not printed: one event, on one line, in the log's format (a config error can hold several
+            // problems, one per line: they are escaped as `\n`).
             match rt.block_on(serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
+                    tracing::error!(error = %e, "floodgate cannot serve");
                     ExitCode::FAILURE
                 }
             }
@@ -46,29 +54,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a bounded queue and a writer thread of their own, so logging can never stop the
-/// server: a reader that went away (`| head`, a dead log shipper) or a full pipe only loses log lines (counted
-/// by the writer, never blocking a request or a signal), and a failed write is never reported with a panic.
-/// The guard flushes what is queued when `main` returns.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .log_internal_errors(false)
-        .init();
-    guard
-}
-
-/// One warning line per `FLOODGATE_*` variable in the environment that no flag reads (a typo, or a variable of
-/// another version), naming the closest known one.
 fn warn_unknown_env() {
     let known = floodgate_server::cli::known_env(&Cli::command());
     let vars: Vec<String> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
@@ -171,9 +156,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let _ = state.metrics.store_source.set(s);
     }
     tune(&mut state, &args);
+    if let Some(path) = &args.access_log {
+        let log =
+            floodgate_server::access_log::AccessLog::open(path, args.access_log_max_bytes, state.metrics.clone())?;
+        tracing::info!(path = %path.display(), max_bytes = args.access_log_max_bytes, "access log on");
+        state.access_log = Some(Arc::new(log));
+    }
     {
         let cfg = state.config();
-        tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
+        tracing::info!(config = %source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
     }
     if state.token.is_none() {
         tracing::info!(
@@ -196,7 +187,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::select! {
         r = &mut waiting => r?,
         () = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "connections still open after the drain time: stopping anyway");
+            tracing::warn!(drain_secs = args.drain_secs, "connections still open after the drain time: stopping anyway");
         }
     }
     tracing::info!("floodgate stopped");
@@ -321,7 +312,7 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
         .build()
         .await
         .map_err(|e| format!("cannot use Redis: {e}"))?;
-    tracing::info!(?store, "Redis store connected");
+    tracing::info!(prefix = %args.redis_prefix, timeout_ms = args.redis_timeout_ms, "Redis store connected");
     let store = Arc::new(store);
     let source = store_metrics::redis(store.clone());
     Ok((Backend::Dyn(store), Some(source)))
@@ -375,7 +366,7 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
             _ = hup.recv() => match state.reload_changed().await {
                 Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
                 Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
-                Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: config reload refused, the old config stays in force"),
             },
             _ = stop.cancelled() => return,
         }

@@ -62,6 +62,17 @@ pub enum ConfigSource {
     PathMergingDomains(PathBuf),
 }
 
+/// For logs: `built-in`, the path, or the path and `(merging domains)`.
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Builtin => f.write_str("built-in"),
+            ConfigSource::Path(p) => write!(f, "{}", p.display()),
+            ConfigSource::PathMergingDomains(p) => write!(f, "{} (merging domains)", p.display()),
+        }
+    }
+}
+
 /// What a config source's files look like now: each `*.yaml` / `*.yml` file (or the one file) with its length,
 /// modification time and a hash of its contents, following symlinks (so a swapped directory symlink shows as a
 /// change, and so does a rewrite of the same size whose modification time was put back).
@@ -186,6 +197,8 @@ pub struct AppState {
     /// Serve an empty config (no domain, no policy) as "no limits" instead of refusing it
     /// (`--allow-empty-config`).
     pub allow_empty_config: bool,
+    /// The access log (`--access-log`), if any: one JSON line per decision ([`crate::access_log`]).
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// A hash of the live config's file contents ([`ConfigSource::content_hash`]; `None` for the built-in
     /// config): a reload that finds the same contents is a no-op.
     live_hash: parking_lot::Mutex<Option<u64>>,
@@ -239,6 +252,7 @@ impl AppState {
             cluster: None,
             readiness: crate::health::Readiness::default(),
             allow_empty_config,
+            access_log: None,
             live_hash: parking_lot::Mutex::new(hash),
             reload_lock: tokio::sync::Mutex::new(()),
         })
@@ -327,7 +341,7 @@ impl AppState {
                     "config files changed: reloaded"
                 ),
                 Err(e) => {
-                    tracing::error!("config files changed: reload refused, the old config stays in force:\n{e}")
+                    tracing::error!(error = %e, "config files changed: reload refused, the old config stays in force")
                 }
             }
         }
@@ -354,7 +368,9 @@ impl AppState {
             Backend::Memory(m) => m.hit(id, policy, cost).await,
             Backend::Dyn(d) => d.hit(id, policy, cost).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -365,7 +381,9 @@ impl AppState {
             Backend::Memory(m) => m.hit_all(hits).await,
             Backend::Dyn(d) => d.hit_all(hits).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -376,7 +394,9 @@ impl AppState {
             Backend::Memory(m) => m.inc(id, policy, cost).await,
             Backend::Dyn(d) => d.inc(id, policy, cost).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -387,7 +407,9 @@ impl AppState {
             Backend::Memory(m) => m.inspect(id, policy).await,
             Backend::Dyn(d) => d.inspect(id, policy).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -398,7 +420,9 @@ impl AppState {
             Backend::Memory(m) => m.delete_buckets(id).await,
             Backend::Dyn(d) => d.delete_buckets(id).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 }
