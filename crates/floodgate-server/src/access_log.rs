@@ -291,6 +291,28 @@ mod tests {
     }
 
     #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let metrics = Arc::new(Metrics::new());
+        // A queue of 2 that nothing drains: a writer that cannot keep up.
+        let (tx, _rx) = std::sync::mpsc::sync_channel(2);
+        let log = AccessLog { tx, metrics: metrics.clone() };
+        let rules = [Arc::from("d.k")];
+        let r = Record {
+            api: Api::Rls,
+            domain: "d",
+            rules: &rules,
+            code: "OK",
+            store: Duration::ZERO,
+            latency: Duration::ZERO,
+        };
+        for _ in 0..5 {
+            log.write(&r);
+        }
+        assert_eq!(metrics.access_log_dropped.load(Relaxed), 3);
+        assert!(metrics.render().contains("floodgate_access_log_dropped_total 3"));
+    }
+
+    #[test]
     fn the_file_rotates_to_one_old_copy_and_stays_bounded() {
         let dir = std::env::temp_dir().join(format!("floodgate-access-unit-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);

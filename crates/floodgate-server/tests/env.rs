@@ -76,6 +76,15 @@ fn a_variable_sets_its_flag() {
     }
     let off = Command::new(BIN).arg("check").arg(&config).env("FLOODGATE_STRICT", "0").output().unwrap();
     assert!(off.status.success(), "{}", String::from_utf8_lossy(&off.stderr));
+
+    // `check --cluster` is on for the address `serve` reads from FLOODGATE_CLUSTER: the built-in limits have
+    // policies cluster mode cannot decide, the cluster example has none.
+    let cluster = |file: &str, value: &str| {
+        Command::new(BIN).args(["check", file]).env("FLOODGATE_CLUSTER", value).output().unwrap().status.code()
+    };
+    assert_eq!(cluster("examples/default.yaml", "127.0.0.1:7000"), Some(1));
+    assert_eq!(cluster("examples/default.yaml", "false"), Some(0));
+    assert_eq!(cluster("examples/cluster.yaml", "127.0.0.1:7000"), Some(0));
 }
 
 /// An unknown `FLOODGATE_*` variable is one warning line naming it and the closest known variable.
