@@ -54,6 +54,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// One warning line per `FLOODGATE_*` variable in the environment that no flag reads (a typo, or a variable of
+/// another version), naming the closest known one.
 fn warn_unknown_env() {
     let known = floodgate_server::cli::known_env(&Cli::command());
     let vars: Vec<String> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
