@@ -35,6 +35,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::access_log::{Api, Record};
 use crate::config::{Config, LimitKind, Rule, parse_window};
 use crate::state::AppState;
 
@@ -356,8 +357,32 @@ async fn hit(
     authorize(&state, &headers)?;
     let Json(body) = body?;
     check_id(&body.id)?;
+    let log = state.access_log.as_deref();
+    // The decision's record (debug event, access log), only when one is wanted.
+    let record = crate::access_log::wanted(log).then(|| {
+        let rule: Arc<str> = match &body.policy {
+            Value::String(name) => Arc::from(name.as_str()),
+            _ => Arc::from("inline"),
+        };
+        (rule, std::time::Instant::now())
+    });
     let policy = resolve_policy(&state, body.policy)?;
-    let d = state.hit(body.id.as_bytes(), &policy, body.cost).await.map_err(store_error)?;
+    let d = match record {
+        None => state.hit(body.id.as_bytes(), &policy, body.cost).await,
+        Some((rule, start)) => {
+            let (d, store) = crate::access_log::measure_store(state.hit(body.id.as_bytes(), &policy, body.cost)).await;
+            let code = match &d {
+                Ok(d) if d.allowed => "OK",
+                Ok(_) => "OVER_LIMIT",
+                Err(_) => "UNAVAILABLE",
+            };
+            let rules = [rule];
+            let r = Record { api: Api::Http, domain: "", rules: &rules, code, store, latency: start.elapsed() };
+            crate::access_log::record(log, &r);
+            d
+        }
+    }
+    .map_err(store_error)?;
     if d.allowed { &state.metrics.http.allowed } else { &state.metrics.http.denied }.fetch_add(1, Relaxed);
     let mut res = Json(DecisionBody::from(d)).into_response();
     if d.fallback {
@@ -641,7 +666,7 @@ async fn json_rls(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))?;
     let req = crate::json_rls::request_from_json(&value).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
-    let res = crate::rls::Rls::new(state.clone()).decide(&req).await.map_err(|s| {
+    let res = crate::rls::Rls::new(state.clone()).decide_logged(&req, Api::Http).await.map_err(|s| {
         let status = match s.code() {
             tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
             tonic::Code::NotFound => StatusCode::NOT_FOUND,

@@ -27,12 +27,15 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod access_log;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod json_rls;
+pub mod logging;
 pub mod metrics;
 pub mod openapi;
 pub mod rls;

@@ -2,221 +2,19 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 use floodgate::MemoryStore;
 use floodgate_redis::{FailurePolicy, RedisStore};
+use floodgate_server::cli::{Cli, Command, Failure, Headers, PartitionArg, ServeArgs, WhenFullArg};
 use floodgate_server::config::Config;
 use floodgate_server::metrics::StoreSource;
 use floodgate_server::server::Server;
 use floodgate_server::state::{AppState, Backend, ConfigSource, ResponseHeaders};
 use floodgate_server::store_metrics;
-
-#[derive(Parser)]
-#[command(name = "floodgate", version, about = "Rate limiting as a service: Envoy RLS v3 gRPC and an HTTP JSON API")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve the HTTP API and Envoy RLS gRPC (in-memory store unless told otherwise).
-    Serve(Box<ServeArgs>),
-    /// Validate a config file or directory without serving; exit 1 and list every problem if invalid.
-    Check {
-        /// A YAML file, or a directory of them.
-        config: PathBuf,
-        /// Merge files that share a domain (as `serve --merge-domains`).
-        #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
-        merge_domains: bool,
-        /// Refuse what loads only with a warning (what the reference's loader accepts: a `rate_limit` without
-        /// `requests_per_unit`, `requests_per_unit` beside `unlimited: true`, YAML 1.1 booleans such as `yes`).
-        #[arg(long)]
-        strict: bool,
-        /// Also check that cluster mode (`serve --cluster`) can decide every policy: fixed and sliding window
-        /// only.
-        #[arg(long)]
-        cluster: bool,
-    },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Headers {
-    Off,
-    Draft,
-    Ietf,
-    XRatelimit,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum WhenFullArg {
-    Refuse,
-    Evict,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PartitionArg {
-    CountLocally,
-    SplitLimit,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Failure {
-    Error,
-    FailOpen,
-    FailClosed,
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// HTTP JSON API, /metrics and /healthz.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "FLOODGATE_HTTP")]
-    http: SocketAddr,
-    /// Envoy RLS v3 gRPC.
-    #[arg(long, default_value = "127.0.0.1:8081", env = "FLOODGATE_GRPC")]
-    grpc: SocketAddr,
-    /// Config file or directory (default: the built-in config, see the README). Reloaded on SIGHUP and when
-    /// its files change (see --watch-secs).
-    #[arg(long, short, env = "FLOODGATE_CONFIG")]
-    config: Option<PathBuf>,
-    /// TLS on both listeners (gRPC and HTTP): the certificate chain, PEM, leaf first. Re-read on SIGHUP and when
-    /// the file changes (rotation without restart).
-    #[arg(long, requires = "tls_key", env = "FLOODGATE_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// TLS: the certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, requires = "tls_cert", env = "FLOODGATE_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Mutual TLS: require a client certificate signed by one of these CAs (PEM) on both listeners.
-    #[arg(long, requires = "tls_cert", env = "FLOODGATE_TLS_CLIENT_CA")]
-    tls_client_ca: Option<PathBuf>,
-    /// Use Redis at this URL (`redis://host:port[/db]`) instead of memory.
-    #[arg(long, conflicts_with = "redis_cluster", env = "FLOODGATE_REDIS")]
-    redis: Option<String>,
-    /// Cluster mode: listen for peers at this address and share every limit with them, with no central store
-    /// (fixed and sliding window policies only; see the floodgate-cluster README).
-    #[arg(long, conflicts_with_all = ["redis", "redis_cluster"], env = "FLOODGATE_CLUSTER")]
-    cluster: Option<SocketAddr>,
-    /// Cluster mode: a peer's HOST:PORT (repeatable, or comma-separated).
-    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER")]
-    peer: Vec<String>,
-    /// Cluster mode: a DNS NAME:PORT whose every A/AAAA record is a peer, re-resolved as the records' TTL says.
-    #[arg(long, value_delimiter = ',', requires = "cluster", env = "FLOODGATE_PEER_DNS")]
-    peer_dns: Vec<String>,
-    /// Cluster mode: the file holding the cluster's shared secret (or set FLOODGATE_CLUSTER_SECRET). Required.
-    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_SECRET_FILE")]
-    cluster_secret_file: Option<PathBuf>,
-    /// Cluster mode: this node's id (default: a random one, logged).
-    #[arg(long, requires = "cluster", env = "FLOODGATE_NODE_ID")]
-    node_id: Option<String>,
-    /// Cluster mode: what a node does while it cannot reach every peer. `count-locally` (default): keep counting
-    /// on what it sees (each side of a split admits at most the limit per window). `split-limit`: while fewer
-    /// than --cluster-expected-nodes nodes are up, each caps its own hits at limit / expected nodes.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "count-locally",
-        requires = "cluster",
-        env = "FLOODGATE_CLUSTER_PARTITION_MODE"
-    )]
-    cluster_partition_mode: PartitionArg,
-    /// Cluster mode: how many nodes the cluster has, this one included (required by --cluster-partition-mode
-    /// split-limit, at least 2).
-    #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_EXPECTED_NODES")]
-    cluster_expected_nodes: Option<usize>,
-    /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
-    #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
-    redis_cluster: Option<Vec<String>>,
-    /// Redis over TLS (`rediss://` URLs, single or cluster): the CA certificates (PEM) that sign the Redis
-    /// servers' certificates, instead of the system's roots.
-    #[arg(long, env = "FLOODGATE_REDIS_CA")]
-    redis_ca: Option<PathBuf>,
-    /// Redis key prefix.
-    #[arg(long, default_value = "floodgate", env = "FLOODGATE_REDIS_PREFIX")]
-    redis_prefix: String,
-    /// Redis: the most a call may take, in milliseconds, before the failure policy applies.
-    #[arg(long, default_value_t = 100, env = "FLOODGATE_REDIS_TIMEOUT_MS")]
-    redis_timeout_ms: u64,
-    /// Redis: what a decision answers when Redis cannot: `error` (RLS UNAVAILABLE, HTTP 503, so Envoy's
-    /// failure_mode_deny decides), `fail-open` (allow), `fail-closed` (deny).
-    #[arg(long, value_enum, default_value = "error", env = "FLOODGATE_FAILURE_POLICY")]
-    failure_policy: Failure,
-    /// Read the bearer token required by the mutating HTTP endpoints from this file (or set FLOODGATE_TOKEN).
-    #[arg(long, env = "FLOODGATE_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Answer RLS requests for an unconfigured domain NOT_FOUND instead of OK.
-    #[arg(long, env = "FLOODGATE_STRICT_DOMAINS")]
-    strict_domains: bool,
-    /// RLS: count denied hits too, as envoyproxy/ratelimit does (default: a denied hit consumes nothing).
-    #[arg(long, env = "FLOODGATE_REFERENCE_COUNTING")]
-    reference_counting: bool,
-    /// RLS: rate-limit headers for Envoy to add to responses, describing the tightest limit: `off`, `draft`
-    /// (RateLimit-Limit/-Remaining/-Reset, the reference's LIMIT_RESPONSE_HEADERS_ENABLED), `ietf`
-    /// (RateLimit-Policy + RateLimit), `x-ratelimit` (X-RateLimit-Limit/-Remaining/-Reset).
-    #[arg(long, value_enum, default_value = "off", env = "FLOODGATE_RESPONSE_HEADERS")]
-    response_headers: Headers,
-    /// Check the config's files every this many seconds and reload when one changed (0: only on SIGHUP).
-    #[arg(long, default_value_t = 2, env = "FLOODGATE_WATCH_SECS")]
-    watch_secs: u64,
-    /// Start (and reload) even when --config holds no domain and no policy, serving with no limits (logged
-    /// loudly); default: an empty config is refused, so a wrong path never turns every limit off.
-    #[arg(long, env = "FLOODGATE_ALLOW_EMPTY_CONFIG")]
-    allow_empty_config: bool,
-    /// Merge config files that share a domain (the reference's MERGE_DOMAIN_CONFIG); default: an error.
-    #[arg(long, env = "FLOODGATE_MERGE_DOMAINS")]
-    merge_domains: bool,
-    /// RLS: global shadow mode (the reference's SHADOW_MODE): decide and count, but answer OK overall.
-    #[arg(long, env = "FLOODGATE_SHADOW_MODE")]
-    shadow_mode: bool,
-    /// RLS: fill the response's dynamic metadata (the reference's RESPONSE_DYNAMIC_METADATA): the request's
-    /// descriptors, quotaModeEnabled / quotaModeViolations, and the `metadata` of rules under their limit.
-    #[arg(long, env = "FLOODGATE_RESPONSE_DYNAMIC_METADATA")]
-    response_dynamic_metadata: bool,
-    /// Per-rule metrics: the most metric keys made from request values (detailed_metric, value_to_metric,
-    /// limit overrides) per domain; past it, hits count under key="__overflow__".
-    #[arg(long, default_value_t = floodgate_server::metrics::DEFAULT_MAX_RULE_KEYS, env = "FLOODGATE_MAX_METRIC_KEYS")]
-    max_metric_keys: u64,
-    /// Per-rule metrics: the share of a limit past which hits count as near it (the reference's
-    /// NEAR_LIMIT_RATIO), above 0 and at most 1.
-    #[arg(long, default_value_t = floodgate_server::metrics::NEAR_LIMIT_RATIO, value_parser = ratio, env = "FLOODGATE_NEAR_LIMIT_RATIO")]
-    near_limit_ratio: f64,
-    /// In-memory store: bound the number of keys (default: unbounded).
-    #[arg(long, env = "FLOODGATE_MAX_KEYS")]
-    max_keys: Option<usize>,
-    /// In-memory store with --max-keys: what a new key gets when the store is full of live keys. `refuse`
-    /// (default): it is denied until a key expires, and no live key ever loses its count. `evict`: the keys
-    /// nearest their reset are evicted and start again from empty, which can admit them past their limit.
-    #[arg(long, value_enum, default_value = "refuse", env = "FLOODGATE_WHEN_FULL")]
-    when_full: WhenFullArg,
-    /// HTTP: more host names a request's `Host` header may name (repeatable, or comma-separated). When the HTTP
-    /// port is on loopback, only `localhost`, `127.0.0.1` and `::1` are accepted besides these, so a web page
-    /// cannot reach the API by DNS rebinding; on other addresses any Host is accepted unless this is given.
-    #[arg(long, value_delimiter = ',', env = "FLOODGATE_ALLOWED_HOSTS")]
-    allowed_hosts: Vec<String>,
-    /// The most connections open at once on each port (HTTP, gRPC); near it, connections that have sent
-    /// nothing are closed first, past it new ones are closed at once.
-    #[arg(long, default_value_t = 10_000, env = "FLOODGATE_MAX_CONNECTIONS")]
-    max_connections: usize,
-    /// Close a connection that sends and receives nothing for this many seconds while the server waits for it
-    /// (between requests, or in a stalled request's headers or body). A connection that sends no byte at all is
-    /// closed after 10 s.
-    #[arg(long, default_value_t = 60, env = "FLOODGATE_IDLE_TIMEOUT_SECS")]
-    idle_timeout_secs: u64,
-    /// On shutdown, the most seconds to wait for in-flight requests and open connections.
-    #[arg(long, default_value_t = 30, env = "FLOODGATE_DRAIN_SECS")]
-    drain_secs: u64,
-    /// gRPC threads, each a single-threaded runtime with its own SO_REUSEPORT listener (default: one per core;
-    /// 0 serves gRPC on the shared worker threads instead).
-    #[arg(long, env = "FLOODGATE_GRPC_THREADS")]
-    grpc_threads: Option<usize>,
-    /// Worker threads of the shared runtime (HTTP, signals; gRPC with --grpc-threads 0). Default: one per core.
-    #[arg(long, env = "FLOODGATE_THREADS")]
-    threads: Option<usize>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -224,7 +22,14 @@ fn main() -> ExitCode {
         Command::Check { config, merge_domains, strict, cluster } => check(&config, merge_domains, strict, cluster),
         Command::Serve(args) => {
             let args = *args;
-            let _log_guard = init_tracing();
+            let _log_guard = match floodgate_server::logging::init(args.log_format, &args.log_level) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            warn_unknown_env();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
                 rt.worker_threads(n);
@@ -232,14 +37,16 @@ fn main() -> ExitCode {
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "floodgate: cannot start the runtime: {e}");
+                    tracing::error!(error = %e, "cannot start the runtime");
                     return ExitCode::FAILURE;
                 }
             };
+            // Logged, not printed: one event, on one line, in the log's format (a config error can hold several
+            // problems, one per line: they are escaped as `\n`).
             match rt.block_on(serve(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
+                    tracing::error!(error = %e, "floodgate cannot serve");
                     ExitCode::FAILURE
                 }
             }
@@ -247,25 +54,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr through a bounded queue and a writer thread of their own, so logging can never stop the
-/// server: a reader that went away (`| head`, a dead log shipper) or a full pipe only loses log lines (counted
-/// by the writer, never blocking a request or a signal), and a failed write is never reported with a panic.
-/// The guard flushes what is queued when `main` returns.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi)
-        .log_internal_errors(false)
-        .init();
-    guard
+/// One warning line per `FLOODGATE_*` variable in the environment that no flag reads (a typo, or a variable of
+/// another version), naming the closest known one.
+fn warn_unknown_env() {
+    let known = floodgate_server::cli::known_env(&Cli::command());
+    let vars: Vec<String> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect();
+    for (var, closest) in floodgate_server::cli::unknown_env(vars.iter().map(String::as_str), &known) {
+        match closest {
+            Some(closest) => {
+                tracing::warn!(variable = %var, did_you_mean = %closest, "unknown FLOODGATE_ variable, ignored")
+            }
+            None => tracing::warn!(variable = %var, "unknown FLOODGATE_ variable, ignored"),
+        }
+    }
 }
 
 fn check(path: &std::path::Path, merge_domains: bool, strict: bool, cluster: bool) -> ExitCode {
@@ -367,9 +168,15 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         state.tls = Some(floodgate_server::tls::Tls::load(files)?);
         tracing::info!(cert = %cert.display(), mutual, "TLS on both listeners");
     }
+    if let Some(path) = &args.access_log {
+        let log =
+            floodgate_server::access_log::AccessLog::open(path, args.access_log_max_bytes, state.metrics.clone())?;
+        tracing::info!(path = %path.display(), max_bytes = args.access_log_max_bytes, "access log on");
+        state.access_log = Some(Arc::new(log));
+    }
     {
         let cfg = state.config();
-        tracing::info!(config = ?source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
+        tracing::info!(config = %source, domains = cfg.domains().len(), policies = cfg.policies().count(), "config loaded");
     }
     if state.token.is_none() {
         tracing::info!(
@@ -392,7 +199,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::select! {
         r = &mut waiting => r?,
         () = async { stop.cancelled().await; tokio::time::sleep(drain).await } => {
-            tracing::warn!(?drain, "connections still open after the drain time: stopping anyway");
+            tracing::warn!(drain_secs = args.drain_secs, "connections still open after the drain time: stopping anyway");
         }
     }
     tracing::info!("floodgate stopped");
@@ -568,7 +375,7 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
         .build()
         .await
         .map_err(|e| format!("cannot use Redis: {e}"))?;
-    tracing::info!(?store, "Redis store connected");
+    tracing::info!(prefix = %args.redis_prefix, timeout_ms = args.redis_timeout_ms, "Redis store connected");
     let store = Arc::new(store);
     let source = store_metrics::redis(store.clone());
     Ok((Backend::Dyn(store), Some(source)))
@@ -623,7 +430,7 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 match state.reload_changed().await {
                     Ok((_, false)) => tracing::info!("SIGHUP: the config files are unchanged, nothing reloaded"),
                     Ok((cfg, true)) => tracing::info!(domains = cfg.domains().len(), policies = cfg.policies().count(), "SIGHUP: config reloaded"),
-                    Err(e) => tracing::error!("SIGHUP: config reload refused, the old config stays in force:\n{e}"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: config reload refused, the old config stays in force"),
                 }
                 if let Some(tls) = &state.tls {
                     tls.reload_logged("SIGHUP");
@@ -645,13 +452,4 @@ async fn signals(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
 async fn signals(_state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     stop.cancel();
-}
-
-/// Parses a ratio in (0, 1].
-fn ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
-        Ok(r) => Err(format!("{r} is not above 0 and at most 1")),
-        Err(e) => Err(format!("not a number: {e}")),
-    }
 }

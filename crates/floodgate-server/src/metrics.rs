@@ -179,6 +179,8 @@ pub struct Metrics {
     pub global_shadow: AtomicU64,
     /// Failed store calls.
     pub store_errors: AtomicU64,
+    /// Access log lines dropped: the writer could not keep up, or the file refused them (`--access-log`).
+    pub access_log_dropped: AtomicU64,
     /// Where the store's own counters come from (set once at start: the memory store's keys and refusals,
     /// Redis's faults by kind and by answer).
     pub store_source: std::sync::OnceLock<StoreSource>,
@@ -300,6 +302,12 @@ impl Metrics {
         );
         self.render_rules(&mut out, &domains);
         self.render_store(&mut out);
+        counter(
+            &mut out,
+            "floodgate_access_log_dropped_total",
+            "Access log lines dropped: the writer could not keep up, or the file refused them.",
+            &self.access_log_dropped,
+        );
         self.render_config(&mut out);
         out
     }

@@ -62,6 +62,17 @@ pub enum ConfigSource {
     PathMergingDomains(PathBuf),
 }
 
+/// For logs: `built-in`, the path, or the path and `(merging domains)`.
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::Builtin => f.write_str("built-in"),
+            ConfigSource::Path(p) => write!(f, "{}", p.display()),
+            ConfigSource::PathMergingDomains(p) => write!(f, "{} (merging domains)", p.display()),
+        }
+    }
+}
+
 /// What a config source's files look like now: each `*.yaml` / `*.yml` file (or the one file) with its length,
 /// modification time and a hash of its contents, following symlinks (so a swapped directory symlink shows as a
 /// change, and so does a rewrite of the same size whose modification time was put back).
@@ -188,6 +199,8 @@ pub struct AppState {
     /// Serve an empty config (no domain, no policy) as "no limits" instead of refusing it
     /// (`--allow-empty-config`).
     pub allow_empty_config: bool,
+    /// The access log (`--access-log`), if any: one JSON line per decision ([`crate::access_log`]).
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// A hash of the live config's file contents ([`ConfigSource::content_hash`]; `None` for the built-in
     /// config): a reload that finds the same contents is a no-op.
     live_hash: parking_lot::Mutex<Option<u64>>,
@@ -242,6 +255,7 @@ impl AppState {
             readiness: crate::health::Readiness::default(),
             tls: None,
             allow_empty_config,
+            access_log: None,
             live_hash: parking_lot::Mutex::new(hash),
             reload_lock: tokio::sync::Mutex::new(()),
         })
@@ -330,7 +344,7 @@ impl AppState {
                     "config files changed: reloaded"
                 ),
                 Err(e) => {
-                    tracing::error!("config files changed: reload refused, the old config stays in force:\n{e}")
+                    tracing::error!(error = %e, "config files changed: reload refused, the old config stays in force")
                 }
             }
         }
@@ -357,7 +371,9 @@ impl AppState {
             Backend::Memory(m) => m.hit(id, policy, cost).await,
             Backend::Dyn(d) => d.hit(id, policy, cost).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -368,7 +384,9 @@ impl AppState {
             Backend::Memory(m) => m.hit_all(hits).await,
             Backend::Dyn(d) => d.hit_all(hits).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -379,7 +397,9 @@ impl AppState {
             Backend::Memory(m) => m.inc(id, policy, cost).await,
             Backend::Dyn(d) => d.inc(id, policy, cost).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -390,7 +410,9 @@ impl AppState {
             Backend::Memory(m) => m.inspect(id, policy).await,
             Backend::Dyn(d) => d.inspect(id, policy).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 
@@ -401,7 +423,9 @@ impl AppState {
             Backend::Memory(m) => m.delete_buckets(id).await,
             Backend::Dyn(d) => d.delete_buckets(id).await,
         };
-        self.metrics.observe_store(start.elapsed(), r.is_err());
+        let elapsed = start.elapsed();
+        self.metrics.observe_store(elapsed, r.is_err());
+        crate::access_log::add_store_time(elapsed);
         r
     }
 }
