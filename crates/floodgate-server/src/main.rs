@@ -128,6 +128,17 @@ struct ServeArgs {
     /// split-limit, at least 2).
     #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_EXPECTED_NODES")]
     cluster_expected_nodes: Option<usize>,
+    /// Cluster mode: mutual TLS between peers. This node's certificate chain (PEM), which must carry the DNS
+    /// name `floodgate-cluster` (and, if it has an extended key usage, both serverAuth and clientAuth). With
+    /// --cluster-tls-key and --cluster-tls-ca.
+    #[arg(long, requires_all = ["cluster", "cluster_tls_key", "cluster_tls_ca"], env = "FLOODGATE_CLUSTER_TLS_CERT")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// Cluster mode: the private key of --cluster-tls-cert (PEM).
+    #[arg(long, requires_all = ["cluster", "cluster_tls_cert", "cluster_tls_ca"], env = "FLOODGATE_CLUSTER_TLS_KEY")]
+    cluster_tls_key: Option<PathBuf>,
+    /// Cluster mode: the cluster CA (PEM): every peer's certificate must chain to it.
+    #[arg(long, requires_all = ["cluster", "cluster_tls_cert", "cluster_tls_key"], env = "FLOODGATE_CLUSTER_TLS_CA")]
+    cluster_tls_ca: Option<PathBuf>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER")]
     redis_cluster: Option<Vec<String>>,
@@ -544,10 +555,16 @@ async fn cluster_backend(
         PartitionArg::SplitLimit => floodgate_cluster::PartitionMode::SplitLimit,
     };
     config.expected_nodes = args.cluster_expected_nodes.unwrap_or(0);
+    if let (Some(cert), Some(key), Some(ca)) = (&args.cluster_tls_cert, &args.cluster_tls_key, &args.cluster_tls_ca) {
+        let tls = floodgate_cluster::ClusterTls::from_pem_files(cert, key, ca)
+            .map_err(|e| format!("cannot load the cluster TLS files: {e}"))?;
+        config.tls = Some(tls);
+    }
     let (store, handle) = floodgate_cluster::Cluster::start(config, Arc::new(floodgate::SystemClock::new()))
         .await
         .map_err(|e| format!("cannot start cluster mode: {e}"))?;
-    tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), "cluster mode");
+    let tls = args.cluster_tls_cert.is_some();
+    tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), tls, "cluster mode");
     Ok((Backend::Dyn(Arc::new(store)), handle))
 }
 
