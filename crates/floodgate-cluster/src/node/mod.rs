@@ -1,7 +1,7 @@
 //! The node: listens for peers, dials them, authenticates each link, syncs, and replicates. One file per
 //! idea: the configuration ([`config`]), membership and dialing ([`membership`]), one link's handshake, sync
-//! and reader ([`link`]), its transport, plain or TLS ([`secure`]), sending changed entries to peers ([`broadcast`]), and what a node reports
-//! ([`status`]).
+//! and reader ([`link`]), its transport, plain or TLS ([`secure`]), sending changed entries to peers
+//! ([`broadcast`]), and what a node reports ([`status`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
