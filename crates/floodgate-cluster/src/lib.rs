@@ -27,7 +27,9 @@
 //! - **Security.** Links are authenticated by a mutual challenge-response: HMAC-SHA256 with the cluster secret
 //!   over both nonces and both node ids, compared in constant time. The secret never crosses the wire; without
 //!   one the node does not start. Frames are bounded (size, keys per frame, node ids per key, id and policy
-//!   lengths), windows far in the future are refused, and a malformed frame closes only its link.
+//!   lengths), windows far in the future are refused, and a malformed frame closes only its link. Optionally
+//!   ([`ClusterConfig::tls`]) every link is mutual TLS first: both nodes present certificates signed by the
+//!   cluster CA (see [`tls`]); a TLS failure closes only its link and is counted.
 //!
 //! ## Supported algorithms
 //!
@@ -88,6 +90,7 @@ mod dns;
 pub mod frame;
 mod node;
 mod store;
+pub mod tls;
 
 pub use counter::{ClusterStoreError, EntryKey, GCounter, check_policy};
 pub use node::{
@@ -95,3 +98,4 @@ pub use node::{
     PeerStatus,
 };
 pub use store::{ClusterStore, ClusterStoreBuilder, KeyCounts, MergeOutcome, StoreLimits, random_node_id};
+pub use tls::{ClusterTls, ClusterTlsError};

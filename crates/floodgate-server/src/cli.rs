@@ -136,6 +136,17 @@ pub struct ServeArgs {
     /// split-limit, at least 2).
     #[arg(long, requires = "cluster", env = "FLOODGATE_CLUSTER_EXPECTED_NODES")]
     pub cluster_expected_nodes: Option<usize>,
+    /// Cluster mode: mutual TLS between peers. This node's certificate chain (PEM), which must carry the DNS
+    /// name `floodgate-cluster` (and, if it has an extended key usage, both serverAuth and clientAuth). With
+    /// --cluster-tls-key and --cluster-tls-ca.
+    #[arg(long, requires_all = ["cluster", "cluster_tls_key", "cluster_tls_ca"], env = "FLOODGATE_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// Cluster mode: the private key of --cluster-tls-cert (PEM).
+    #[arg(long, requires_all = ["cluster", "cluster_tls_cert", "cluster_tls_ca"], env = "FLOODGATE_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// Cluster mode: the cluster CA (PEM): every peer's certificate must chain to it.
+    #[arg(long, requires_all = ["cluster", "cluster_tls_cert", "cluster_tls_key"], env = "FLOODGATE_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Use a Redis Cluster (comma-separated node URLs) instead of memory.
     #[arg(long, value_delimiter = ',', env = "FLOODGATE_REDIS_CLUSTER", hide_env_values = true)]
     pub redis_cluster: Option<Vec<String>>,

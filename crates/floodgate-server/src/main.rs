@@ -406,10 +406,16 @@ async fn cluster_backend(
         PartitionArg::SplitLimit => floodgate_cluster::PartitionMode::SplitLimit,
     };
     config.expected_nodes = args.cluster_expected_nodes.unwrap_or(0);
+    if let (Some(cert), Some(key), Some(ca)) = (&args.cluster_tls_cert, &args.cluster_tls_key, &args.cluster_tls_ca) {
+        let tls = floodgate_cluster::ClusterTls::from_pem_files(cert, key, ca)
+            .map_err(|e| format!("cannot load the cluster TLS files: {e}"))?;
+        config.tls = Some(tls);
+    }
     let (store, handle) = floodgate_cluster::Cluster::start(config, Arc::new(floodgate::SystemClock::new()))
         .await
         .map_err(|e| format!("cannot start cluster mode: {e}"))?;
-    tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), "cluster mode");
+    let tls = args.cluster_tls_cert.is_some();
+    tracing::info!(%listen, peers = args.peer.len(), peer_dns = args.peer_dns.len(), tls, "cluster mode");
     Ok((Backend::Dyn(Arc::new(store)), handle))
 }
 

@@ -97,7 +97,7 @@ pub fn redis(stats: Arc<RedisStore>) -> StoreSource {
 }
 
 /// Cluster mode's series: name, help and type, in the order [`cluster`] reads them.
-const CLUSTER_SERIES: [(&str, &str, &str); 18] = [
+const CLUSTER_SERIES: [(&str, &str, &str); 19] = [
     ("floodgate_cluster_peers_connected", "Peers with an authenticated link.", "gauge"),
     ("floodgate_cluster_peers_up", "Peers synced and replicating.", "gauge"),
     (
@@ -118,6 +118,11 @@ const CLUSTER_SERIES: [(&str, &str, &str); 18] = [
     ),
     ("floodgate_cluster_frames_rejected_total", "Peer links closed for a malformed or unexpected frame.", "counter"),
     ("floodgate_cluster_auth_failures_total", "Peer handshakes that failed authentication.", "counter"),
+    (
+        "floodgate_cluster_tls_handshake_failures_total",
+        "Peer TLS handshakes that failed or timed out (--cluster-tls-*), each closing its link.",
+        "counter",
+    ),
     ("floodgate_cluster_syncs_completed_total", "Full syncs received to their end.", "counter"),
     ("floodgate_cluster_last_sync_ms", "How long the last full sync took to receive, in ms.", "gauge"),
     (
@@ -156,6 +161,7 @@ pub fn cluster(stats: impl Fn() -> floodgate_cluster::ClusterStats + Send + Sync
             s.entries_refused,
             s.frames_rejected,
             s.auth_failures,
+            s.tls_handshake_failures,
             s.syncs_completed,
             s.last_sync_ms,
             s.sync_timeouts,

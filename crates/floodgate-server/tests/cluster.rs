@@ -151,6 +151,19 @@ impl Node {
     }
 
     fn spawn(&self, config: &Path, secret: &Path, peers: &[&Node]) -> KillOnDrop {
+        KillOnDrop(Some(self.command(config, secret, peers).spawn().unwrap()))
+    }
+
+    /// With `--cluster-tls-cert`, `--cluster-tls-key` and `--cluster-tls-ca` (the files in `tls`, that order).
+    fn spawn_tls(&self, config: &Path, secret: &Path, peers: &[&Node], tls: [&Path; 3]) -> KillOnDrop {
+        let mut cmd = self.command(config, secret, peers);
+        for (flag, file) in ["--cluster-tls-cert", "--cluster-tls-key", "--cluster-tls-ca"].into_iter().zip(tls) {
+            cmd.arg(flag).arg(file);
+        }
+        KillOnDrop(Some(cmd.spawn().unwrap()))
+    }
+
+    fn command(&self, config: &Path, secret: &Path, peers: &[&Node]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -171,7 +184,7 @@ impl Node {
         for p in peers {
             cmd.args(["--peer", &format!("127.0.0.1:{}", p.cluster)]);
         }
-        KillOnDrop(Some(cmd.spawn().unwrap()))
+        cmd
     }
 }
 
@@ -393,4 +406,72 @@ fn a_split_between_processes_in_network_namespaces_heals() {
     });
     eprintln!("healed split: both sides agreed {agreed:?} after the DROP rules were removed");
     assert!(healed.elapsed() < Duration::from_secs(20));
+}
+
+/// Writes a CA's certificate and a node certificate it signed (for the name `floodgate-cluster`, server and
+/// client use) into `dir`: the paths of (certificate, key, CA).
+fn cluster_tls_files(dir: &Path, prefix: &str) -> [std::path::PathBuf; 3] {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, format!("{prefix} CA"));
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["floodgate-cluster".to_owned()]).unwrap();
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf.signed_by(&key, &ca).unwrap();
+    let files = ["crt", "key", "ca.crt"].map(|ext| dir.join(format!("{prefix}.{ext}")));
+    for (path, text) in files.iter().zip([leaf.pem(), key.serialize_pem(), ca.pem()]) {
+        std::fs::write(path, text).unwrap();
+    }
+    files
+}
+
+/// Issue 15, item 5: two processes with mutual TLS between them (`--cluster-tls-*`) share a limit of 10; a
+/// third whose certificate another CA signed never links, and the refusals are counted in `/metrics`.
+#[test]
+fn two_processes_with_mutual_tls_share_a_limit() {
+    let config = common::write_config("policies:\n  shared: {limit: 10, window: 1d, algorithm: fixed_window}\n");
+    let secret = secret_next_to(&config);
+    let dir = config.parent().unwrap();
+    // a and b share one certificate here (in production each node has its own; the CA is what is checked).
+    let [a_crt, a_key, ca] = cluster_tls_files(dir, "a");
+    let [m_crt, m_key, m_ca] = cluster_tls_files(dir, "mallory");
+    let nodes: Vec<Node> = ["a", "b", "mallory"]
+        .into_iter()
+        .map(|id| Node { id, http: free_port(), grpc: free_port(), cluster: free_port() })
+        .collect();
+    let a_tls = [a_crt.as_path(), a_key.as_path(), ca.as_path()];
+    let _a = nodes[0].spawn_tls(&config, &secret, &[&nodes[1]], a_tls);
+    let _b = nodes[1].spawn_tls(&config, &secret, &[&nodes[0]], a_tls);
+    let _m = nodes[2].spawn_tls(&config, &secret, &[&nodes[0], &nodes[1]], [&m_crt, &m_key, &m_ca]);
+    let rt = rt();
+    eventually("a and b link over TLS", Duration::from_secs(30), || {
+        peers_up(&rt, &nodes[0].base()) == 1 && peers_up(&rt, &nodes[1].base()) == 1
+    });
+    let id = format!("tls-{}", std::process::id());
+    let mut admitted = 0;
+    for round in 0..20 {
+        if hit(&rt, &nodes[round % 2].base(), &id, "shared", 1) == Some(true) {
+            admitted += 1;
+        }
+    }
+    assert!((10..=12).contains(&admitted), "admitted {admitted} of 20 with a shared limit of 10");
+    eventually("a and b agree", Duration::from_secs(5), || {
+        let (a, b) = (used(&rt, &nodes[0].base(), &id, "shared"), used(&rt, &nodes[1].base(), &id, "shared"));
+        a == b && a.is_some_and(|u| u >= 10)
+    });
+    // Mallory answers on her own once her sync timeout passes; her hits never reach a or b.
+    eventually("mallory answers", Duration::from_secs(10), || hit(&rt, &nodes[2].base(), "m", "shared", 1).is_some());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(used(&rt, &nodes[0].base(), "m", "shared"), Some(0), "mallory's hit crossed");
+    assert_eq!(peers_up(&rt, &nodes[2].base()), 0);
+    let metrics = rt.block_on(async {
+        client().get(format!("{}/metrics", nodes[0].base())).send().await.unwrap().text().await.unwrap()
+    });
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("floodgate_cluster_tls_handshake_failures_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(failures.is_some_and(|f| f >= 1), "tls failures on a: {failures:?}");
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::store::StoreLimits;
+use crate::tls::ClusterTls;
 
 /// How a node joins a cluster. Build one with [`ClusterConfig::new`] and adjust the fields.
 ///
@@ -61,6 +62,10 @@ pub struct ClusterConfig {
     /// How many nodes the cluster should have, this one included (`--cluster-expected-nodes`): what
     /// [`PartitionMode::SplitLimit`] divides limits by. Required (at least 2) with that mode.
     pub expected_nodes: usize,
+    /// Mutual TLS on every link, before the challenge-response (`--cluster-tls-cert`, `--cluster-tls-key`,
+    /// `--cluster-tls-ca`; default none: links are authenticated by the secret but not encrypted). See
+    /// [`ClusterTls`].
+    pub tls: Option<ClusterTls>,
 }
 
 /// What each node does while it cannot reach every peer (a split, a node down, a node still joining).
@@ -105,6 +110,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("node_id", &self.node_id)
             .field("batch_interval", &self.batch_interval)
             .field("sync_timeout", &self.sync_timeout)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +137,7 @@ impl ClusterConfig {
             limits: StoreLimits::default(),
             partition_mode: PartitionMode::CountLocally,
             expected_nodes: 0,
+            tls: None,
         }
     }
 }

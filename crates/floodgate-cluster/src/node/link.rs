@@ -17,6 +17,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use super::broadcast::write_link;
+use super::secure::{PeerIo, secure};
 use super::{Link, STATE_SYNCING, STATE_UP, Shared, wall_ms};
 use crate::frame::{self, Frame, FrameError, Hello, PROTOCOL_VERSION, Role};
 
@@ -33,7 +34,7 @@ pub(super) enum LinkEnd {
     Failed,
 }
 
-pub(super) type Wire = Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>;
+pub(super) type Wire = Framed<PeerIo, tokio_util::codec::LengthDelimitedCodec>;
 
 async fn next_frame(shared: &Shared, wire: &mut Wire, within: Duration) -> Result<Frame, String> {
     match tokio::time::timeout(within, wire.next()).await {
@@ -73,10 +74,14 @@ struct Peer {
     skew_ms: i64,
 }
 
-/// Handshake, registration, then the link's reader (here) and writer (a task) until either ends.
+/// TLS when configured, the handshake, registration, then the link's reader (here) and writer (a task) until
+/// either ends.
 pub(super) async fn run_link(shared: Arc<Shared>, stream: TcpStream, address: String, dialed: bool) -> LinkEnd {
     let _ = stream.set_nodelay(true);
-    let mut wire = Framed::new(stream, frame::codec());
+    let Some(io) = secure(&shared, stream, &address, dialed).await else {
+        return LinkEnd::Failed;
+    };
+    let mut wire = Framed::new(io, frame::codec());
     let peer = match handshake(&shared, &mut wire, &address, dialed).await {
         Ok(peer) => peer,
         Err(end) => return end,

@@ -1,7 +1,7 @@
 //! The node: listens for peers, dials them, authenticates each link, syncs, and replicates. One file per
 //! idea: the configuration ([`config`]), membership and dialing ([`membership`]), one link's handshake, sync
-//! and reader ([`link`]), sending changed entries to peers ([`broadcast`]), and what a node reports
-//! ([`status`]).
+//! and reader ([`link`]), its transport, plain or TLS ([`secure`]), sending changed entries to peers
+//! ([`broadcast`]), and what a node reports ([`status`]).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,6 +27,7 @@ mod broadcast;
 mod config;
 mod link;
 mod membership;
+mod secure;
 mod status;
 
 pub use config::{ClusterConfig, ClusterError, PartitionMode};
@@ -71,6 +72,8 @@ struct Shared {
     synced_notify: Notify,
     serial: AtomicU64,
     shutdown: CancellationToken,
+    /// When a TLS failure was last logged at warn.
+    tls_warned_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// Starts a cluster node (see [`Cluster::start`]).
@@ -163,6 +166,7 @@ impl Cluster {
             synced_notify: Notify::new(),
             serial: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
+            tls_warned_at: Mutex::new(None),
         });
         shared.update_split_limit();
         info!(node_id = %shared.id, %local_addr, "cluster: listening for peers");

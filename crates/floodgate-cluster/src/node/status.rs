@@ -77,6 +77,9 @@ pub struct ClusterStats {
     pub frames_rejected: u64,
     /// Handshakes that failed authentication.
     pub auth_failures: u64,
+    /// TLS handshakes that failed or timed out (a peer certificate not signed by the cluster CA or without
+    /// the expected name, a peer without TLS), each closing its link.
+    pub tls_handshake_failures: u64,
     /// Full syncs received to their end.
     pub syncs_completed: u64,
     /// How long the last full sync took to receive, in ms.
@@ -108,6 +111,7 @@ pub(super) struct Stats {
     pub(super) entries_refused: AtomicU64,
     pub(super) frames_rejected: AtomicU64,
     pub(super) auth_failures: AtomicU64,
+    pub(super) tls_handshake_failures: AtomicU64,
     pub(super) syncs_completed: AtomicU64,
     pub(super) last_sync_ms: AtomicU64,
     pub(super) sync_timeouts: AtomicU64,
@@ -177,6 +181,7 @@ impl Shared {
             entries_refused: get(&s.entries_refused),
             frames_rejected: get(&s.frames_rejected),
             auth_failures: get(&s.auth_failures),
+            tls_handshake_failures: get(&s.tls_handshake_failures),
             syncs_completed: get(&s.syncs_completed),
             last_sync_ms: get(&s.last_sync_ms),
             sync_timeouts: get(&s.sync_timeouts),
