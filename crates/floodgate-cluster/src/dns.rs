@@ -65,7 +65,8 @@ pub(crate) async fn discover(hooks: DnsHooks, name: String) {
                     cap / 10
                 } else {
                     if found != last_good {
-                        info!(%name, peers = ?found, "cluster: DNS peers");
+                        let peers = found.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+                        info!(%name, %peers, "cluster: DNS peers");
                     }
                     for p in &found {
                         hooks.add_peer(p.clone());

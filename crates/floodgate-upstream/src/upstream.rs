@@ -226,7 +226,8 @@ impl Upstream {
         }
         if status == 429 {
             self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(route, %provider, retry_after = ?seen.retry_after, "upstream answered 429");
+            let retry_after_ms = seen.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            tracing::warn!(route, %provider, retry_after_ms, "upstream answered 429");
         }
         let result = self.store.record(route, lease, &Report::new(&seen, latency)).await;
         self.changed.notify_waiters();
