@@ -283,16 +283,7 @@ fn redis_tls(args: &ServeArgs) -> Result<Option<floodgate_redis::redis::TlsCerti
     if urls.is_empty() || urls.iter().any(|u| !u.starts_with("rediss://")) {
         return Err("--redis-ca needs rediss:// URLs in --redis or --redis-cluster".into());
     }
-    let len = std::fs::metadata(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?.len();
-    if len > floodgate_server::tls::MAX_PEM_BYTES {
-        return Err(format!(
-            "--redis-ca {}: larger than {} bytes",
-            path.display(),
-            floodgate_server::tls::MAX_PEM_BYTES
-        )
-        .into());
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("--redis-ca {}: {e}", path.display()))?;
+    let pem = floodgate_server::tls::read_pem(path).map_err(|e| format!("--redis-ca {e}"))?;
     Ok(Some(floodgate_redis::redis::TlsCertificates { client_tls: None, root_cert: Some(pem) }))
 }
 

@@ -113,8 +113,8 @@ pub enum Alpn {
 #[derive(Debug)]
 pub struct Tls {
     files: TlsFiles,
-    grpc: RwLock<Arc<ServerConfig>>,
-    http: RwLock<Arc<ServerConfig>>,
+    /// The gRPC and the HTTP listener's configurations, replaced together.
+    configs: RwLock<(Arc<ServerConfig>, Arc<ServerConfig>)>,
     /// The files' (modification time, length) at the last load tried, to notice a change.
     seen: Mutex<Vec<Option<(SystemTime, u64)>>>,
     reloads: AtomicU64,
@@ -126,11 +126,10 @@ impl Tls {
     /// Loads the files. Fails if any is missing, malformed, or if the key does not match the certificate.
     pub fn load(files: TlsFiles) -> Result<Arc<Tls>, TlsError> {
         let seen = stamps(&files);
-        let (grpc, http) = configs(&files)?;
+        let configs = configs(&files)?;
         Ok(Arc::new(Tls {
             files,
-            grpc: RwLock::new(grpc),
-            http: RwLock::new(http),
+            configs: RwLock::new(configs),
             seen: Mutex::new(seen),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -148,9 +147,8 @@ impl Tls {
     pub fn reload(&self) -> Result<(), TlsError> {
         *self.seen.lock() = stamps(&self.files);
         match configs(&self.files) {
-            Ok((grpc, http)) => {
-                *self.grpc.write() = grpc;
-                *self.http.write() = http;
+            Ok(configs) => {
+                *self.configs.write() = configs;
                 self.reloads.fetch_add(1, Relaxed);
                 Ok(())
             }
@@ -202,8 +200,8 @@ impl Tls {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let config = match alpn {
-            Alpn::Grpc => self.grpc.read().clone(),
-            Alpn::Http => self.http.read().clone(),
+            Alpn::Grpc => self.configs.read().0.clone(),
+            Alpn::Http => self.configs.read().1.clone(),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
@@ -280,8 +278,14 @@ fn configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), T
     Ok((Arc::new(grpc), Arc::new(http)))
 }
 
-/// A PEM file's bytes, refusing anything larger than [`MAX_PEM_BYTES`].
-fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
+/// A PEM file's bytes, refusing anything larger than [`MAX_PEM_BYTES`] (a file an operator names is read whole:
+/// a wrong path must not make the server read gigabytes).
+///
+/// ```
+/// let missing = floodgate_server::tls::read_pem("/nonexistent/ca.pem".as_ref()).unwrap_err();
+/// assert!(missing.to_string().starts_with("/nonexistent/ca.pem: "));
+/// ```
+pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     let read = |source| TlsError::Read { path: path.to_owned(), source };
     let len = std::fs::metadata(path).map_err(read)?.len();
     if len > MAX_PEM_BYTES {

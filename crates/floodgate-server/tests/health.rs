@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{KillOnDrop, free_port, redis_on};
+use common::{KillOnDrop, free_port, redis_on, until};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,15 +35,6 @@ async fn grpc_health(grpc: &str, service: &str) -> Option<i32> {
 async fn metric(base: &str, name: &str) -> Option<u64> {
     let text = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Polls `f` every 100 ms until it returns true, for at most `secs`.
-async fn until<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The in-memory server is ready on every route and on gRPC, and says so in `/metrics`.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, free_port};
+use common::{KillOnDrop, free_port, temp_dir, until};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
@@ -119,7 +119,7 @@ async fn grpc_client(
 
 /// Starts `floodgate serve` with `extra` arguments; returns it with its HTTP and gRPC ports.
 fn serve(extra: &[&std::ffi::OsStr]) -> (KillOnDrop, u16, u16) {
-    let dir = tempdir();
+    let dir = temp_dir();
     let config = write(&dir, "config.yaml", CONFIG);
     let (http, grpc) = (free_port(), free_port());
     let child = Command::new(BIN)
@@ -134,28 +134,6 @@ fn serve(extra: &[&std::ffi::OsStr]) -> (KillOnDrop, u16, u16) {
     (KillOnDrop(child), http, grpc)
 }
 
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("floodgate-tls-{}-{}", std::process::id(), free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Polls `f` every 100 ms for up to `secs` seconds.
-async fn until<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
-
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
@@ -163,7 +141,7 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_grpc_over_tls_and_the_certificate_rotates_without_restart() {
     let ca = Ca::new("test CA");
-    let dir = tempdir();
+    let dir = temp_dir();
     let (cert_a, key_a, der_a) = ca.leaf("first");
     let cert = write(&dir, "server.crt", &cert_a);
     let key = write(&dir, "server.key", &key_a);
@@ -232,7 +210,7 @@ async fn https_and_grpc_over_tls_and_the_certificate_rotates_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_serves_only_clients_with_a_certificate_of_the_ca() {
     let (server_ca, client_ca, other_ca) = (Ca::new("server CA"), Ca::new("client CA"), Ca::new("other CA"));
-    let dir = tempdir();
+    let dir = temp_dir();
     let (cert_pem, key_pem, _) = server_ca.leaf("server");
     let cert = write(&dir, "server.crt", &cert_pem);
     let key = write(&dir, "server.key", &key_pem);
@@ -269,7 +247,7 @@ async fn mutual_tls_serves_only_clients_with_a_certificate_of_the_ca() {
 
 #[test]
 fn bad_tls_files_are_refused_at_start_with_the_file_named() {
-    let dir = tempdir();
+    let dir = temp_dir();
     let ca = Ca::new("CA");
     let (cert_pem, _, _) = ca.leaf("a");
     let (_, other_key, _) = ca.leaf("b");
@@ -330,7 +308,7 @@ fn redis_tls(ca: &Ca, dir: &Path) -> (KillOnDrop, u16) {
 /// system's roots do not know it) it refuses to start, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_over_tls_with_a_ca_of_its_own() {
-    let dir = tempdir();
+    let dir = temp_dir();
     let ca = Ca::new("redis CA");
     let (_redis, port) = redis_tls(&ca, &dir);
     let ca_file = write(&dir, "redis-ca.pem", &ca.pem());

@@ -25,11 +25,16 @@ pub struct TestServer {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh config file holding `yaml`.
-pub fn write_config(yaml: &str) -> PathBuf {
+/// A new empty directory under the system's temporary directory, its own for each call.
+pub fn temp_dir() -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("floodgate-server-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yaml");
+    dir
+}
+
+pub fn write_config(yaml: &str) -> PathBuf {
+    let path = temp_dir().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
     path
 }
@@ -241,4 +246,13 @@ pub fn check(
 /// The schema of a route's JSON answer with `status`.
 pub fn answer_schema<'a>(api: &'a serde_json::Value, method: &str, path: &str, status: u16) -> &'a serde_json::Value {
     &api["paths"][path][method]["responses"][status.to_string()]["content"]["application/json"]["schema"]
+}
+
+/// Polls `f` every 100 ms until it returns true, for at most `secs`.
+pub async fn until<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
+    let start = std::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < std::time::Duration::from_secs(secs), "{what}: not within {secs} s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
