@@ -1,4 +1,5 @@
-//! A key's buckets, one per policy: never empty, the first kept in line.
+//! One policy's state for one key, in 64 bytes: the state, when it was created (exact), when it expires (exact),
+//! and when it was last written, kept as a 32-bit [`Stamp`] after its creation.
 
 use crate::algorithm::State;
 
@@ -8,129 +9,144 @@ pub(super) struct Bucket {
     /// The policy's [fingerprint](crate::Policy::fingerprint).
     pub(super) policy: u64,
     pub(super) state: State,
-    pub(super) created: u64,
-    pub(super) updated: u64,
-    /// When the bucket may be forgotten: its state is empty and `expiry` has passed since `updated`.
+    /// When the bucket was created (µs).
+    created: u64,
+    /// When the bucket may be forgotten: its state is empty and `expiry` has passed since it was last written.
     pub(super) expires: u64,
+    /// When the bucket was last written, after `created`.
+    updated: Stamp,
+    /// In a key's first bucket: where the key's other buckets are (see `Table`), plus one; 0 when it has none.
+    /// Unused in the others.
+    pub(super) tail: u32,
 }
 
-/// A key's buckets. Most keys have one policy, so the first bucket is kept in line and found with one
-/// comparison: on the hit path that comparison waits on the entry's load (a cache miss when keys are many), and
-/// each step that waits there delays the next call. The others sit behind a pointer.
-///
-/// A key has a bucket or is not stored, so there is always a first one: a removal that would leave none says so,
-/// and the caller drops the entry.
-#[derive(Debug)]
-pub(super) struct Buckets {
-    first: Bucket,
-    /// One pointer (8 bytes) rather than a `Vec` (24) in every key's entry: most keys never have a second.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<Vec<Bucket>>>,
-}
-
-impl Buckets {
-    pub(super) fn new(first: Bucket) -> Self {
-        Buckets { first, rest: None }
+impl Bucket {
+    /// A bucket created and written at `now`.
+    pub(super) fn new(policy: u64, state: State, expires: u64, now: u64) -> Self {
+        Bucket { policy, state, created: now, expires, updated: Stamp::ZERO, tail: 0 }
     }
 
-    /// The bucket of the policy with fingerprint `fp`: the first in line, the others out of line.
+    /// When the bucket was created (µs).
+    #[inline]
+    pub(super) fn created(&self) -> u64 {
+        self.created
+    }
+
+    /// When the bucket was last written (µs): exact within 8.9 minutes of its creation, to the millisecond
+    /// within 6.2 days, to the second after (see [`Stamp`]).
+    #[inline]
+    pub(super) fn updated(&self) -> u64 {
+        self.updated.time(self.created)
+    }
+
+    /// Records a write at `now`.
     #[inline(always)]
-    pub(super) fn get_mut(&mut self, fp: u64) -> Option<&mut Bucket> {
-        if self.first.policy == fp {
-            return Some(&mut self.first);
+    pub(super) fn set_updated(&mut self, now: u64) {
+        self.updated = Stamp::new(self.created, now);
+    }
+
+    /// The bucket is created again at `now` (its state had expired); when it was last written is kept.
+    #[inline]
+    pub(super) fn set_created(&mut self, now: u64) {
+        let updated = self.updated();
+        self.created = now;
+        self.updated = Stamp::new(now, updated);
+    }
+}
+
+/// A time as a signed distance from a base time, in 32 bits: a sign bit, a two-bit scale and 29 bits of
+/// magnitude. Distances below 2²⁹ µs (8.9 minutes) are exact; below 2²⁹ ms (6.2 days) they are kept to the
+/// millisecond, below 2²⁹ s (17 years) to the second, and longer ones as 17 years. Rounding is towards the
+/// base, and each stamp is made afresh from an exact time, so the error never grows with the number of writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp(u32);
+
+impl Stamp {
+    const MAGNITUDE: u32 = (1 << 29) - 1;
+    const SCALES: [u64; 3] = [1, 1_000, 1_000_000];
+    const NEGATIVE: u32 = 1 << 31;
+
+    /// `time` is `base`.
+    pub(super) const ZERO: Stamp = Stamp(0);
+
+    /// `time` as a distance from `base`.
+    #[inline(always)]
+    pub(super) fn new(base: u64, time: u64) -> Self {
+        let (sign, d) = if time >= base { (0, time - base) } else { (Self::NEGATIVE, base - time) };
+        if d <= u64::from(Self::MAGNITUDE) {
+            return Stamp(sign | d as u32);
         }
-        self.other_mut(fp)
+        Self::coarse(sign, d)
     }
 
     #[cold]
     #[inline(never)]
-    fn other_mut(&mut self, fp: u64) -> Option<&mut Bucket> {
-        self.rest.as_mut()?.iter_mut().find(|b| b.policy == fp)
-    }
-
-    /// The bucket of the policy with fingerprint `fp`.
-    pub(super) fn get(&self, fp: u64) -> Option<&Bucket> {
-        self.iter().find(|b| b.policy == fp)
-    }
-
-    /// Every bucket, the first one first.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Bucket> {
-        std::iter::once(&self.first).chain(self.rest.iter().flat_map(|r| r.iter()))
-    }
-
-    /// Adds a bucket (of a policy the key has none of yet).
-    pub(super) fn push(&mut self, b: Bucket) {
-        self.rest.get_or_insert_with(Box::default).push(b);
-    }
-
-    /// Keeps the buckets `keep` says to keep and hands every other one to `removed`. Returns `false` when none
-    /// is kept: the caller must then drop the whole entry (what is left in it is a placeholder).
-    pub(super) fn retain(&mut self, mut keep: impl FnMut(&Bucket) -> bool, mut removed: impl FnMut(Bucket)) -> bool {
-        if let Some(rest) = &mut self.rest {
-            let mut i = 0;
-            while i < rest.len() {
-                if keep(&rest[i]) {
-                    i += 1;
-                } else {
-                    // Order among a key's buckets does not matter.
-                    removed(rest.swap_remove(i));
-                }
+    fn coarse(sign: u32, d: u64) -> Self {
+        for (scale, unit) in Self::SCALES.iter().enumerate().skip(1) {
+            let m = d / unit;
+            if m <= u64::from(Self::MAGNITUDE) {
+                return Stamp(sign | (scale as u32) << 29 | m as u32);
             }
         }
-        if !keep(&self.first) {
-            let Some(next) = self.rest.as_mut().and_then(|r| r.pop()) else {
-                let empty = Bucket { policy: 0, state: State::Empty, created: 0, updated: 0, expires: 0 };
-                removed(std::mem::replace(&mut self.first, empty));
-                return false;
-            };
-            removed(std::mem::replace(&mut self.first, next));
-        }
-        if self.rest.as_ref().is_some_and(|r| r.is_empty()) {
-            self.rest = None;
-        }
-        true
+        Stamp(sign | 2 << 29 | Self::MAGNITUDE)
+    }
+
+    /// The time this stamp stands for, from the `base` it was made with.
+    #[inline]
+    pub(super) fn time(self, base: u64) -> u64 {
+        let scale = Self::SCALES[((self.0 >> 29) & 3).min(2) as usize];
+        let d = u64::from(self.0 & Self::MAGNITUDE) * scale;
+        if self.0 & Self::NEGATIVE != 0 { base.saturating_sub(d) } else { base.saturating_add(d) }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn bucket(policy: u64) -> Bucket {
-        Bucket { policy, state: State::Empty, created: 0, updated: 0, expires: policy }
-    }
-
-    fn policies(b: &Buckets) -> Vec<u64> {
-        let mut p: Vec<u64> = b.iter().map(|b| b.policy).collect();
-        p.sort_unstable();
-        p
+    #[test]
+    fn a_bucket_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
     }
 
     #[test]
-    fn finds_every_bucket_in_line_or_not() {
-        let mut b = Buckets::new(bucket(1));
-        b.push(bucket(2));
-        b.push(bucket(3));
-        assert_eq!(policies(&b), [1, 2, 3]);
-        for fp in [1, 2, 3] {
-            assert_eq!(b.get_mut(fp).map(|b| b.policy), Some(fp));
-            assert_eq!(b.get(fp).map(|b| b.policy), Some(fp));
+    fn stamps_are_exact_near_their_base_and_coarse_far_from_it() {
+        let base = 1_800_000_000_000_000;
+        for d in [0, 1, 999_999, (1 << 29) - 1] {
+            assert_eq!(Stamp::new(base, base + d).time(base), base + d);
+            assert_eq!(Stamp::new(base, base - d).time(base), base - d);
         }
-        assert!(b.get_mut(4).is_none() && b.get(4).is_none());
+        // Past 8.9 minutes, to the millisecond (rounded towards the base); past 6.2 days, to the second.
+        assert_eq!(Stamp::new(base, base + 3_600_000_123).time(base), base + 3_600_000_000);
+        assert_eq!(Stamp::new(base, base - 3_600_000_123).time(base), base - 3_600_000_000);
+        assert_eq!(Stamp::new(base, base + 30 * 86_400_000_000 + 5).time(base), base + 30 * 86_400_000_000);
+        // Beyond 17 years, 17 years.
+        assert_eq!(Stamp::new(0, u64::MAX).time(0), u64::from(Stamp::MAGNITUDE) * 1_000_000);
     }
 
-    #[test]
-    fn retain_moves_a_kept_bucket_in_line_and_says_when_none_is_left() {
-        let mut b = Buckets::new(bucket(1));
-        b.push(bucket(2));
-        b.push(bucket(3));
-        let mut gone = Vec::new();
-        assert!(b.retain(|b| b.policy != 1, |b| gone.push(b.policy)));
-        assert_eq!((policies(&b), &gone[..]), (vec![2, 3], &[1][..]));
-        assert!(b.get_mut(2).is_some() && b.get_mut(3).is_some() && b.get_mut(1).is_none());
-        assert!(b.retain(|b| b.policy == 3, |b| gone.push(b.policy)));
-        assert_eq!((policies(&b), b.rest.is_none()), (vec![3], true));
-        assert!(!b.retain(|_| false, |b| gone.push(b.policy)));
-        assert_eq!(gone, [1, 2, 3]);
+    proptest! {
+        /// A stamp is never further from the exact time than its scale, and never on the far side of it.
+        #[test]
+        fn stamps_round_towards_their_base(base in 0..u64::MAX / 2, d in 0..u64::MAX / 4, back in any::<bool>()) {
+            let time = if back { base.saturating_sub(d) } else { base + d };
+            let got = Stamp::new(base, time).time(base);
+            let err = time.abs_diff(got);
+            let dist = time.abs_diff(base);
+            prop_assert!(got.abs_diff(base) <= dist, "{got} is further from {base} than {time}");
+            let bound = if dist < 1 << 29 { 0 } else if dist / 1_000 < 1 << 29 { 999 } else { 999_999 };
+            if dist / 1_000_000 < 1 << 29 {
+                prop_assert!(err <= bound, "{time} came back as {got}");
+            }
+        }
+
+        /// Setting the creation time keeps the last write's time (to the stamp's precision).
+        #[test]
+        fn set_created_keeps_updated(created in 0..1u64 << 50, up in 0..1u64 << 28, again in 0..1u64 << 28) {
+            let mut b = Bucket::new(1, State::Empty, 0, created);
+            b.set_updated(created + up);
+            b.set_created(created + again);
+            prop_assert_eq!((b.created(), b.updated()), (created + again, created + up));
+        }
     }
 }

@@ -158,7 +158,7 @@ impl<K> MemoryStoreBuilder<K> {
         let n = self.shards.unwrap_or((cores * 16).max(64)).clamp(1, 1 << 16).next_power_of_two();
         let shards = (0..n)
             .map(|_| Shard {
-                table: Mutex::new(HashTable::new()),
+                table: Mutex::new(Table::default()),
                 full_until: AtomicU64::new(0),
                 policies: Mutex::new(HashMap::new()),
             })

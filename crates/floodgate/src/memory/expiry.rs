@@ -42,17 +42,16 @@ impl<K: Hash + Eq> Inner<K> {
             let mut expired = Vec::new();
             {
                 let mut table = shard.table.lock();
-                table.retain(|e| {
-                    e.buckets.retain(
-                        |b| b.expires > now,
-                        |b| {
-                            dropped += 1;
-                            if let Some(hook) = &self.hook {
-                                expired.push(((hook.clone_key)(&e.key), b));
-                            }
-                        },
-                    )
-                });
+                table.retain(
+                    |_, b| b.expires > now,
+                    |key, b| {
+                        dropped += 1;
+                        if let Some(hook) = &self.hook {
+                            expired.push(((hook.clone_key)(key), b));
+                        }
+                    },
+                    self.hash_of(),
+                );
             }
             if let Some(hook) = &self.hook
                 && !expired.is_empty()
@@ -79,10 +78,10 @@ impl<K: Hash + Eq> Inner<K> {
                 key,
                 policy: names.get(&b.policy).cloned().unwrap_or_else(|| unknown.clone()),
                 last_used: b.state.last_used(),
-                state: b.state,
                 expired_at: Timestamp::from_micros(b.expires),
-                created: Timestamp::from_micros(b.created),
-                updated: Timestamp::from_micros(b.updated),
+                created: Timestamp::from_micros(b.created()),
+                updated: Timestamp::from_micros(b.updated()),
+                state: b.state,
             }));
             let call = std::panic::AssertUnwindSafe(|| (hook.call)(&batch));
             if std::panic::catch_unwind(call).is_err() {
@@ -96,19 +95,14 @@ impl<K: Hash + Eq> Inner<K> {
     /// nearest to their reset. Under [`WhenFull::RefuseNew`] a shard still full answers when (µs) its first key
     /// expires, remembered in `full_until` so the next new keys are refused without a scan until then.
     #[cold]
-    pub(super) fn make_room(
-        &self,
-        table: &mut HashTable<Entry<K>>,
-        full_until: &AtomicU64,
-        now: u64,
-    ) -> Result<(), u64> {
+    pub(super) fn make_room(&self, table: &mut Table<K>, full_until: &AtomicU64, now: u64) -> Result<(), u64> {
         let until = full_until.load(Ordering::Relaxed);
         if self.when_full == WhenFull::RefuseNew && now < until {
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(until);
         }
         let before = table.len();
-        table.retain(|e| e.buckets.iter().any(|b| b.expires > now));
+        table.retain(|_, b| b.expires > now, |_, _| {}, self.hash_of());
         let expired = before - table.len();
         self.stats.evicted_expired.fetch_add(expired as u64, Ordering::Relaxed);
         if self.when_full == WhenFull::RefuseNew {
@@ -116,7 +110,7 @@ impl<K: Hash + Eq> Inner<K> {
                 return Ok(());
             }
             // An entry goes when its last bucket expires.
-            let first = table.iter().map(entry_expires).min().unwrap_or(now);
+            let first = (0..table.len()).map(|at| entry_expires(table, at)).min().unwrap_or(now);
             full_until.store(first, Ordering::Relaxed);
             self.stats.refused_full.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -131,18 +125,20 @@ impl<K: Hash + Eq> Inner<K> {
             return Ok(());
         }
         let excess = table.len() - target;
-        let mut ends: Vec<u64> = table.iter().map(entry_expires).collect();
+        let mut ends: Vec<u64> = (0..table.len()).map(|at| entry_expires(table, at)).collect();
         let (_, cut, _) = ends.select_nth_unstable(excess - 1);
         let cut = *cut;
         let mut evicted = 0usize;
-        table.retain(|e| {
-            if evicted < excess && entry_expires(e) <= cut {
+        let mut at = 0;
+        while at < table.len() {
+            if evicted < excess && entry_expires(table, at) <= cut {
+                // The last entry moves here: look at it next.
+                table.remove(at, self.hash_of());
                 evicted += 1;
-                false
             } else {
-                true
+                at += 1;
             }
-        });
+        }
         self.stats.evicted_live.fetch_add(evicted as u64, Ordering::Relaxed);
         tracing::warn!(
             evicted,
@@ -153,7 +149,7 @@ impl<K: Hash + Eq> Inner<K> {
     }
 }
 
-/// When an entry may be dropped: when its last bucket expires.
-fn entry_expires<K>(e: &Entry<K>) -> u64 {
-    e.buckets.iter().map(|b| b.expires).max().unwrap_or(0)
+/// When the key at `at` may be dropped: when its last bucket expires.
+fn entry_expires<K>(table: &Table<K>, at: usize) -> u64 {
+    table.buckets(at).map(|b| b.expires).max().unwrap_or(0)
 }

@@ -3,8 +3,103 @@
 use std::borrow::Borrow;
 use std::sync::Arc;
 
-/// The in-memory store's default key: bytes kept inline up to 24, on the heap past that.
-pub type ByteKey = smallvec::SmallVec<[u8; 24]>;
+/// The in-memory store's default key: a byte string in 16 bytes, kept inline up to
+/// [`ByteKey::INLINE`] (14) bytes and on the heap (one allocation, length in it) past that.
+///
+/// It hashes, compares and borrows as the `[u8]` it holds, so a store of `ByteKey`s is looked up by `&[u8]`
+/// without allocating.
+///
+/// ```
+/// use floodgate::memory::ByteKey;
+/// let short = ByteKey::from_slice(b"user:42");
+/// let long = ByteKey::from_slice(b"ip:2001:db8::8a2e:370:7334");
+/// assert_eq!((&short[..], short.len()), (&b"user:42"[..], 7));
+/// assert_eq!(&long[..], b"ip:2001:db8::8a2e:370:7334");
+/// assert_eq!(std::mem::size_of::<ByteKey>(), 16);
+/// ```
+#[derive(Clone)]
+pub struct ByteKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; ByteKey::INLINE] },
+    Heap(thin_vec::ThinVec<u8>),
+}
+
+impl ByteKey {
+    /// The longest key kept inline; longer keys take one heap allocation.
+    pub const INLINE: usize = 14;
+
+    /// A key holding a copy of `bytes`.
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= Self::INLINE => {
+                let mut inline = [0; Self::INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                ByteKey(Repr::Inline { len, bytes: inline })
+            }
+            _ => ByteKey(Repr::Heap(thin_vec::ThinVec::from(bytes))),
+        }
+    }
+
+    /// The bytes.
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            Repr::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::Deref for ByteKey {
+    type Target = [u8];
+    #[inline(always)]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for ByteKey {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Borrow<[u8]> for ByteKey {
+    #[inline(always)]
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for ByteKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for ByteKey {}
+
+/// Hashes as the `[u8]` it holds (what `Borrow<[u8]>` requires).
+impl std::hash::Hash for ByteKey {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+impl std::fmt::Debug for ByteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ByteKey(\"{}\")", self.as_slice().escape_ascii())
+    }
+}
+
+impl From<&[u8]> for ByteKey {
+    fn from(bytes: &[u8]) -> Self {
+        ByteKey::from_slice(bytes)
+    }
+}
 
 /// Makes an owned key `K` from a borrowed lookup form, only when a new key is inserted.
 ///
@@ -112,10 +207,22 @@ impl ToKey<Vec<u8>> for [u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::bytes_eq;
+    use super::{ByteKey, bytes_eq};
     use proptest::prelude::*;
 
     proptest! {
+        /// A key holds exactly the bytes it was made of, inline or not, and hashes and compares as they do.
+        #[test]
+        fn byte_key_round_trips(a in prop::collection::vec(any::<u8>(), 0..40), b in prop::collection::vec(any::<u8>(), 0..40)) {
+            let (ka, kb) = (ByteKey::from_slice(&a), ByteKey::from_slice(&b));
+            prop_assert_eq!(&ka[..], &a[..]);
+            prop_assert_eq!(ka == kb, a == b);
+            let h = foldhash::fast::FixedState::with_seed(7);
+            use std::hash::BuildHasher;
+            prop_assert_eq!(h.hash_one(&ka), h.hash_one(&a[..]));
+            prop_assert_eq!(format!("{:?}", ka.clone()), format!("ByteKey(\"{}\")", a.escape_ascii()));
+        }
+
         /// Equal-length keys that differ in any one byte, and keys of different lengths, compare as `==` does.
         #[test]
         fn bytes_eq_is_slice_eq(

@@ -2,7 +2,9 @@
 //!
 //! A sharded hash table. A key is hashed once ([`foldhash`]); the hash picks a shard and a slot. Each shard
 //! has its own short mutex, held only for the few nanoseconds of one decision, so there is no global lock and
-//! two threads contend only when they touch the same shard. Keys up to 24 bytes are stored inline.
+//! two threads contend only when they touch the same shard. A shard's table holds 4-byte positions into a
+//! dense vector of 80-byte entries (the key, inline up to 14 bytes, and its first bucket), so the table's empty
+//! slots cost 4 bytes each rather than an entry's size.
 //!
 //! **Expiry.** Every bucket knows when its state is empty again (the end of a window, the moment a meter has
 //! drained); from then on it is gone for every call, swept or not. A background thread sweeps such buckets
@@ -20,8 +22,8 @@
 //!   once, so the cost is amortised). An evicted key starts again from empty, which can admit more than its
 //!   limit: availability over strictness, counted in [`MemoryStats::evicted_live`] and logged.
 //!
-//! **Memory.** About 120 bytes per key with one policy and a key of up to 24 bytes; see `BENCHMARKS.md` for
-//! the measurement at one million keys.
+//! **Memory.** About 92 bytes per key with one policy and a key of up to 14 bytes (governor's keyed limiter:
+//! 101); a longer key adds its heap allocation. `BENCHMARKS.md` has the measurement at one million keys.
 
 mod buckets;
 mod builder;
@@ -29,6 +31,7 @@ mod expiry;
 mod key;
 mod stats;
 mod sweeper;
+mod table;
 
 use std::any::Any;
 use std::borrow::Borrow;
@@ -38,10 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hashbrown::HashTable;
 use parking_lot::Mutex;
 
-use buckets::{Bucket, Buckets};
+use buckets::Bucket;
 pub use builder::{MemoryStoreBuilder, WhenFull};
 pub use expiry::Expired;
 use expiry::Hook;
@@ -49,20 +51,16 @@ pub use key::{ByteKey, ToKey};
 use stats::Counters;
 pub use stats::MemoryStats;
 use sweeper::Sweeper;
+use table::Table;
 
 use crate::algorithm::{self, Op, State};
 use crate::store::{BucketInfo, Hit, Store, StoreResult};
 use crate::time::duration_micros;
 use crate::{Clock, Decision, Policy, SystemClock, Timestamp};
 
-struct Entry<K> {
-    key: K,
-    buckets: Buckets,
-}
-
 #[repr(align(64))]
 struct Shard<K> {
-    table: Mutex<HashTable<Entry<K>>>,
+    table: Mutex<Table<K>>,
     /// Under [`WhenFull::RefuseNew`]: until when (µs) a full shard is known to have no room, so a flood of new
     /// keys is refused without a scan each. Read and written under the table's lock.
     full_until: AtomicU64,
@@ -235,16 +233,16 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
         let hash = inner.hasher.hash_one(key);
         let table = inner.shard(hash).table.lock();
         let t = now.as_micros();
-        let entry = table.find(hash, |e| e.key.borrow() == key)?;
-        let b = entry.buckets.get(policy.fingerprint()).filter(|b| b.expires > t)?;
+        let at = table.find(hash, |k| k.borrow() == key)?;
+        let b = table.bucket(at, policy.fingerprint()).filter(|b| b.expires > t)?;
         let usage = algorithm::inspect(&b.state, policy, now)?;
         Some(BucketInfo {
             used: usage.used,
             remaining: usage.remaining,
             reset_after: usage.reset_after,
             next_window_after: usage.next_window_after,
-            created: Timestamp::from_micros(b.created),
-            updated: Timestamp::from_micros(b.updated),
+            created: Timestamp::from_micros(b.created()),
+            updated: Timestamp::from_micros(b.updated()),
             expires_at: now + usage.reset_after,
         })
     }
@@ -272,14 +270,13 @@ impl<K: Hash + Eq + Send + Sync + 'static> MemoryStore<K> {
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
         let mut table = inner.shard(hash).table.lock();
-        match table.find_entry(hash, |e| e.key.borrow() == key) {
-            Ok(occupied) => {
-                let (entry, _) = occupied.remove();
-                let t = now.as_micros();
-                entry.buckets.iter().filter(|b| b.expires > t && !b.state.is_empty()).count() as u64
-            }
-            Err(_) => 0,
-        }
+        let Some((_, buckets)) =
+            table.find(hash, |k| k.borrow() == key).and_then(|at| table.remove(at, inner.hash_of()))
+        else {
+            return 0;
+        };
+        let t = now.as_micros();
+        buckets.iter().filter(|b| b.expires > t && !b.state.is_empty()).count() as u64
     }
 
     /// Drops every bucket that has expired by the store clock's now; returns how many. The sweep thread calls
@@ -333,7 +330,7 @@ impl<K: Hash + Eq> Inner<K> {
     #[allow(clippy::too_many_arguments)]
     fn apply_locked<Q>(
         &self,
-        table: &mut HashTable<Entry<K>>,
+        table: &mut Table<K>,
         hash: u64,
         key: &Q,
         policy: &Policy,
@@ -347,18 +344,18 @@ impl<K: Hash + Eq> Inner<K> {
     {
         let fp = policy.fingerprint();
         let t = now.as_micros();
-        let found = table.find_mut(hash, |e| key.is_key(&e.key));
-        if let Some(b) = found.and_then(|e| e.buckets.get_mut(fp)) {
+        let at = table.find(hash, |k| key.is_key(k));
+        if let Some(b) = at.and_then(|at| table.bucket_mut(at, fp)) {
             // An expired state is emptied in place by `step`: it is usually written again at once.
             let expired = b.expires <= t;
             if expired {
                 // Created again by any call that finds it expired, written or not, as in Redis (a clock that
                 // steps back can bring an unwritten bucket back to life).
-                b.created = t;
+                b.set_created(t);
             }
             let o = algorithm::step(&mut b.state, policy, op, cost, now, true, expired);
             if op != Op::Hit || (o.decision.allowed && cost > 0) {
-                b.updated = t;
+                b.set_updated(t);
                 b.expires = self.expires(o.reset_at, t);
             }
             return o.decision;
@@ -369,7 +366,7 @@ impl<K: Hash + Eq> Inner<K> {
         let mut state = State::Empty;
         let o = algorithm::step(&mut state, policy, op, cost, now, true, false);
         if !state.is_empty()
-            && let Err(room_at) = self.add(table, hash, key, policy, state, o.reset_at, t)
+            && let Err(room_at) = self.add(table, hash, at, key, policy, state, o.reset_at, t)
         {
             return refused(policy, room_at.saturating_sub(t));
         }
@@ -377,15 +374,16 @@ impl<K: Hash + Eq> Inner<K> {
     }
 
     /// Adds `key`'s bucket under `policy`, holding `state` (whose state is empty again at `reset_at`), to the
-    /// key's entry or to a new one. A new key that finds its shard full under [`WhenFull::RefuseNew`] is not
+    /// key's entry (at `at`, when it has one) or to a new one. A new key that finds its shard full under [`WhenFull::RefuseNew`] is not
     /// added: the error is when (µs) the shard's first key expires.
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
     fn add<Q>(
         &self,
-        table: &mut HashTable<Entry<K>>,
+        table: &mut Table<K>,
         hash: u64,
+        at: Option<usize>,
         key: &Q,
         policy: &Policy,
         state: State,
@@ -397,47 +395,51 @@ impl<K: Hash + Eq> Inner<K> {
         Q: Eq + ToKey<K> + ?Sized,
     {
         let bucket = self.new_bucket(state, policy, reset_at, t);
-        if let Some(entry) = table.find_mut(hash, |e| key.is_key(&e.key)) {
-            entry.buckets.push(bucket);
+        if let Some(at) = at {
+            table.push_bucket(at, bucket);
         } else {
             if table.len() >= self.max_per_shard {
                 self.make_room(table, &self.shard(hash).full_until, t)?;
             }
-            let entry = Entry { key: key.to_key(), buckets: Buckets::new(bucket) };
-            table.insert_unique(hash, entry, |e| self.hasher.hash_one(&e.key));
+            table.insert(hash, key.to_key(), bucket, self.hash_of());
         }
         self.remember(hash, policy);
         Ok(())
     }
 
     /// A copy of `key`'s bucket under the policy `fp`, to put back with [`restore`](Self::restore).
-    fn snapshot(&self, table: &HashTable<Entry<K>>, hash: u64, key: &[u8], fp: u64) -> Option<Bucket>
+    fn snapshot(&self, table: &Table<K>, hash: u64, key: &[u8], fp: u64) -> Option<Bucket>
     where
         K: Borrow<[u8]>,
     {
-        table.find(hash, |e| e.key.borrow() == key)?.buckets.get(fp).cloned()
+        table.bucket(table.find(hash, |k| k.borrow() == key)?, fp).cloned()
     }
 
     /// Puts back what [`snapshot`](Self::snapshot) saw: the old bucket, or no bucket (and no key, if it was new).
-    fn restore(&self, table: &mut HashTable<Entry<K>>, hash: u64, key: &[u8], fp: u64, old: Option<Bucket>)
+    fn restore(&self, table: &mut Table<K>, hash: u64, key: &[u8], fp: u64, old: Option<Bucket>)
     where
         K: Borrow<[u8]>,
     {
-        let Ok(mut entry) = table.find_entry(hash, |e| e.key.borrow() == key) else {
+        let Some(at) = table.find(hash, |k| k.borrow() == key) else {
             // Evicted to make room by a later hit of the batch: nothing of it is left to undo.
             return;
         };
-        let buckets = &mut entry.get_mut().buckets;
-        match (buckets.get_mut(fp), old) {
-            (Some(now), Some(b)) => *now = b,
-            (Some(_), None) => {
-                if !buckets.retain(|b| b.policy != fp, drop) {
-                    entry.remove();
-                }
+        match (table.bucket_mut(at, fp), old) {
+            (Some(now), Some(b)) => {
+                // The bucket comes back as it was; where the key's other buckets are now stays.
+                let tail = now.tail;
+                *now = b;
+                now.tail = tail;
             }
-            (None, Some(b)) => buckets.push(b),
+            (Some(_), None) => table.remove_bucket(at, fp, self.hash_of()),
+            (None, Some(b)) => table.push_bucket(at, b),
             (None, None) => {}
         }
+    }
+
+    /// How the shard tables hash a stored key.
+    fn hash_of(&self) -> impl Fn(&K) -> u64 + '_ {
+        |k| self.hasher.hash_one(k)
     }
     #[inline]
     fn shard(&self, hash: u64) -> &Shard<K> {
@@ -463,7 +465,7 @@ impl<K: Hash + Eq> Inner<K> {
 
     #[inline]
     fn new_bucket(&self, state: State, policy: &Policy, reset_at: u64, now: u64) -> Bucket {
-        Bucket { policy: policy.fingerprint(), expires: self.expires(reset_at, now), state, created: now, updated: now }
+        Bucket::new(policy.fingerprint(), state, self.expires(reset_at, now), now)
     }
 
     /// With an expiry hook: remembers the policy's key under its fingerprint, for the hook.
