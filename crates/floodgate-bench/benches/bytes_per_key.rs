@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::process::Command;
 use std::time::Duration;
 
-use floodgate::{MemoryStore, Op, Policy, Timestamp};
+use floodgate::{Algorithm, MemoryStore, Op, Policy, Timestamp};
 use governor::{Quota, RateLimiter};
 
 const KEYS: usize = 1_000_000;
@@ -23,9 +23,10 @@ fn measure(which: &str) -> f64 {
     let keys: Vec<String> = (0..KEYS).map(|i| format!("user:{i}")).collect();
     let before = rss_bytes();
     match which {
-        "floodgate" => {
+        algorithm if algorithm.starts_with("floodgate-") => {
+            let a: Algorithm = algorithm["floodgate-".len()..].parse().unwrap_or_else(|e| panic!("{e}"));
             let store = MemoryStore::builder().cleanup_interval(None).build();
-            let p = Policy::gcra(100, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+            let p = Policy::new(a, 100, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
             for k in &keys {
                 store.hit_sync(k.as_bytes(), &p, 1);
             }
@@ -68,7 +69,10 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    for which in ["floodgate", "governor", "sliding_log-100", "sliding_log-10000"] {
+    let mut cases: Vec<String> = vec!["governor".into()];
+    cases.extend(Algorithm::ALL.iter().map(|a| format!("floodgate-{a}")));
+    cases.extend(["sliding_log-100".into(), "sliding_log-10000".into()]);
+    for which in &cases {
         let out = Command::new(&exe).args(["--child", which]).output().unwrap_or_else(|e| panic!("{e}"));
         let per_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if let Some(limit) = which.strip_prefix("sliding_log-") {
@@ -78,7 +82,7 @@ fn main() {
             );
         } else {
             println!(
-                "{which}: {per_key} bytes of resident memory per key at {KEYS} keys (gcra, one policy, 'user:<i>' keys)"
+                "{which}: {per_key} bytes of resident memory per key at {KEYS} keys (one hit each, one policy, 'user:<i>' keys)"
             );
         }
     }
