@@ -99,7 +99,7 @@ pub(super) struct Counter {
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(super) struct IdEntry {
-    /// Inline up to 24 bytes, as the memory store keeps its keys.
+    /// Inline up to 14 bytes, as the memory store keeps its keys.
     pub(super) id: ByteKey,
     pub(super) first: Counter,
 }

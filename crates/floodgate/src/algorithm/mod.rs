@@ -66,8 +66,8 @@ pub enum State {
     Sliding(sliding_window::SlidingState),
     /// Token bucket, leaky bucket, GCRA: a level that drains.
     Meter(meter::MeterState),
-    /// Sliding log: runs of admitted units.
-    Log(Box<sliding_log::LogState>),
+    /// Sliding log: runs of admitted units (one in line, more on the heap).
+    Log(sliding_log::CompactLog),
 }
 
 impl State {
@@ -227,14 +227,10 @@ pub(crate) fn step(
         }
         Algorithm::SlidingLog => {
             if let State::Log(s) = state {
-                if expired {
-                    // Not only the runs: the log also keeps the latest time any call saw, peeks included.
-                    **s = sliding_log::LogState::default();
-                }
-                return sliding_log::step(s, policy, op, cost, now);
+                return s.step(policy, op, cost, now, expired);
             }
-            let mut s = Box::<sliding_log::LogState>::default();
-            let o = sliding_log::step(&mut s, policy, op, cost, now);
+            let mut s = sliding_log::CompactLog::default();
+            let o = s.step(policy, op, cost, now, false);
             *state = State::Log(s);
             o
         }
@@ -266,7 +262,7 @@ pub fn inspect(state: &State, policy: &Policy, now: Timestamp) -> Option<Usage> 
         (Algorithm::TokenBucket | Algorithm::LeakyBucket | Algorithm::Gcra, State::Meter(s)) => {
             meter::inspect(s, policy, now)
         }
-        (Algorithm::SlidingLog, State::Log(s)) => sliding_log::inspect(s, policy, now),
+        (Algorithm::SlidingLog, State::Log(s)) => s.inspect(policy, now),
         _ => None,
     }
 }
@@ -290,7 +286,7 @@ pub fn reset_at(state: &State, policy: &Policy) -> Timestamp {
         State::Window(s) => fixed_window::reset_at(s, policy),
         State::Sliding(s) => sliding_window::reset_at(s, policy),
         State::Meter(s) => meter::reset_at(s, policy),
-        State::Log(s) => sliding_log::reset_at(s, policy),
+        State::Log(s) => s.reset_at(policy),
     };
     Timestamp::from_micros(at)
 }

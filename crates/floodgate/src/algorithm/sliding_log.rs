@@ -68,7 +68,7 @@ pub struct LogState {
     /// The time runs are offset from, in ms since the epoch.
     base_ms: u64,
     /// `offset_ms << UNIT_BITS | units`, in time order.
-    runs: VecDeque<u64>,
+    runs: Runs,
     /// The sum of the runs' units.
     total: u64,
     /// The latest time seen (µs): a clock that steps back stands still here.
@@ -178,7 +178,7 @@ impl LogState {
         let Some(&first) = self.runs.front() else { return };
         let shift = first >> UNIT_BITS;
         self.base_ms += shift;
-        for r in &mut self.runs {
+        for r in self.runs.iter_mut() {
             *r -= shift << UNIT_BITS;
         }
     }
@@ -191,7 +191,7 @@ impl LogState {
     /// Wait (µs from `now`) until `cost` more fits: until the oldest runs holding the excess have left.
     fn wait_for(&self, cost: u64, limit: u64, now: u64, window: u64) -> u64 {
         let mut left = self.total;
-        for &r in &self.runs {
+        for &r in self.runs.iter() {
             if left.saturating_add(cost) <= limit {
                 break;
             }
@@ -201,6 +201,219 @@ impl LogState {
             }
         }
         0
+    }
+}
+
+/// A log's runs: one kept in line (most logs of a busy store hold one), more in a ring buffer on the heap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Runs {
+    /// At most one run; 0 when there is none (a run holds at least one unit, so it is never 0).
+    One(u64),
+    Many(VecDeque<u64>),
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs::One(0)
+    }
+}
+
+impl Runs {
+    fn len(&self) -> usize {
+        match self {
+            Runs::One(r) => usize::from(*r != 0),
+            Runs::Many(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn front(&self) -> Option<&u64> {
+        self.iter().next()
+    }
+
+    fn back(&self) -> Option<&u64> {
+        match self {
+            Runs::One(0) => None,
+            Runs::One(r) => Some(r),
+            Runs::Many(v) => v.back(),
+        }
+    }
+
+    fn back_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Runs::One(0) => None,
+            Runs::One(r) => Some(r),
+            Runs::Many(v) => v.back_mut(),
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<u64> {
+        match self {
+            Runs::One(0) => None,
+            Runs::One(r) => Some(std::mem::take(r)),
+            Runs::Many(v) => v.pop_front(),
+        }
+    }
+
+    fn push_back(&mut self, run: u64) {
+        match self {
+            Runs::One(0) => *self = Runs::One(run),
+            Runs::One(r) => *self = Runs::Many(VecDeque::from([*r, run])),
+            Runs::Many(v) => v.push_back(run),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &u64> {
+        let (a, b): (&[u64], &[u64]) = match self {
+            Runs::One(0) => (&[], &[]),
+            Runs::One(r) => (std::slice::from_ref(r), &[]),
+            Runs::Many(v) => v.as_slices(),
+        };
+        a.iter().chain(b)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut u64> {
+        let (a, b): (&mut [u64], &mut [u64]) = match self {
+            Runs::One(0) => (&mut [], &mut []),
+            Runs::One(r) => (std::slice::from_mut(r), &mut []),
+            Runs::Many(v) => v.as_mut_slices(),
+        };
+        a.iter_mut().chain(b)
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Runs::One(r) => *r = 0,
+            Runs::Many(v) => v.clear(),
+        }
+    }
+
+    /// Runs the heap holds room for (none when in line).
+    fn capacity(&self) -> usize {
+        match self {
+            Runs::One(_) => 0,
+            Runs::Many(v) => v.capacity(),
+        }
+    }
+
+    fn shrink_to(&mut self, n: usize) {
+        if let Runs::Many(v) = self {
+            v.shrink_to(n);
+        }
+    }
+}
+
+/// A sliding log as a [`State`](super::State) keeps it, in 24 bytes: a log of at most one run (a key hit once,
+/// or only within one millisecond, per window) in line, a longer one as a boxed [`LogState`].
+///
+/// ```
+/// use floodgate::algorithm::{apply, Op, State};
+/// use floodgate::{Policy, Timestamp};
+/// use std::time::Duration;
+///
+/// let p = Policy::sliding_log(10, Duration::from_secs(1))?;
+/// let mut state = State::Empty;
+/// apply(&mut state, &p, Op::Hit, 2, Timestamp::from_micros(5_000_100));
+/// let State::Log(log) = &state else { unreachable!() };
+/// assert_eq!((log.total(), log.heap_bytes()), (2, 0)); // one run, in line
+/// apply(&mut state, &p, Op::Hit, 1, Timestamp::from_micros(5_003_000));
+/// let State::Log(log) = &state else { unreachable!() };
+/// assert_eq!(log.runs().collect::<Vec<_>>(), [(5_001_000, 2), (5_003_000, 1)]);
+/// assert!(log.heap_bytes() > 0); // two runs: on the heap
+/// # Ok::<(), floodgate::PolicyError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactLog {
+    /// With no `many`: the only run, `ms << UNIT_BITS | units` (its time in ms since the epoch), or 0.
+    one: u64,
+    /// With no `many`: the latest time seen (µs).
+    last: u64,
+    many: Option<Box<LogState>>,
+}
+
+impl CompactLog {
+    /// The runs as `(time in µs since the epoch, units)`, oldest first.
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let units = self.one & MAX_RUN_UNITS;
+        let one = (self.many.is_none() && units != 0).then(|| ((self.one >> UNIT_BITS) * RESOLUTION_US, units));
+        one.into_iter().chain(self.many.as_deref().into_iter().flat_map(LogState::runs))
+    }
+
+    /// Units in the log (including runs that have left the window but were not pruned yet).
+    pub fn total(&self) -> u64 {
+        match &self.many {
+            Some(s) => s.total,
+            None => self.one & MAX_RUN_UNITS,
+        }
+    }
+
+    /// Bytes the log holds on the heap: none for a log of one run.
+    pub fn heap_bytes(&self) -> usize {
+        self.many.as_deref().map_or(0, |s| size_of::<LogState>() + s.heap_bytes())
+    }
+
+    /// The whole log.
+    pub fn to_log_state(&self) -> LogState {
+        match &self.many {
+            Some(s) => (**s).clone(),
+            None => self.unpack(),
+        }
+    }
+
+    /// The in-line log as a [`LogState`] (no allocation: its run stays in line).
+    fn unpack(&self) -> LogState {
+        let units = self.one & MAX_RUN_UNITS;
+        let runs = if units == 0 { Runs::One(0) } else { Runs::One(units) };
+        LogState { base_ms: self.one >> UNIT_BITS, runs, total: units, last: self.last }
+    }
+
+    /// Keeps `s` in line if it holds at most one run, kept in line, at a time that fits; boxed otherwise.
+    fn pack(&mut self, s: LogState) {
+        if let Runs::One(r) = s.runs {
+            let ms = s.base_ms + (r >> UNIT_BITS);
+            if ms < MAX_OFFSET_MS {
+                self.one = if r == 0 { 0 } else { ms << UNIT_BITS | (r & MAX_RUN_UNITS) };
+                self.last = s.last;
+                self.many = None;
+                return;
+            }
+        }
+        self.many = Some(Box::new(s));
+    }
+
+    /// [`step`] on the log; `expired` empties it first (back in line).
+    #[inline(always)]
+    pub(crate) fn step(&mut self, policy: &Policy, op: Op, cost: u64, now: u64, expired: bool) -> Outcome {
+        if expired {
+            // Not only the runs: the log also keeps the latest time any call saw, peeks included.
+            *self = CompactLog::default();
+        }
+        if let Some(s) = &mut self.many {
+            return step(s, policy, op, cost, now);
+        }
+        let mut s = self.unpack();
+        let o = step(&mut s, policy, op, cost, now);
+        self.pack(s);
+        o
+    }
+
+    /// [`inspect`] of the log.
+    pub(crate) fn inspect(&self, policy: &Policy, now: u64) -> Option<Usage> {
+        match &self.many {
+            Some(s) => inspect(s, policy, now),
+            None => inspect(&self.unpack(), policy, now),
+        }
+    }
+
+    /// [`reset_at`] of the log.
+    pub(crate) fn reset_at(&self, policy: &Policy) -> u64 {
+        match &self.many {
+            Some(s) => reset_at(s, policy),
+            None => reset_at(&self.unpack(), policy),
+        }
     }
 }
 
@@ -286,6 +499,42 @@ mod tests {
 
     fn policy(limit: u64, window_ms: u64) -> Policy {
         Policy::sliding_log(limit, Duration::from_millis(window_ms)).expect("policy")
+    }
+
+    #[test]
+    fn a_state_keeps_a_one_run_log_in_24_bytes() {
+        assert_eq!(size_of::<CompactLog>(), 24);
+        assert_eq!(size_of::<super::super::State>(), 32);
+    }
+
+    proptest::proptest! {
+        /// The compact log decides, reports and holds exactly what a plain log does, through any operations,
+        /// in line or boxed.
+        #[test]
+        fn the_compact_log_is_a_log(
+            steps in proptest::collection::vec((0..3u8, 0..4u64, 0..3_000u64, proptest::bool::weighted(0.05)), 1..60),
+            limit in 1..6u64,
+        ) {
+            let p = policy(limit, 5);
+            let (mut plain, mut compact) = (LogState::default(), CompactLog::default());
+            let mut now = 1_000_000_000;
+            for (op, cost, dt, expired) in steps {
+                now += dt;
+                let op = [Op::Hit, Op::Force, Op::Set][usize::from(op)];
+                if expired {
+                    plain = LogState::default();
+                }
+                let want = step(&mut plain, &p, op, cost, now);
+                let got = compact.step(&p, op, cost, now, expired);
+                proptest::prop_assert_eq!(got.decision, want.decision);
+                proptest::prop_assert_eq!(got.reset_at, want.reset_at);
+                proptest::prop_assert_eq!(compact.runs().collect::<Vec<_>>(), plain.runs().collect::<Vec<_>>());
+                proptest::prop_assert_eq!(compact.total(), plain.total());
+                proptest::prop_assert_eq!(compact.inspect(&p, now + 1), inspect(&plain, &p, now + 1));
+                proptest::prop_assert_eq!(compact.to_log_state().runs().count(), plain.runs().count());
+                proptest::prop_assert_eq!(compact.heap_bytes() == 0, compact.many.is_none());
+            }
+        }
     }
 
     #[test]
