@@ -219,6 +219,7 @@ impl Default for Runs {
 }
 
 impl Runs {
+    #[inline]
     fn len(&self) -> usize {
         match self {
             Runs::One(r) => usize::from(*r != 0),
@@ -230,10 +231,16 @@ impl Runs {
         self.len() == 0
     }
 
+    #[inline]
     fn front(&self) -> Option<&u64> {
-        self.iter().next()
+        match self {
+            Runs::One(0) => None,
+            Runs::One(r) => Some(r),
+            Runs::Many(v) => v.front(),
+        }
     }
 
+    #[inline]
     fn back(&self) -> Option<&u64> {
         match self {
             Runs::One(0) => None,
@@ -242,6 +249,7 @@ impl Runs {
         }
     }
 
+    #[inline]
     fn back_mut(&mut self) -> Option<&mut u64> {
         match self {
             Runs::One(0) => None,
@@ -250,6 +258,7 @@ impl Runs {
         }
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<u64> {
         match self {
             Runs::One(0) => None,
@@ -258,6 +267,7 @@ impl Runs {
         }
     }
 
+    #[inline]
     fn push_back(&mut self, run: u64) {
         match self {
             Runs::One(0) => *self = Runs::One(run),
@@ -266,6 +276,7 @@ impl Runs {
         }
     }
 
+    #[inline]
     fn iter(&self) -> impl Iterator<Item = &u64> {
         let (a, b): (&[u64], &[u64]) = match self {
             Runs::One(0) => (&[], &[]),
@@ -275,6 +286,7 @@ impl Runs {
         a.iter().chain(b)
     }
 
+    #[inline]
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut u64> {
         let (a, b): (&mut [u64], &mut [u64]) = match self {
             Runs::One(0) => (&mut [], &mut []),
