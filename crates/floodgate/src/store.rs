@@ -60,7 +60,9 @@ pub struct BucketInfo {
     pub next_window_after: Duration,
     /// When this state was first written (since it was last empty).
     pub created: Timestamp,
-    /// When this state was last written.
+    /// When this state was last written. The memory store keeps it in 4 bytes as a distance from `created`:
+    /// to the microsecond within 8.9 minutes of it, to the millisecond within 6.2 days, to the second beyond,
+    /// rounded towards `created` (no decision reads it). The Redis stores keep it to the microsecond.
     pub updated: Timestamp,
     /// When the state is empty again, by the store's clock: the time of the inspection plus `reset_after`
     /// (Hammer's `expires_at`). A hit at the same instant reports the same `reset_after`.
