@@ -1,4 +1,5 @@
-//! Prometheus metrics, kept in atomics and rendered as text on `/metrics`.
+//! Prometheus metrics, kept in atomics (held per domain, so a request hashes no label) and encoded on
+//! `/metrics` by `prometheus-client`'s Prometheus text encoder (a [`Collector`] reads the atomics at each scrape).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -18,6 +19,11 @@
 //! | `floodgate_upstream_wait_seconds_total` | counter | (time those acquires waited, summed) |
 //! | `floodgate_upstream_rate_limited_total` | counter | (429s reported to `/v1/upstream/update`) |
 //! | `floodgate_upstream_leases_expired_total` | counter | (acquires never reported back within the lease timeout; on Redis, the fleet's) |
+//! | `floodgate_build_info` | gauge | `version` (always 1) |
+//! | `floodgate_request_duration_seconds` | histogram | `api` (`rls`, `http`): time to answer a request |
+//! | `floodgate_store_errors_by_kind_total` | counter | `kind` (`timeout`, `unavailable`, `backend`, `invalid_id`, `other`): store calls that returned an error |
+//! | `floodgate_otlp_export_failures_total` | counter | (span batches `--otlp-endpoint` could not send) |
+//! | `process_*` | | CPU, resident memory, open and max fds, start time ([`crate::process_metrics`], Linux) |
 //!
 //! | `floodgate_rls_rule_total_hits_total` | counter | `domain`, `key` (the reference's stats key of the rule, see below): hits (`hits_addend` units) on a matched limit |
 //! | `floodgate_rls_rule_within_limit_total` | counter | `domain`, `key`: hits within the limit |
