@@ -703,9 +703,10 @@ mod tests {
         m.observe_store(Duration::from_secs(2), Some(&floodgate::StoreError::Timeout(Duration::from_secs(1))));
         m.domain(&Arc::from("a\"b")).allowed.fetch_add(2, Relaxed);
         let text = m.render();
-        assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"0.000005\"} 1"), "{text}");
+        assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"5e-06\"} 1"), "{text}");
         assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("floodgate_store_errors_total 1"));
+        assert!(text.contains("floodgate_store_errors_by_kind_total{kind=\"timeout\"} 1"), "{text}");
         assert!(text.contains("domain=\"a\\\"b\",decision=\"allowed\"} 2"), "{text}");
     }
 }
