@@ -46,8 +46,6 @@ const BEFORE: &[&str] = &[
     "floodgate_rls_rule_shadow_mode_total{domain=\"m\",key=\"m.user\"} 0",
     "floodgate_rls_rule_keys_overflow_total 0",
     "floodgate_access_log_dropped_total 0",
-    "floodgate_memory_keys",
-    "floodgate_memory_swept_total",
 ];
 
 /// What the move added.
