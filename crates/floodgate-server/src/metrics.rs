@@ -416,8 +416,14 @@ pub fn counter_f64(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f
     ConstCounter::new(v).encode(m)
 }
 
+/// One unlabelled gauge of a fractional value.
+pub fn gauge_f64(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
 /// One unlabelled gauge.
-pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64) -> std::fmt::Result {
+pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
     let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     ConstGauge::new(v).encode(m)
 }
@@ -523,7 +529,7 @@ impl Metrics {
         )?;
         for (name, help, kind, value) in &store.series {
             if *kind == "gauge" {
-                gauge(enc, name, help, *value as f64)?;
+                gauge(enc, name, help, i64::try_from(*value).unwrap_or(i64::MAX))?;
             } else {
                 counter(enc, name, help, *value)?;
             }
@@ -552,13 +558,13 @@ impl Metrics {
             enc,
             "floodgate_config_last_reload_successful",
             "Whether the last config (re)load succeeded.",
-            self.last_reload_ok.load(Relaxed) as f64,
+            self.last_reload_ok.load(Relaxed) as i64,
         )?;
         gauge(
             enc,
             "floodgate_ready",
             "Whether the last readiness probe found the store answering and a config.",
-            self.ready.load(Relaxed) as f64,
+            self.ready.load(Relaxed) as i64,
         )?;
         counter(
             enc,

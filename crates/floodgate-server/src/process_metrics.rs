@@ -11,7 +11,7 @@ const TICKS: f64 = 100.0;
 /// Writes the process series it can read; a file it cannot read leaves its series out.
 #[cfg(target_os = "linux")]
 pub fn encode(enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
-    use crate::metrics::{counter_f64, gauge};
+    use crate::metrics::{counter_f64, gauge, gauge_f64};
     let stat = std::fs::read_to_string("/proc/self/stat").ok();
     // The fields after the command name (which may hold spaces), from the 3rd (state) on.
     let fields: Vec<&str> = stat
@@ -29,18 +29,28 @@ pub fn encode(enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         )?;
     }
     if let Some(kb) = status_kb("VmRSS:") {
-        gauge(enc, "process_resident_memory_bytes", "Resident memory size in bytes.", (kb * 1024) as f64)?;
+        gauge(
+            enc,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            i64::try_from(kb.saturating_mul(1024)).unwrap_or(i64::MAX),
+        )?;
     }
     if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
         // The directory handle itself is one of the entries.
         let open = dir.count().saturating_sub(1);
-        gauge(enc, "process_open_fds", "Number of open file descriptors.", open as f64)?;
+        gauge(enc, "process_open_fds", "Number of open file descriptors.", i64::try_from(open).unwrap_or(i64::MAX))?;
     }
     if let Some(max) = max_fds() {
-        gauge(enc, "process_max_fds", "Maximum number of open file descriptors.", max as f64)?;
+        gauge(
+            enc,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            i64::try_from(max).unwrap_or(i64::MAX),
+        )?;
     }
     if let (Some(start), Some(boot)) = (field(22), boot_time()) {
-        gauge(
+        gauge_f64(
             enc,
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
