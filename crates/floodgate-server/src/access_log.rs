@@ -44,14 +44,17 @@ pub(crate) fn add_store_time(elapsed: Duration) {
 }
 
 /// Runs `fut`, answering its output and the time its store calls took (on whichever threads it ran).
+/// The time is also added to an enclosing measurement, if any (an HTTP call's span around `/json`'s record).
 pub async fn measure_store<F: Future>(fut: F) -> (F::Output, Duration) {
-    STORE_NANOS
+    let (out, store) = STORE_NANOS
         .scope(Cell::new(0), async move {
             let out = fut.await;
             let nanos = STORE_NANOS.try_with(Cell::get).unwrap_or(0);
             (out, Duration::from_nanos(nanos))
         })
-        .await
+        .await;
+    add_store_time(store);
+    (out, store)
 }
 
 /// Which API decided.

@@ -240,6 +240,11 @@ pub struct ServeArgs {
     /// `debug` logs one event per decision (target `floodgate::request`: domain, rules, code, store latency).
     #[arg(long, default_value = "info", env = "FLOODGATE_LOG_LEVEL")]
     pub log_level: String,
+    /// Send traces over OTLP/HTTP (protobuf) to this collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is
+    /// appended unless the URL ends with it): a span per RLS call (domain, code, store latency) and per HTTP
+    /// call (route, status, store latency), batched on a thread of their own. Unset: no spans are made.
+    #[arg(long, env = "FLOODGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Write one JSON line per decision (RLS and HTTP) to this file, appending. Written by a thread of its
     /// own: a line it cannot keep up with is dropped, never waited for (counted in
     /// floodgate_access_log_dropped_total).

@@ -38,6 +38,8 @@ pub mod json_rls;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;
+pub mod otlp;
+pub mod process_metrics;
 pub mod rls;
 pub mod server;
 pub mod state;

@@ -60,17 +60,51 @@ pub fn filter(level: &str) -> Result<tracing_subscriber::EnvFilter, LoggingError
 
 /// Installs the global subscriber; the guard flushes what is queued when dropped (at the end of `main`).
 pub fn init(format: LogFormat, level: &str) -> Result<tracing_appender::non_blocking::WorkerGuard, LoggingError> {
+    init_with(format, level, None)
+}
+
+/// [`init`], and with `tracer` (`--otlp-endpoint`) a layer that sends the spans of target
+/// [`crate::otlp::TARGET`] to it (the log output leaves those spans out).
+pub fn init_with(
+    format: LogFormat,
+    level: &str,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, LoggingError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = filter(level)?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(64 * 1024)
         .finish(std::io::stderr());
     let writer = OneLineWriter(writer);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => builder.with_ansi(false).event_format(JsonFormat).init(),
-    }
+    let Some(tracer) = tracer else {
+        // No exporter: one global filter, whose level hint and per-callsite interest keep disabled events (the
+        // HTTP/2 crates' debug and trace events) at their cost of nothing.
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).log_internal_errors(false);
+        match format {
+            LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+            LogFormat::Json => builder.with_ansi(false).event_format(JsonFormat).init(),
+        }
+        return Ok(guard);
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).log_internal_errors(false);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed(),
+        LogFormat::Json => fmt.with_ansi(false).event_format(JsonFormat).boxed(),
+    };
+    // Per-layer filters that keep level hints and callsite interest (no filter_fn, which would make every
+    // callsite "sometimes" and evaluate each disabled event): the log leaves the spans for the exporter out.
+    let off = format!("{}=off", crate::otlp::TARGET).parse().ok();
+    let filter = match off {
+        Some(d) => filter.add_directive(d),
+        None => filter,
+    };
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::Targets::new().with_target(crate::otlp::TARGET, tracing::Level::INFO));
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
     Ok(guard)
 }
 

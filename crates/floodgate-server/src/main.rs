@@ -22,13 +22,23 @@ fn main() -> ExitCode {
         Command::Check { config, merge_domains, strict, cluster } => check(&config, merge_domains, strict, cluster),
         Command::Serve(args) => {
             let args = *args;
-            let _log_guard = match floodgate_server::logging::init(args.log_format, &args.log_level) {
+            // Started before the runtime: the exporter's HTTP client and batch thread are not async.
+            let otlp = match args.otlp_endpoint.as_deref().map(floodgate_server::otlp::Otlp::start).transpose() {
+                Ok(otlp) => otlp,
+                Err(e) => {
+                    let _ = writeln!(std::io::stderr(), "floodgate: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (otlp, tracer) = otlp.map_or((None, None), |(o, t)| (Some(o), Some(t)));
+            let _log_guard = match floodgate_server::logging::init_with(args.log_format, &args.log_level, tracer) {
                 Ok(guard) => guard,
                 Err(e) => {
                     let _ = writeln!(std::io::stderr(), "floodgate: {e}");
                     return ExitCode::FAILURE;
                 }
             };
+            let _otlp = OtlpGuard(otlp);
             warn_unknown_env();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads.filter(|n| *n > 0) {
@@ -50,6 +60,17 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Sends the queued spans when `main` returns (after the runtime has stopped).
+struct OtlpGuard(Option<floodgate_server::otlp::Otlp>);
+
+impl Drop for OtlpGuard {
+    fn drop(&mut self) {
+        if let Some(otlp) = self.0.take() {
+            otlp.shutdown();
         }
     }
 }
@@ -167,6 +188,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let mutual = files.client_ca.is_some();
         state.tls = Some(floodgate_server::tls::Tls::load(files)?);
         tracing::info!(cert = %cert.display(), mutual, "TLS on both listeners");
+    }
+    if let Some(endpoint) = &args.otlp_endpoint {
+        state.traced = true;
+        tracing::info!(endpoint = %floodgate_server::otlp::traces_url(endpoint), "OTLP traces on");
     }
     if let Some(path) = &args.access_log {
         let log =

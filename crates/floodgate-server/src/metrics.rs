@@ -1,4 +1,5 @@
-//! Prometheus metrics, kept in atomics and rendered as text on `/metrics`.
+//! Prometheus metrics, kept in atomics (held per domain, so a request hashes no label) and encoded on
+//! `/metrics` by `prometheus-client`'s Prometheus text encoder (a [`Collector`] reads the atomics at each scrape).
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -18,6 +19,11 @@
 //! | `floodgate_upstream_wait_seconds_total` | counter | (time those acquires waited, summed) |
 //! | `floodgate_upstream_rate_limited_total` | counter | (429s reported to `/v1/upstream/update`) |
 //! | `floodgate_upstream_leases_expired_total` | counter | (acquires never reported back within the lease timeout; on Redis, the fleet's) |
+//! | `floodgate_build_info` | gauge | `version` (always 1) |
+//! | `floodgate_request_duration_seconds` | histogram | `api` (`rls`, `http`): time to answer a request |
+//! | `floodgate_store_errors_by_kind_total` | counter | `kind` (`timeout`, `unavailable`, `backend`, `invalid_id`, `other`): store calls that returned an error |
+//! | `floodgate_otlp_export_failures_total` | counter | (span batches `--otlp-endpoint` could not send) |
+//! | `process_*` | | CPU, resident memory, open and max fds, start time ([`crate::process_metrics`], Linux) |
 //!
 //! | `floodgate_rls_rule_total_hits_total` | counter | `domain`, `key` (the reference's stats key of the rule, see below): hits (`hits_addend` units) on a matched limit |
 //! | `floodgate_rls_rule_within_limit_total` | counter | `domain`, `key`: hits within the limit |
@@ -40,12 +46,17 @@
 //! are not bounded.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 /// Decision counters of one domain.
 #[derive(Debug, Default)]
@@ -164,7 +175,7 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 ];
 
 /// Every metric of one server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     domains: Mutex<BTreeMap<Arc<str>, Arc<DomainCounters>>>,
     /// The bound on request-derived per-rule metric keys per domain (0: [`DEFAULT_MAX_RULE_KEYS`]).
@@ -184,8 +195,11 @@ pub struct Metrics {
     /// Where the store's own counters come from (set once at start: the memory store's keys and refusals,
     /// Redis's faults by kind and by answer).
     pub store_source: std::sync::OnceLock<StoreSource>,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_ns: AtomicU64,
+    /// Failed store calls by kind (in the order of [`STORE_ERROR_KINDS`]).
+    store_errors_by_kind: [AtomicU64; STORE_ERROR_KINDS.len()],
+    store_latency: LatencyHistogram,
+    rls_latency: LatencyHistogram,
+    http_latency: LatencyHistogram,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_reload_ok: AtomicU64,
@@ -193,13 +207,35 @@ pub struct Metrics {
     ready_failures: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     /// A fresh set of metrics.
     pub fn new() -> Self {
-        let m = Metrics::default();
-        m.last_reload_ok.store(1, Relaxed);
-        m.ready.store(1, Relaxed);
-        m
+        Metrics {
+            domains: Mutex::default(),
+            max_rule_keys: AtomicU64::new(0),
+            http: DomainCounters::default(),
+            unknown_domain: AtomicU64::new(0),
+            invalid_requests: AtomicU64::new(0),
+            global_shadow: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            access_log_dropped: AtomicU64::new(0),
+            store_source: std::sync::OnceLock::new(),
+            store_errors_by_kind: Default::default(),
+            store_latency: LatencyHistogram::new(&LATENCY_BUCKETS, &LATENCY_BUCKETS_NS),
+            rls_latency: LatencyHistogram::new(&REQUEST_BUCKETS, &REQUEST_BUCKETS_NS),
+            http_latency: LatencyHistogram::new(&REQUEST_BUCKETS, &REQUEST_BUCKETS_NS),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload_ok: AtomicU64::new(1),
+            ready: AtomicU64::new(1),
+            ready_failures: AtomicU64::new(0),
+        }
     }
 
     /// The counters of `domain` (created on first use; call only with configured domains).
@@ -223,15 +259,13 @@ impl Metrics {
         }
     }
 
-    /// Records one store call.
+    /// Records one store call, and its error if it failed.
     #[inline]
-    pub fn observe_store(&self, elapsed: Duration, failed: bool) {
-        let secs = elapsed.as_secs_f64();
-        let bucket = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
-        self.latency_buckets[bucket].fetch_add(1, Relaxed);
-        self.latency_sum_ns.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-        if failed {
+    pub fn observe_store(&self, elapsed: Duration, error: Option<&floodgate::StoreError>) {
+        self.store_latency.observe(elapsed);
+        if let Some(e) = error {
             self.store_errors.fetch_add(1, Relaxed);
+            self.store_errors_by_kind[store_error_kind(e)].fetch_add(1, Relaxed);
         }
     }
 
@@ -249,117 +283,302 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]) of these metrics alone.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        encode(&registry)
+    }
+
+    /// Records the latency of one RLS call (one histogram observation).
+    #[inline]
+    pub fn observe_rls(&self, elapsed: Duration) {
+        self.rls_latency.observe(elapsed);
+    }
+
+    /// Records the latency of one HTTP call (one histogram observation).
+    #[inline]
+    pub fn observe_http(&self, elapsed: Duration) {
+        self.http_latency.observe(elapsed);
+    }
+}
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Encodes `registry` in the Prometheus text format (version 0.0.4).
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8192);
+    // Writing to a String cannot fail; a collector's error would only cut the exposition short.
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, registry) {
+        tracing::warn!(error = %e, "cannot encode the metrics");
+    }
+    out
+}
+
+/// The kinds of `floodgate_store_errors_by_kind_total`, in the order of [`Metrics::store_errors_by_kind`].
+pub const STORE_ERROR_KINDS: [&str; 5] = ["timeout", "unavailable", "backend", "invalid_id", "other"];
+
+fn store_error_kind(e: &floodgate::StoreError) -> usize {
+    match e {
+        floodgate::StoreError::Timeout(_) => 0,
+        floodgate::StoreError::Unavailable(_) => 1,
+        floodgate::StoreError::Backend(_) => 2,
+        floodgate::StoreError::InvalidId(_) => 3,
+        _ => 4,
+    }
+}
+
+/// Upper bounds of the request latency histograms' buckets (`floodgate_request_duration_seconds`), in seconds.
+pub const REQUEST_BUCKETS: [f64; 15] =
+    [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A latency histogram in atomics: one bucket increment and one sum addition per observation, no lock.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    bounds_ns: &'static [u64],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
+    sum_ns: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// A histogram over `bounds` (seconds) whose nanosecond equivalents are `bounds_ns`.
+    fn new(bounds: &'static [f64], bounds_ns: &'static [u64]) -> Self {
+        LatencyHistogram {
+            bounds_ns,
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&self, elapsed: Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = self.bounds_ns.iter().position(|b| ns <= *b).unwrap_or(self.bounds_ns.len());
+        if let Some(b) = self.buckets.get(bucket) {
+            b.fetch_add(1, Relaxed);
+        }
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    /// Writes the histogram's series (per-bucket counts, as the encoder wants them).
+    fn encode(&self, m: &mut MetricEncoder<'_>) -> std::fmt::Result {
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(self.buckets.len());
+        let mut count = 0u64;
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Relaxed);
+            count += n;
+            buckets.push((self.bounds.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        m.encode_histogram::<NoLabelSet>(self.sum_ns.load(Relaxed) as f64 / 1e9, count, &buckets, None)
+    }
+}
+
+const fn to_ns<const N: usize>(bounds: [f64; N]) -> [u64; N] {
+    let mut out = [0u64; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = (bounds[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+}
+
+static LATENCY_BUCKETS_NS: [u64; LATENCY_BUCKETS.len()] = to_ns(LATENCY_BUCKETS);
+static REQUEST_BUCKETS_NS: [u64; REQUEST_BUCKETS.len()] = to_ns(REQUEST_BUCKETS);
+
+/// A counter family: `# HELP`, `# TYPE` and one series per label set.
+fn counters<'a, L: EncodeLabelSet + 'a>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name.strip_suffix("_total").unwrap_or(name), help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One unlabelled counter (`name` ends in `_total`, as it is exposed).
+pub fn counter(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name.strip_suffix("_total").unwrap_or(name), help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+/// One unlabelled counter of a fractional value (seconds).
+pub fn counter_f64(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name.strip_suffix("_total").unwrap_or(name), help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(m)
+}
+
+/// One unlabelled gauge of a fractional value.
+pub fn gauge_f64(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: f64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+/// One unlabelled gauge.
+pub fn gauge(enc: &mut DescriptorEncoder<'_>, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(v).encode(m)
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let domains: Vec<(Arc<str>, Arc<DomainCounters>)> =
             self.domains.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        out.push_str("# HELP floodgate_decisions_total Rate-limit decisions (RLS: one per descriptor with a limit).\n");
-        out.push_str("# TYPE floodgate_decisions_total counter\n");
-        let mut decisions = |source: &str, domain: &str, c: &DomainCounters| {
+        {
+            let mut m =
+                enc.encode_descriptor("floodgate_build", "The server's version (always 1).", None, MetricType::Info)?;
+            m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
+        }
+        let mut decisions = Vec::with_capacity(domains.len() * 3 + 3);
+        let sources = domains.iter().map(|(d, c)| ("rls", &**d, &**c)).chain([("http", "http", &self.http)]);
+        for (source, domain, c) in sources {
             for (name, v) in [("allowed", &c.allowed), ("denied", &c.denied), ("shadow_denied", &c.shadow_denied)] {
-                let _ = writeln!(
-                    out,
-                    "floodgate_decisions_total{{source=\"{source}\",domain=\"{}\",decision=\"{name}\"}} {}",
-                    escape(domain),
-                    v.load(Relaxed)
-                );
-            }
-        };
-        for (d, c) in &domains {
-            decisions("rls", d, c);
-        }
-        decisions("http", "http", &self.http);
-        out.push_str("# HELP floodgate_rls_requests_total RLS requests answered, by overall code.\n");
-        out.push_str("# TYPE floodgate_rls_requests_total counter\n");
-        for (d, c) in &domains {
-            for (code, v) in [("ok", &c.requests_ok), ("over_limit", &c.requests_over)] {
-                let _ = writeln!(
-                    out,
-                    "floodgate_rls_requests_total{{domain=\"{}\",code=\"{code}\"}} {}",
-                    escape(d),
-                    v.load(Relaxed)
-                );
+                decisions.push(([("source", source), ("domain", domain), ("decision", name)], v.load(Relaxed)));
             }
         }
+        counters(
+            &mut enc,
+            "floodgate_decisions_total",
+            "Rate-limit decisions (RLS: one per descriptor with a limit).",
+            decisions,
+        )?;
+        counters(
+            &mut enc,
+            "floodgate_rls_requests_total",
+            "RLS requests answered, by overall code.",
+            domains.iter().flat_map(|(d, c)| {
+                [
+                    ([("domain", &**d), ("code", "ok")], c.requests_ok.load(Relaxed)),
+                    ([("domain", &**d), ("code", "over_limit")], c.requests_over.load(Relaxed)),
+                ]
+            }),
+        )?;
         counter(
-            &mut out,
+            &mut enc,
             "floodgate_rls_unknown_domain_total",
             "RLS requests for an unconfigured domain.",
-            &self.unknown_domain,
-        );
+            self.unknown_domain.load(Relaxed),
+        )?;
         counter(
-            &mut out,
+            &mut enc,
             "floodgate_rls_invalid_requests_total",
             "RLS requests answered INVALID_ARGUMENT.",
-            &self.invalid_requests,
-        );
+            self.invalid_requests.load(Relaxed),
+        )?;
         counter(
-            &mut out,
+            &mut enc,
             "floodgate_rls_global_shadow_mode_total",
             "RLS requests over a limit but answered OK by the global shadow mode.",
-            &self.global_shadow,
-        );
-        self.render_rules(&mut out, &domains);
-        self.render_store(&mut out);
+            self.global_shadow.load(Relaxed),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "floodgate_request_duration_seconds",
+                "Time to answer a request, by API (rls: the gRPC handler; http: the matched route's handler).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (api, h) in [("rls", &self.rls_latency), ("http", &self.http_latency)] {
+                let labels = [("api", api)];
+                h.encode(&mut m.encode_family(&labels)?)?;
+            }
+        }
+        self.encode_rules(&mut enc, &domains)?;
+        self.encode_store(&mut enc)?;
         counter(
-            &mut out,
+            &mut enc,
             "floodgate_access_log_dropped_total",
             "Access log lines dropped: the writer could not keep up, or the file refused them.",
-            &self.access_log_dropped,
-        );
-        self.render_config(&mut out);
-        out
+            self.access_log_dropped.load(Relaxed),
+        )?;
+        counter(
+            &mut enc,
+            "floodgate_otlp_export_failures_total",
+            "Batches of spans the OTLP exporter could not send (--otlp-endpoint).",
+            crate::otlp::EXPORT_FAILURES.load(Relaxed),
+        )?;
+        self.encode_config(&mut enc)?;
+        crate::process_metrics::encode(&mut enc)
     }
 }
 
 impl Metrics {
     /// The store's series: errors, what its source adds, and the latency histogram.
-    fn render_store(&self, out: &mut String) {
+    fn encode_store(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         let store = self.store_source.get().map(|f| (f.0)()).unwrap_or_default();
         let errors = self.store_errors.load(Relaxed).saturating_add(store.answered_by_failure_policy);
-        let _ = writeln!(
-            out,
-            "# HELP floodgate_store_errors_total Store calls that failed (also those answered by the failure policy).\n\
-             # TYPE floodgate_store_errors_total counter\nfloodgate_store_errors_total {errors}"
-        );
+        counter(
+            enc,
+            "floodgate_store_errors_total",
+            "Store calls that failed (also those answered by the failure policy).",
+            errors,
+        )?;
+        counters(
+            enc,
+            "floodgate_store_errors_by_kind_total",
+            "Store calls that returned an error to the server, by kind.",
+            STORE_ERROR_KINDS.iter().zip(&self.store_errors_by_kind).map(|(k, v)| ([("kind", *k)], v.load(Relaxed))),
+        )?;
         for (name, help, kind, value) in &store.series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            if *kind == "gauge" {
+                gauge(enc, name, help, i64::try_from(*value).unwrap_or(i64::MAX))?;
+            } else {
+                counter(enc, name, help, *value)?;
+            }
         }
-        out.push_str("# HELP floodgate_store_latency_seconds Latency of store calls.\n");
-        out.push_str("# TYPE floodgate_store_latency_seconds histogram\n");
-        let mut cumulative = 0u64;
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            cumulative += self.latency_buckets[i].load(Relaxed);
-            let _ = writeln!(out, "floodgate_store_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.latency_buckets[LATENCY_BUCKETS.len()].load(Relaxed);
-        let _ = writeln!(out, "floodgate_store_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "floodgate_store_latency_seconds_sum {}", self.latency_sum_ns.load(Relaxed) as f64 / 1e9);
-        let _ = writeln!(out, "floodgate_store_latency_seconds_count {cumulative}");
+        let mut m = enc.encode_descriptor(
+            "floodgate_store_latency_seconds",
+            "Latency of store calls.",
+            None,
+            MetricType::Histogram,
+        )?;
+        self.store_latency.encode(&mut m)
     }
 
     /// Config reloads and readiness.
-    fn render_config(&self, out: &mut String) {
-        out.push_str("# HELP floodgate_config_reloads_total Config reloads, by result.\n");
-        out.push_str("# TYPE floodgate_config_reloads_total counter\n");
-        let _ = writeln!(out, "floodgate_config_reloads_total{{result=\"success\"}} {}", self.reloads_ok.load(Relaxed));
-        let _ =
-            writeln!(out, "floodgate_config_reloads_total{{result=\"failure\"}} {}", self.reloads_failed.load(Relaxed));
-        out.push_str("# HELP floodgate_config_last_reload_successful Whether the last config (re)load succeeded.\n");
-        out.push_str("# TYPE floodgate_config_last_reload_successful gauge\n");
-        let _ = writeln!(out, "floodgate_config_last_reload_successful {}", self.last_reload_ok.load(Relaxed));
-        out.push_str(
-            "# HELP floodgate_ready Whether the last readiness probe found the store answering and a config.\n",
-        );
-        out.push_str("# TYPE floodgate_ready gauge\n");
-        let _ = writeln!(out, "floodgate_ready {}", self.ready.load(Relaxed));
-        out.push_str("# HELP floodgate_ready_failures_total Readiness probes that found the server not ready.\n");
-        out.push_str("# TYPE floodgate_ready_failures_total counter\n");
-        let _ = writeln!(out, "floodgate_ready_failures_total {}", self.ready_failures.load(Relaxed));
+    fn encode_config(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
+        counters(
+            enc,
+            "floodgate_config_reloads_total",
+            "Config reloads, by result.",
+            [
+                ([("result", "success")], self.reloads_ok.load(Relaxed)),
+                ([("result", "failure")], self.reloads_failed.load(Relaxed)),
+            ],
+        )?;
+        gauge(
+            enc,
+            "floodgate_config_last_reload_successful",
+            "Whether the last config (re)load succeeded.",
+            self.last_reload_ok.load(Relaxed) as i64,
+        )?;
+        gauge(
+            enc,
+            "floodgate_ready",
+            "Whether the last readiness probe found the store answering and a config.",
+            self.ready.load(Relaxed) as i64,
+        )?;
+        counter(
+            enc,
+            "floodgate_ready_failures_total",
+            "Readiness probes that found the server not ready.",
+            self.ready_failures.load(Relaxed),
+        )
     }
 
-    fn render_rules(&self, out: &mut String, domains: &[(Arc<str>, Arc<DomainCounters>)]) {
+    fn encode_rules(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        domains: &[(Arc<str>, Arc<DomainCounters>)],
+    ) -> std::fmt::Result {
         type Stat = fn(&RuleCounters) -> &AtomicU64;
         let families: [(&str, &str, Stat); 5] = [
             ("total_hits", "Hits on a matched limit, per rule key.", |c| &c.total_hits),
@@ -379,29 +598,23 @@ impl Metrics {
             .collect();
         for (stat, help, get) in families {
             let name = format!("floodgate_rls_rule_{stat}_total");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (domain, keys) in &rules {
-                for (key, c) in keys {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{domain=\"{}\",key=\"{}\"}} {}",
-                        escape(domain),
-                        escape(key),
-                        get(c).load(Relaxed)
-                    );
-                }
-            }
+            counters(
+                enc,
+                &name,
+                help,
+                rules.iter().flat_map(|(domain, keys)| {
+                    keys.iter().map(move |(key, c)| ([("domain", *domain), ("key", &**key)], get(c).load(Relaxed)))
+                }),
+            )?;
         }
         let overflow: u64 = domains.iter().map(|(_, c)| c.rule_keys_overflow.load(Relaxed)).sum();
-        let _ = writeln!(
-            out,
-            "# HELP floodgate_rls_rule_keys_overflow_total Hits whose per-rule metric key was past the bound (counted under key=\"__overflow__\").\n# TYPE floodgate_rls_rule_keys_overflow_total counter\nfloodgate_rls_rule_keys_overflow_total {overflow}"
-        );
+        counter(
+            enc,
+            "floodgate_rls_rule_keys_overflow_total",
+            "Hits whose per-rule metric key was past the bound (counted under key=\"__overflow__\").",
+            overflow,
+        )
     }
-}
-
-fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
 }
 
 /// A function that reads the store's own counters, for `/metrics`.
@@ -423,37 +636,53 @@ pub struct StoreCounters {
     pub series: Vec<(&'static str, &'static str, &'static str, u64)>,
 }
 
-/// Appends the upstream buckets' series (`/v1/upstream/*`) to a rendering of [`Metrics::render`];
-/// `leases_expired` is left out when the store could not say.
-pub fn render_upstream(out: &mut String, stats: &floodgate_upstream::UpstreamStats, leases_expired: Option<u64>) {
-    out.push_str("# HELP floodgate_upstream_acquires_total Upstream acquires answered, by result.\n");
-    out.push_str("# TYPE floodgate_upstream_acquires_total counter\n");
-    let _ = writeln!(out, "floodgate_upstream_acquires_total{{result=\"go\"}} {}", stats.granted);
-    let _ = writeln!(out, "floodgate_upstream_acquires_total{{result=\"wait_too_long\"}} {}", stats.gave_up);
-    let series: [(&str, &str, String); 3] = [
-        ("floodgate_upstream_waited_total", "Upstream acquires that waited before going.", stats.waited.to_string()),
-        (
-            "floodgate_upstream_wait_seconds_total",
-            "Time upstream acquires waited before going, summed.",
-            stats.wait_time.as_secs_f64().to_string(),
-        ),
-        ("floodgate_upstream_rate_limited_total", "429s reported by upstream updates.", stats.rate_limited.to_string()),
-    ];
-    for (name, help, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
-    }
-    if let Some(n) = leases_expired {
-        let _ = writeln!(
-            out,
-            "# HELP floodgate_upstream_leases_expired_total Upstream leases never reported back within the lease timeout.\n\
-             # TYPE floodgate_upstream_leases_expired_total counter\nfloodgate_upstream_leases_expired_total {n}"
-        );
-    }
+/// The upstream buckets' series (`/v1/upstream/*`), read at a scrape; `leases_expired` is left out when the
+/// store could not say.
+#[derive(Debug)]
+pub struct UpstreamCollector {
+    /// The counters of the upstream buckets.
+    pub stats: floodgate_upstream::UpstreamStats,
+    /// Leases never reported back (on Redis, the fleet's), when the store could say.
+    pub leases_expired: Option<u64>,
 }
 
-/// Escapes a label value (backslash, double quote, newline).
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Collector for UpstreamCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let stats = &self.stats;
+        counters(
+            &mut enc,
+            "floodgate_upstream_acquires_total",
+            "Upstream acquires answered, by result.",
+            [([("result", "go")], stats.granted), ([("result", "wait_too_long")], stats.gave_up)],
+        )?;
+        counter(
+            &mut enc,
+            "floodgate_upstream_waited_total",
+            "Upstream acquires that waited before going.",
+            stats.waited,
+        )?;
+        counter_f64(
+            &mut enc,
+            "floodgate_upstream_wait_seconds_total",
+            "Time upstream acquires waited before going, summed.",
+            stats.wait_time.as_secs_f64(),
+        )?;
+        counter(
+            &mut enc,
+            "floodgate_upstream_rate_limited_total",
+            "429s reported by upstream updates.",
+            stats.rate_limited,
+        )?;
+        if let Some(n) = self.leases_expired {
+            counter(
+                &mut enc,
+                "floodgate_upstream_leases_expired_total",
+                "Upstream leases never reported back within the lease timeout.",
+                n,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -475,14 +704,15 @@ mod tests {
 
     #[test]
     fn renders_histogram_and_labels() {
-        let m = Metrics::new();
-        m.observe_store(Duration::from_micros(3), false);
-        m.observe_store(Duration::from_secs(2), true);
+        let m = Arc::new(Metrics::new());
+        m.observe_store(Duration::from_micros(3), None);
+        m.observe_store(Duration::from_secs(2), Some(&floodgate::StoreError::Timeout(Duration::from_secs(1))));
         m.domain(&Arc::from("a\"b")).allowed.fetch_add(2, Relaxed);
         let text = m.render();
-        assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"0.000005\"} 1"), "{text}");
+        assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"5e-06\"} 1"), "{text}");
         assert!(text.contains("floodgate_store_latency_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("floodgate_store_errors_total 1"));
+        assert!(text.contains("floodgate_store_errors_by_kind_total{kind=\"timeout\"} 1"), "{text}");
         assert!(text.contains("domain=\"a\\\"b\",decision=\"allowed\"} 2"), "{text}");
     }
 }

@@ -201,6 +201,8 @@ pub struct AppState {
     pub allow_empty_config: bool,
     /// The access log (`--access-log`), if any: one JSON line per decision ([`crate::access_log`]).
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Whether spans are sent over OTLP (`--otlp-endpoint`): without it, no span is made.
+    pub traced: bool,
     /// A hash of the live config's file contents ([`ConfigSource::content_hash`]; `None` for the built-in
     /// config): a reload that finds the same contents is a no-op.
     live_hash: parking_lot::Mutex<Option<u64>>,
@@ -256,6 +258,7 @@ impl AppState {
             tls: None,
             allow_empty_config,
             access_log: None,
+            traced: false,
             live_hash: parking_lot::Mutex::new(hash),
             reload_lock: tokio::sync::Mutex::new(()),
         })
@@ -372,7 +375,7 @@ impl AppState {
             Backend::Dyn(d) => d.hit(id, policy, cost).await,
         };
         let elapsed = start.elapsed();
-        self.metrics.observe_store(elapsed, r.is_err());
+        self.metrics.observe_store(elapsed, r.as_ref().err());
         crate::access_log::add_store_time(elapsed);
         r
     }
@@ -385,7 +388,7 @@ impl AppState {
             Backend::Dyn(d) => d.hit_all(hits).await,
         };
         let elapsed = start.elapsed();
-        self.metrics.observe_store(elapsed, r.is_err());
+        self.metrics.observe_store(elapsed, r.as_ref().err());
         crate::access_log::add_store_time(elapsed);
         r
     }
@@ -398,7 +401,7 @@ impl AppState {
             Backend::Dyn(d) => d.inc(id, policy, cost).await,
         };
         let elapsed = start.elapsed();
-        self.metrics.observe_store(elapsed, r.is_err());
+        self.metrics.observe_store(elapsed, r.as_ref().err());
         crate::access_log::add_store_time(elapsed);
         r
     }
@@ -411,7 +414,7 @@ impl AppState {
             Backend::Dyn(d) => d.inspect(id, policy).await,
         };
         let elapsed = start.elapsed();
-        self.metrics.observe_store(elapsed, r.is_err());
+        self.metrics.observe_store(elapsed, r.as_ref().err());
         crate::access_log::add_store_time(elapsed);
         r
     }
@@ -424,7 +427,7 @@ impl AppState {
             Backend::Dyn(d) => d.delete_buckets(id).await,
         };
         let elapsed = start.elapsed();
-        self.metrics.observe_store(elapsed, r.is_err());
+        self.metrics.observe_store(elapsed, r.as_ref().err());
         crate::access_log::add_store_time(elapsed);
         r
     }

@@ -218,21 +218,24 @@ impl Tls {
             }
         }
     }
+}
 
-    /// Writes the counters in the Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let s = self.stats();
-        let _ = write!(
-            out,
-            "# HELP floodgate_tls_reloads_total TLS certificate reloads that took effect.\n\
-             # TYPE floodgate_tls_reloads_total counter\nfloodgate_tls_reloads_total {}\n\
-             # HELP floodgate_tls_reload_failures_total TLS reloads refused (the previous certificate stayed).\n\
-             # TYPE floodgate_tls_reload_failures_total counter\nfloodgate_tls_reload_failures_total {}\n\
-             # HELP floodgate_tls_handshake_failures_total TLS handshakes that failed or timed out.\n\
-             # TYPE floodgate_tls_handshake_failures_total counter\nfloodgate_tls_handshake_failures_total {}\n",
-            s.reloads, s.reload_failures, s.handshake_failures
-        );
+impl prometheus_client::collector::Collector for TlsStats {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use crate::metrics::counter;
+        counter(&mut enc, "floodgate_tls_reloads_total", "TLS certificate reloads that took effect.", self.reloads)?;
+        counter(
+            &mut enc,
+            "floodgate_tls_reload_failures_total",
+            "TLS reloads refused (the previous certificate stayed).",
+            self.reload_failures,
+        )?;
+        counter(
+            &mut enc,
+            "floodgate_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+            self.handshake_failures,
+        )
     }
 }
 

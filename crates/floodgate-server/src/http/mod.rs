@@ -116,6 +116,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<Arc<AppState>> {
 pub fn router(state: Arc<AppState>) -> Router {
     let (router, _) = api_routes().split_for_parts();
     router
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /openapi.json)") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route (see /openapi.json)")
@@ -124,6 +125,42 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(refuse_large_bodies))
         .layer(axum::middleware::from_fn_with_state(state.clone(), check_host))
         .with_state(state)
+}
+
+/// Times each call of a route into `floodgate_request_duration_seconds{api="http"}` and, when traces are on
+/// (`--otlp-endpoint`), makes its `http.request` span: method, route, status, store latency (and, on `/json`,
+/// the domain and the code).
+async fn observe(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let start = std::time::Instant::now();
+    if !state.traced {
+        let res = next.run(req).await;
+        state.metrics.observe_http(start.elapsed());
+        return res;
+    }
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("", |p| p.as_str()).to_owned();
+    let method = req.method().as_str().to_owned();
+    let span = tracing::info_span!(
+        target: crate::otlp::TARGET,
+        "http.request",
+        otel.kind = "server",
+        otel.name = %format_args!("{method} {route}"),
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        store_latency_us = tracing::field::Empty,
+        domain = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
+    let (res, store) =
+        crate::access_log::measure_store(tracing::Instrument::instrument(next.run(req), span.clone())).await;
+    span.record("http.response.status_code", res.status().as_u16());
+    span.record("store_latency_us", u64::try_from(store.as_micros()).unwrap_or(u64::MAX));
+    state.metrics.observe_http(start.elapsed());
+    res
 }
 
 /// Refuses a request whose `Content-Length` is above [`MAX_BODY_BYTES`] before its body is read (the body limit

@@ -24,13 +24,17 @@ use super::{ApiError, ErrorBody, authorize};
     responses((status = 200, description = "The Prometheus text format", body = String, content_type = "text/plain"))
 )]
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut body = state.metrics.render();
-    let expired = state.upstream.store().leases_expired().await.ok();
-    crate::metrics::render_upstream(&mut body, &state.upstream.stats(), expired);
+    let leases_expired = state.upstream.store().leases_expired().await.ok();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(state.metrics.clone()));
+    registry.register_collector(Box::new(crate::metrics::UpstreamCollector {
+        stats: state.upstream.stats(),
+        leases_expired,
+    }));
     if let Some(tls) = &state.tls {
-        tls.render(&mut body);
+        registry.register_collector(Box::new(tls.stats()));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::encode(&registry))
 }
 
 /// The reference service's `POST /json` (see [`crate::json_rls`]): 200 when OK, 429 when over the limit.

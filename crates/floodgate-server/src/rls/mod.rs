@@ -120,21 +120,57 @@ impl Rls {
     }
 
     /// [`Rls::decide`], recorded as one decision of `api` (a debug event, and the access log's line) when
-    /// either is on ([`crate::access_log`]); as cheap as [`Rls::decide`] when neither is.
+    /// either is on ([`crate::access_log`]), and as a span when traces are on (`--otlp-endpoint`, [`crate::otlp`]:
+    /// its own `rls.should_rate_limit` for gRPC; `domain` and `code` of the HTTP call's span for `/json`); as
+    /// cheap as [`Rls::decide`] plus one histogram observation when none is.
     pub async fn decide_logged(&self, req: &RateLimitRequest, api: Api) -> Result<RateLimitResponse, Status> {
-        let log = self.state.access_log.as_deref();
-        if !crate::access_log::wanted(log) {
-            return self.decide(req).await;
-        }
         let start = std::time::Instant::now();
+        let log = self.state.access_log.as_deref();
+        let traced = self.state.traced;
+        let logged = crate::access_log::wanted(log);
+        if !logged && !traced {
+            let answer = self.decide(req).await;
+            if api == Api::Rls {
+                self.state.metrics.observe_rls(start.elapsed());
+            }
+            return answer;
+        }
+        let span = match (traced, api) {
+            (false, _) => tracing::Span::none(),
+            (true, Api::Rls) => tracing::info_span!(
+                target: crate::otlp::TARGET,
+                "rls.should_rate_limit",
+                otel.kind = "server",
+                domain = tracing::field::Empty,
+                code = tracing::field::Empty,
+                store_latency_us = tracing::field::Empty,
+            ),
+            // The HTTP call's span (`/json`), made by the router.
+            (true, Api::Http) => tracing::Span::current(),
+        };
         let mut rules = Vec::new();
-        let (answer, store) = crate::access_log::measure_store(self.decide_noting(req, Some(&mut rules))).await;
+        let noting = self.decide_noting(req, logged.then_some(&mut rules));
+        let (answer, store) = if api == Api::Rls && traced {
+            crate::access_log::measure_store(tracing::Instrument::instrument(noting, span.clone())).await
+        } else {
+            crate::access_log::measure_store(noting).await
+        };
         let code = match &answer {
             Ok(r) => Code::try_from(r.overall_code).map_or("UNKNOWN", |c| c.as_str_name()),
             Err(s) => grpc_code_name(s.code()),
         };
         let latency = start.elapsed();
-        crate::access_log::record(log, &Record { api, domain: &req.domain, rules: &rules, code, store, latency });
+        if traced {
+            span.record("domain", clip(&req.domain));
+            span.record("code", code);
+            span.record("store_latency_us", u64::try_from(store.as_micros()).unwrap_or(u64::MAX));
+        }
+        if logged {
+            crate::access_log::record(log, &Record { api, domain: &req.domain, rules: &rules, code, store, latency });
+        }
+        if api == Api::Rls {
+            self.state.metrics.observe_rls(latency);
+        }
         answer
     }
 
