@@ -316,7 +316,7 @@ pub fn encode(registry: &Registry) -> String {
     out
 }
 
-/// The kinds of `floodgate_store_errors_by_kind_total`, in the order of [`Metrics::store_errors_by_kind`].
+/// The kinds of `floodgate_store_errors_by_kind_total`, in the order the metrics keep their counts (the label `kind`).
 pub const STORE_ERROR_KINDS: [&str; 5] = ["timeout", "unavailable", "backend", "invalid_id", "other"];
 
 fn store_error_kind(e: &floodgate::StoreError) -> usize {
