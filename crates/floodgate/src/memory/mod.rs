@@ -28,6 +28,7 @@
 mod buckets;
 mod builder;
 mod expiry;
+mod index;
 mod key;
 mod stats;
 mod sweeper;
@@ -446,7 +447,7 @@ impl<K: Hash + Eq> Inner<K> {
         &self.shards[self.shard_index(hash)]
     }
 
-    /// hashbrown uses the low bits for the slot and the top 7 for its tags: take the shard from the middle.
+    /// The index uses the low bits for the home slot and the top ones for its tags: take the shard from the middle.
     #[inline]
     fn shard_index(&self, hash: u64) -> usize {
         ((hash >> 32) & self.shard_mask) as usize

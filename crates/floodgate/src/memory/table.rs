@@ -1,19 +1,18 @@
-//! A shard's keys: a hash index of 4-byte positions into a dense vector of entries.
+//! A shard's keys: an [`Index`] of 4-byte positions into a dense vector of entries.
 //!
-//! A hash table is between 44 % and 87.5 % full, so an entry kept in the table pays for about as much empty
-//! room again. Here the table holds only a `u32` per slot (plus hashbrown's control byte) and the entries sit
-//! side by side in a vector, whose unused capacity is never touched and so never resident. A key costs its
-//! 80-byte entry (a [`ByteKey`](super::ByteKey) and one bucket) and 5 to 11 bytes of table. The price is
-//! one more dependent load per lookup, of a table small enough to stay in the CPU's caches
-//! (`floodgate-bench/benches/floor.rs`, `bare-slab`).
+//! A hash table is between 37.5 % and 75 % full, so an entry kept in the table would pay for about as much
+//! empty room again. Here the table holds only a `u32` per slot and the entries sit side by side in a vector,
+//! whose unused capacity is never touched and so never resident. A key costs its 80-byte entry (a
+//! [`ByteKey`](super::ByteKey) and one bucket) and 5.3 to 10.7 bytes of index. A lookup loads the index's
+//! slots (one cache line) and then the entry (`floodgate-bench/benches/floor.rs`, `bare-slab`).
 //!
 //! A key with more than one policy keeps its first bucket in its entry and the others in `extras`, found
 //! through the first bucket's `tail`.
 
-use hashbrown::HashTable;
 use slab::Slab;
 
 use super::buckets::Bucket;
+use super::index::Index;
 use crate::algorithm::State;
 
 /// A key and its first bucket.
@@ -24,7 +23,7 @@ pub(super) struct Entry<K> {
 
 /// The keys of one shard.
 pub(super) struct Table<K> {
-    index: HashTable<u32>,
+    index: Index,
     entries: Vec<Entry<K>>,
     /// The second and later buckets of keys with several policies.
     extras: Slab<Vec<Bucket>>,
@@ -32,7 +31,7 @@ pub(super) struct Table<K> {
 
 impl<K> Default for Table<K> {
     fn default() -> Self {
-        Table { index: HashTable::new(), entries: Vec::new(), extras: Slab::new() }
+        Table { index: Index::default(), entries: Vec::new(), extras: Slab::new() }
     }
 }
 
@@ -46,7 +45,7 @@ impl<K> Table<K> {
     #[inline(always)]
     pub(super) fn find(&self, hash: u64, is: impl Fn(&K) -> bool) -> Option<usize> {
         let entries = &self.entries;
-        self.index.find(hash, |&i| entries.get(i as usize).is_some_and(|e| is(&e.key))).map(|&i| i as usize)
+        self.index.find(hash, |i| entries.get(i).is_some_and(|e| is(&e.key)))
     }
 
     /// The bucket of policy `fp` of the key at `at`: the first one in line, the others out of line.
@@ -86,10 +85,10 @@ impl<K> Table<K> {
     /// Adds a new key (one the table does not hold) with its first bucket.
     pub(super) fn insert(&mut self, hash: u64, key: K, mut first: Bucket, hash_of: impl Fn(&K) -> u64) {
         first.tail = 0;
-        let at = self.entries.len() as u32;
+        let at = self.entries.len();
         self.entries.push(Entry { key, first });
         let entries = &self.entries;
-        self.index.insert_unique(hash, at, |&i| entries.get(i as usize).map_or(0, |e| hash_of(&e.key)));
+        self.index.insert(hash, at, |i| entries.get(i).map_or(0, |e| hash_of(&e.key)));
     }
 
     /// Adds a bucket to the key at `at` (of a policy it has none of yet).
@@ -106,15 +105,13 @@ impl<K> Table<K> {
     pub(super) fn remove(&mut self, at: usize, hash_of: impl Fn(&K) -> u64) -> Option<(K, Vec<Bucket>)> {
         let last = self.entries.len().checked_sub(1)?;
         let hash = hash_of(&self.entries.get(at)?.key);
-        if let Ok(slot) = self.index.find_entry(hash, |&i| i as usize == at) {
-            slot.remove();
-        }
+        let entries = &self.entries;
+        self.index.remove(hash, at, |i| entries.get(i).map_or(0, |e| hash_of(&e.key)));
         let Entry { key, first } = self.entries.swap_remove(at);
         if at != last
             && let Some(moved) = self.entries.get(at)
-            && let Some(slot) = self.index.find_mut(hash_of(&moved.key), |&i| i as usize == last)
         {
-            *slot = at as u32;
+            self.index.repoint(hash_of(&moved.key), last, at);
         }
         let mut buckets = match (first.tail as usize).checked_sub(1) {
             Some(i) if self.extras.contains(i) => self.extras.remove(i),
