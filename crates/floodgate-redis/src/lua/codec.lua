@@ -1,10 +1,29 @@
 -- floodgate: the packed state of one policy, one field of the id's hash (field = the policy key).
--- Value: <kind><updated> <updated - created> <expiry - updated> <a> <b> <c> <d>, decimal integers separated by
--- spaces, trailing absent values left out ('_' stands for an absent one in the middle). The state number that is a
--- time (a for 'w' and 's', b for 'm' and 'l') is written as updated minus it, so a fixed window's state is about
--- 40 bytes and the id's hash stays listpack-encoded (values up to 64 bytes). A sliding log's c and d are run
--- members ("<ms>" or "<ms>:<units>"), kept as they are.
-local function fmt(x) return string.format('%.0f', x) end
+-- Value: <kind><updated> <updated - created> <expiry - updated> <a> <b> <c> <d>, integers in base 36 (digits
+-- 0-9a-z, a '-' before a negative one) separated by spaces, trailing absent values left out ('_' stands for an
+-- absent one in the middle). The state number that is a time (a for 'w' and 's', b for 'm' and 'l') is written as
+-- updated minus it, so a fixed window's state is about 26 bytes and the id's hash stays listpack-encoded (values
+-- up to 64 bytes). A sliding log's c and d are run members ("<ms>" or "<ms>:<units>"), kept as they are.
+local function fmt(x) return string.format('%.0f', x) end -- decimal, for the prelude and the log's members
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function enc(x) -- an integer, |x| < 2^53, exactly
+  local neg = x < 0
+  if neg then x = -x end
+  if x == 0 then return '0' end
+  local out = {}
+  while x > 0 do
+    local d = x % 36
+    out[#out + 1] = string.sub(B36, d + 1, d + 1)
+    x = (x - d) / 36
+  end
+  local s = string.reverse(table.concat(out))
+  if neg then return '-' .. s end
+  return s
+end
+local function dec(s)
+  if string.sub(s, 1, 1) == '-' then return -tonumber(string.sub(s, 2), 36) end
+  return tonumber(s, 36)
+end
 local function time_slot(kind)
   if kind == 'm' or kind == 'l' then return 'b' end
   return 'a'
@@ -13,14 +32,19 @@ local SLOTS = {'a', 'b', 'c', 'd'}
 local function pack(s)
   local up = tonumber(s.up)
   local tf = time_slot(s.k)
-  local out = {s.k .. fmt(up), fmt(up - tonumber(s.cr)), fmt(tonumber(s.e) - up)}
+  local out = {s.k .. enc(up), enc(up - tonumber(s.cr)), enc(tonumber(s.e) - up)}
   local n = #out
   for _, f in ipairs(SLOTS) do
     local x = s[f]
+    if f == 'd' and s.k ~= 'l' then x = nil end -- only a log has d (a log's left over by a change of algorithm)
     if not x then
       out[#out + 1] = '_'
     else
-      if f == tf then x = fmt(up - tonumber(x)) elseif type(x) == 'number' then x = fmt(x) end
+      if f == tf then
+        x = enc(up - tonumber(x))
+      elseif type(x) == 'number' or s.k ~= 'l' or (f ~= 'c' and f ~= 'd') then
+        x = enc(tonumber(x) or 0)
+      end
       out[#out + 1] = x
       n = #out
     end
@@ -34,19 +58,19 @@ local function unpack_state(v)
   for x in string.gmatch(v, '[^ ]+') do p[#p + 1] = x end
   if #p < 3 then return nil end
   local k = string.sub(p[1], 1, 1)
-  local up = tonumber(string.sub(p[1], 2))
+  local up = tonumber(string.sub(p[1], 2), 36)
   if not up then return nil end
-  local s = {k = k, up = up, cr = up - tonumber(p[2]), e = up + tonumber(p[3])}
+  local s = {k = k, up = up, cr = up - dec(p[2]), e = up + dec(p[3])}
   local tf = time_slot(k)
   for i, f in ipairs(SLOTS) do
     local x = p[3 + i]
     if x ~= nil and x ~= '_' then
       if f == tf then
-        s[f] = up - tonumber(x)
+        s[f] = up - dec(x)
       elseif k == 'l' and (f == 'c' or f == 'd') then
         s[f] = x
       else
-        s[f] = tonumber(x)
+        s[f] = dec(x)
       end
     end
   end
