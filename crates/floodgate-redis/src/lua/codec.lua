@@ -1,10 +1,11 @@
 -- floodgate: the packed state of one policy, one field of the id's hash (field = the policy key).
--- Value: <kind><updated> <updated - created> <expiry - updated> <a> <b> <c> <d>, integers in base 36 (digits
+-- Value: <kind><updated - EPOCH> <updated - created> <expiry - updated> <a> <b> <c> <d>, integers in base 36 (digits
 -- 0-9a-z, a '-' before a negative one) separated by spaces, trailing absent values left out ('_' stands for an
--- absent one in the middle). The state number that is a time (a for 'w' and 's', b for 'm' and 'l') is written as
+-- absent one in the middle; a trailing 0 is left out too). The state number that is a time (a for 'w' and 's', b for 'm' and 'l') is written as
 -- updated minus it, so a fixed window's state is about 26 bytes and the id's hash stays listpack-encoded (values
 -- up to 64 bytes). A sliding log's c and d are run members ("<ms>" or "<ms>:<units>"), kept as they are.
 local function fmt(x) return string.format('%.0f', x) end -- decimal, for the prelude and the log's members
+local EPOCH = 1735689600000000 -- 2025-01-01 in µs: a time now takes 9 base-36 digits, not 10
 local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 local function enc(x) -- an integer, |x| < 2^53, exactly
   local neg = x < 0
@@ -32,7 +33,7 @@ local SLOTS = {'a', 'b', 'c', 'd'}
 local function pack(s)
   local up = tonumber(s.up)
   local tf = time_slot(s.k)
-  local out = {s.k .. enc(up), enc(up - tonumber(s.cr)), enc(tonumber(s.e) - up)}
+  local out = {s.k .. enc(up - EPOCH), enc(up - tonumber(s.cr)), enc(tonumber(s.e) - up)}
   local n = #out
   for _, f in ipairs(SLOTS) do
     local x = s[f]
@@ -46,7 +47,7 @@ local function pack(s)
         x = enc(tonumber(x) or 0)
       end
       out[#out + 1] = x
-      n = #out
+      if x ~= '0' then n = #out end
     end
   end
   return table.concat(out, ' ', 1, n)
@@ -58,12 +59,14 @@ local function unpack_state(v)
   for x in string.gmatch(v, '[^ ]+') do p[#p + 1] = x end
   if #p < 3 then return nil end
   local k = string.sub(p[1], 1, 1)
-  local up = tonumber(string.sub(p[1], 2), 36)
-  if not up then return nil end
+  local ok, up = pcall(dec, string.sub(p[1], 2))
+  if not ok or not up then return nil end
+  up = up + EPOCH
   local s = {k = k, up = up, cr = up - dec(p[2]), e = up + dec(p[3])}
   local tf = time_slot(k)
   for i, f in ipairs(SLOTS) do
     local x = p[3 + i]
+    if x == nil and f ~= 'd' then x = '0' end
     if x ~= nil and x ~= '_' then
       if f == tf then
         s[f] = up - dec(x)

@@ -68,6 +68,15 @@ async fn bytes_per_counter(server: &RedisServer, id: fn(usize) -> Vec<u8>, polic
     let keys = tokio::task::block_in_place(|| server.cli(&["DBSIZE"]));
     let per = (after - before) as f64 / COUNTERS as f64;
     let sample = String::from_utf8_lossy(&store.bucket_key(&id(7), policy)).into_owned();
+    let (fields, usage, encoding) = tokio::task::block_in_place(|| {
+        let key = std::str::from_utf8(&store.bucket_key(&id(7), policy)).map(str::to_owned).unwrap_or_default();
+        (
+            server.cli(&["--no-raw", "HGETALL", &key]),
+            server.cli(&["MEMORY", "USAGE", &key]),
+            server.cli(&["OBJECT", "ENCODING", &key]),
+        )
+    });
+    println!("{sample:?}: MEMORY USAGE {}, {}, {}", usage.trim(), encoding.trim(), fields.trim().replace('\n', " "));
     println!(
         "{COUNTERS} counters, policy {:?}: used_memory {before} -> {after}, {per:.1} B per counter, {} keys, e.g. {sample:?}",
         policy.key(),

@@ -276,16 +276,12 @@ async fn every_key_has_a_millisecond_ttl() {
 
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut con = client.get_multiplexed_async_connection().await.expect("connect");
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(format!("{prefix}[:{{]*")).query_async(&mut con).await.expect("KEYS");
+    let keys: Vec<Vec<u8>> =
+        redis::cmd("KEYS").arg(format!("{prefix}[:{{]*")).query_async(&mut con).await.expect("KEYS");
     // One hash per id (ttl:{b}, "", 6 clocked ids, ttl:set), holding its 6 policies' buckets, + the sliding log's
     // 9 run sets; ttl:a was deleted.
     assert_eq!(Algorithm::ALL.len(), 6);
-    assert_eq!(
-        keys.len(),
-        9 + 9,
-        "keys: {:?}",
-        keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()
-    );
+    assert_eq!(keys.len(), 9 + 9, "keys: {:?}", keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>());
     for k in &keys {
         let pttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.expect("PTTL");
         let name = String::from_utf8_lossy(k);
