@@ -1,7 +1,7 @@
 //! Key layout: `<prefix>{<id>}` for the id's hash (one field per policy: the field is the policy key, the value
 //! its packed state), and `<prefix>:{<id>}#<policy key>` for a sliding log's runs (a sorted set beside it).
 //!
-//! The layout before 0.2 (still read, see the crate docs on migration) had a hash per bucket,
+//! The per-bucket layout of earlier releases (still read, see the crate docs on migration) had a hash per bucket,
 //! `<prefix>:{<id>}:<policy key>`, and an index set `<prefix>:{<id>}` of the id's bucket keys. The new hash key
 //! has no `:` before the `{`, so it never equals a key of that layout under the same prefix; all share the hash
 //! tag, so one slot.
@@ -49,7 +49,7 @@ pub(crate) fn id_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
     tagged(prefix, b"{", id, hash_over)
 }
 
-/// The index key of `id` in the layout before 0.2: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when
+/// The index key of `id` in the per-bucket layout of earlier releases: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when
 /// the id is longer than `hash_over` bytes. Sliding logs' keys still start with it.
 pub(crate) fn index_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
     tagged(prefix, b":{", id, hash_over)
@@ -72,7 +72,7 @@ fn tagged(prefix: &str, open: &[u8], id: &[u8], hash_over: usize) -> Vec<u8> {
     k
 }
 
-/// The bucket key of `id` under a policy key in the layout before 0.2: `<prefix>:{<encoded id>}:<policy key>`.
+/// The bucket key of `id` under a policy key in the per-bucket layout of earlier releases: `<prefix>:{<encoded id>}:<policy key>`.
 pub(crate) fn bucket_key(index_key: &[u8], policy_key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(index_key.len() + policy_key.len() + 1);
     k.extend_from_slice(index_key);

@@ -18,7 +18,7 @@ use crate::scripts;
 use crate::scripts::ScriptSource;
 use crate::stats::{Counters, RedisStats};
 
-/// The keys of one policy's call: the id's hash, and the bucket and index of the layout before 0.2.
+/// The keys of one policy's call: the id's hash, and the bucket and index of the per-bucket layout of earlier releases.
 struct Keys<'a> {
     hash: &'a [u8],
     bucket: &'a [u8],
@@ -192,7 +192,7 @@ impl RedisStore {
         key::id_key(&self.inner.prefix, id, self.inner.hash_over)
     }
 
-    /// The index set of `id` in the layout before 0.2, `<prefix>:{<encoded id>}` (still read: see the crate docs
+    /// The index set of `id` in the per-bucket layout of earlier releases, `<prefix>:{<encoded id>}` (still read: see the crate docs
     /// on migration).
     fn legacy_index_key(&self, id: &[u8]) -> Vec<u8> {
         key::index_key(&self.inner.prefix, id, self.inner.hash_over)

@@ -1,5 +1,5 @@
 -- floodgate: delete every bucket of one id. KEYS[1] = the id's hash (one field per policy, see the codec),
--- KEYS[2] = the id's index set of the layout before 0.2 (its members are that layout's bucket hashes).
+-- KEYS[2] = the id's index set of the per-bucket layout of earlier releases (its members are that layout's bucket hashes).
 -- ARGV[1] = now (µs) or -1 for Redis TIME.
 -- Returns how many of the deleted buckets were live. Every key shares the hash tag (one slot). A sliding log's run
 -- set is `<KEYS[2]>#<policy key>`, in both layouts: the log of every field of the hash and every old bucket is

@@ -1,7 +1,7 @@
 -- floodgate: shared prelude of the algorithm scripts.
 -- KEYS[1] = the id's hash: one field per policy (field = the policy key, value = the packed state, see the codec);
 -- the key's TTL covers its longest-lived field, and a field past its own expiry is absent to the scripts.
--- KEYS[2], KEYS[3] = the layout before 0.2 (read when the field is absent, then retired): the bucket hash
+-- KEYS[2], KEYS[3] = the per-bucket layout of earlier releases (read when the field is absent, then retired): the bucket hash
 -- `<prefix>:{<id>}:<policy key>` and the id's index set `<prefix>:{<id>}`. All share one hash tag (one slot).
 -- ARGV[1] = op: 'h' hit, 'f' force (inc), 's' set, 'i' inspect
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
@@ -99,7 +99,7 @@ local legacy = false
 if s then
   h = {s.k, s.a, s.b, s.c, s.cr, s.up, s.e, s.d}
 else
-  -- The layout before 0.2: its bucket hash, if there is one (a rolling upgrade keeps its count).
+  -- The per-bucket layout of earlier releases: its bucket hash, if there is one (a rolling upgrade keeps its count).
   local o = redis.pcall('HMGET', old_bucket, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
   if not o.err and o[7] then
     h = o

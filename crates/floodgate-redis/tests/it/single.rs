@@ -624,7 +624,7 @@ async fn lua_muldiv_is_exact_past_2_pow_53() {
     }
 }
 
-/// A rolling upgrade keeps every count: buckets written by the layout before 0.2 (a hash per bucket,
+/// A rolling upgrade keeps every count: buckets written by the per-bucket layout of earlier releases (a hash per bucket,
 /// `<prefix>:{<id>}:<policy key>`, listed in the id's index set `<prefix>:{<id>}`, and a sliding log's runs beside
 /// them) are read when the id's hash has no field for the policy, moved into it on the next write, and counted and
 /// deleted by `delete_buckets`.
