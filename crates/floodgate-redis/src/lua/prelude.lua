@@ -129,12 +129,15 @@ local function retire()
     legacy = false
   end
 end
--- Writes the state with the changes in `f` (field name -> value); the key's TTL covers `ttl` ms if given.
+-- Writes the state with the changes in `f` (field name -> value); the key's TTL then covers `ttl` ms, or, if not
+-- given, the state's expiry (a state moved from the old layout may be the first field of a new hash).
 local function put(f, ttl)
   for n, v in pairs(f) do cur[n] = v end
   redis.call('HSET', key, field, pack(cur))
+  if not ttl and not legacy then return end
   retire()
-  if ttl and redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  if not ttl then ttl = muldiv_ceil(math.max(tonumber(cur.e) - t, 1), 1, 1000) + slack end
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 -- Drops the policy's state.
 local function drop()

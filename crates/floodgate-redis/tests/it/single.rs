@@ -697,6 +697,16 @@ async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
     clock.advance(Duration::from_secs(50));
     assert!(store.hit(b"user:2", &log, 1).await.expect("hit").allowed, "the old run left at its time");
 
+    // A named policy whose algorithm changed, denied outright: the old bucket becomes the new algorithm's empty
+    // state in the id's hash, which gets a TTL.
+    let named_fixed = fixed.clone().named("plan").expect("named");
+    let named_gcra = Policy::gcra(2, Duration::from_secs(60)).and_then(|p| p.named("plan")).expect("named");
+    write_old("user:5", &named_fixed, &fixed_state("3"));
+    assert!(!store.hit(b"user:5", &named_gcra, 9).await.expect("hit").allowed);
+    let pttl: i64 = cli(&["PTTL", &format!("{prefix}{{user:5}}")]).trim().parse().expect("PTTL");
+    assert!(pttl > 0, "PTTL {pttl}");
+    assert_eq!(cli(&["EXISTS", &old("user:5", &named_fixed).0]).trim(), "0");
+
     // delete_buckets counts and deletes both layouts' buckets, a policy in both once.
     write_old("user:3", &fixed, &fixed_state("0"));
     write_old("user:3", &log, &log_state);
