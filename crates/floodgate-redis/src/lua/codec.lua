@@ -1,7 +1,8 @@
 -- floodgate: the packed state of one policy, one field of the id's hash (field = the policy key).
 -- Value: <kind><updated - EPOCH> <updated - created> <expiry - updated> <a> <b> <c> <d>, integers in base 36 (digits
 -- 0-9a-z, a '-' before a negative one) separated by spaces, trailing absent values left out ('_' stands for an
--- absent one in the middle; a trailing 0 is left out too). The state number that is a time (a for 'w' and 's', b for 'm' and 'l') is written as
+-- absent one in the middle; a trailing 0 is left out too; '=' repeats the third, as a meter's level and unit often
+-- do its expiry). The state number that is a time (a for 'w' and 's', b for 'm' and 'l') is written as
 -- updated minus it, so a fixed window's state is about 26 bytes and the id's hash stays listpack-encoded (values
 -- up to 64 bytes). A sliding log's c and d are run members ("<ms>" or "<ms>:<units>"), kept as they are.
 local function fmt(x) return string.format('%.0f', x) end -- decimal, for the prelude and the log's members
@@ -46,6 +47,7 @@ local function pack(s)
       elseif type(x) == 'number' or s.k ~= 'l' or (f ~= 'c' and f ~= 'd') then
         x = enc(tonumber(x) or 0)
       end
+      if x == out[3] and x ~= '0' then x = '=' end
       out[#out + 1] = x
       if x ~= '0' then n = #out end
     end
@@ -66,6 +68,7 @@ local function unpack_state(v)
   local tf = time_slot(k)
   for i, f in ipairs(SLOTS) do
     local x = p[3 + i]
+    if x == '=' then x = p[3] end
     if x == nil and f ~= 'd' then x = '0' end
     if x ~= nil and x ~= '_' then
       if f == tf then
