@@ -7,13 +7,13 @@
 //!   plus one that deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
 //! - **Keys.** One hash per id, `<prefix>{<id>}`: each field is a policy key ([`floodgate::Policy::key`]) and
-//!   holds that policy's bucket packed into one short value (kind, times, state; integers in base 36, times as
-//!   offsets, about 26 bytes for a fixed window), so the hash stays in Redis's compact listpack encoding. The
-//!   hash is also the id's index: [`delete_buckets`](floodgate::Store::delete_buckets) deletes it and the
-//!   sliding logs of its fields, O(the id's buckets), in one atomic script, on a cluster too. A sliding log keeps
-//!   its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag). The id is
-//!   percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with another id).
-//!   An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum; see
+//!   holds that policy's bucket packed into one short value (kind, times, state; MessagePack integers by Redis's
+//!   `cmsgpack`, times as offsets, about 23 bytes for a fixed window), so the hash stays in Redis's compact
+//!   listpack encoding. The hash is also the id's index: [`delete_buckets`](floodgate::Store::delete_buckets)
+//!   deletes it and the sliding logs of its fields, O(the id's buckets), in one atomic script, on a cluster too.
+//!   A sliding log keeps its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag).
+//!   The id is percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with
+//!   another id). An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum; see
 //!   [`RedisStoreBuilder::hash_ids_longer_than`]) is keyed by its SHA-256 instead: `<prefix>{%sha256:<64 hex
 //!   digits>}`, still one hash tag (one slot), whatever the id's length. Ids have no length limit unless
 //!   [`RedisStoreBuilder::max_id_len`] sets one. Every key has a millisecond TTL: the hash's covers its
