@@ -8,7 +8,7 @@
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
 //! - **Keys.** One hash per id, `<prefix>{<id>}`: each field is a policy key ([`floodgate::Policy::key`]) and
 //!   holds that policy's bucket packed into one short value (kind, times, state; MessagePack integers by Redis's
-//!   `cmsgpack`, times as offsets, about 23 bytes for a fixed window), so the hash stays in Redis's compact
+//!   `cmsgpack`, times as offsets, 22 to 26 bytes for a fixed window), so the hash stays in Redis's compact
 //!   listpack encoding. The hash is also the id's index: [`delete_buckets`](floodgate::Store::delete_buckets)
 //!   deletes it and the sliding logs of its fields, O(the id's buckets), in one atomic script, on a cluster too.
 //!   A sliding log keeps its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag).
