@@ -41,20 +41,24 @@ fn main() {
     rt.block_on(store.hit(id, &policy, 1)).expect("warm-up hit (loads the script)");
 
     let script = ScriptSource::for_algorithm(policy.algorithm());
-    let bucket = String::from_utf8(store.bucket_key(id, &policy)).expect("utf-8 key");
-    let index = String::from_utf8(store.index_key(id)).expect("utf-8 key");
+    // The id's hash, then the old layout's bucket and index (read when the hash has no field for the policy).
+    let hash = String::from_utf8(store.index_key(id)).expect("utf-8 key");
+    let old_index = format!("bench:{{{}}}", String::from_utf8_lossy(id));
+    let old_bucket = format!("{old_index}:{}", policy.key());
     let args: Vec<String> = [
         "EVALSHA",
         script.sha(),
-        "2",
-        &bucket,
-        &index,
+        "3",
+        &hash,
+        &old_bucket,
+        &old_index,
         "h",
         "1",
         "-1",
         "0",
         "1",
         "-1",
+        policy.key(),
         &policy.meter_unit().to_string(),
         &policy.meter_drain().to_string(),
         &policy.capacity().to_string(),

@@ -183,8 +183,8 @@ impl RedisStoreBuilder {
     ///     .hash_ids_longer_than(8)
     ///     .build()
     ///     .await?;
-    /// assert_eq!(store.index_key(b"user:42"), b"rl:{user:42}");
-    /// assert!(store.index_key(b"user:42:session:7").starts_with(b"rl:{%sha256:"));
+    /// assert_eq!(store.index_key(b"user:42"), b"rl{user:42}");
+    /// assert!(store.index_key(b"user:42:session:7").starts_with(b"rl{%sha256:"));
     /// # Ok(())
     /// # }
     /// ```

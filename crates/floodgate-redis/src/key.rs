@@ -1,5 +1,10 @@
-//! Key layout: `<prefix>:{<id>}:<policy key>` for a bucket, `<prefix>:{<id>}` for the id's index, and
-//! `<prefix>:{<id>}#<policy key>` for a sliding log's runs (a sorted set beside its bucket).
+//! Key layout: `<prefix>{<id>}` for the id's hash (one field per policy: the field is the policy key, the value
+//! its packed state), and `<prefix>:{<id>}#<policy key>` for a sliding log's runs (a sorted set beside it).
+//!
+//! The per-bucket layout of earlier releases (still read, see the crate docs on migration) had a hash per bucket,
+//! `<prefix>:{<id>}:<policy key>`, and an index set `<prefix>:{<id>}` of the id's bucket keys. The new hash key
+//! has no `:` before the `{`, so it never equals a key of that layout under the same prefix; all share the hash
+//! tag, so one slot.
 //!
 //! The id is percent-encoded inside the hash tag: every byte that is printable ASCII other than `%`, `{` and `}`
 //! stands for itself, every other byte is `%XX` (upper-case hex), and the empty id is a lone `%`. The encoding
@@ -38,26 +43,36 @@ fn encode_hashed_id(id: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The index key of `id`: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when the id is longer than
+/// The hash key of `id`: `<prefix>{<encoded id>}`, or `<prefix>{%sha256:<hex>}` when the id is longer than
 /// `hash_over` bytes.
+pub(crate) fn id_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
+    tagged(prefix, b"{", id, hash_over)
+}
+
+/// The index key of `id` in the per-bucket layout of earlier releases: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when
+/// the id is longer than `hash_over` bytes. Sliding logs' keys still start with it.
 pub(crate) fn index_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
+    tagged(prefix, b":{", id, hash_over)
+}
+
+fn tagged(prefix: &str, open: &[u8], id: &[u8], hash_over: usize) -> Vec<u8> {
     if id.len() > hash_over {
         let mut k = Vec::with_capacity(prefix.len() + 76);
         k.extend_from_slice(prefix.as_bytes());
-        k.extend_from_slice(b":{");
+        k.extend_from_slice(open);
         encode_hashed_id(id, &mut k);
         k.push(b'}');
         return k;
     }
     let mut k = Vec::with_capacity(prefix.len() + id.len() + 4);
     k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(b":{");
+    k.extend_from_slice(open);
     encode_id(id, &mut k);
     k.push(b'}');
     k
 }
 
-/// The bucket key of `id` under a policy key: `<prefix>:{<encoded id>}:<policy key>`.
+/// The bucket key of `id` under a policy key in the per-bucket layout of earlier releases: `<prefix>:{<encoded id>}:<policy key>`.
 pub(crate) fn bucket_key(index_key: &[u8], policy_key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(index_key.len() + policy_key.len() + 1);
     k.extend_from_slice(index_key);
@@ -91,6 +106,7 @@ mod tests {
     fn readable_ids_stay_readable() {
         assert_eq!(enc(b"user:42"), "user:42");
         assert_eq!(index_key("fg", b"ip:10.0.0.1", 4096), b"fg:{ip:10.0.0.1}".to_vec());
+        assert_eq!(id_key("fg", b"ip:10.0.0.1", 4096), b"fg{ip:10.0.0.1}".to_vec());
         assert_eq!(
             bucket_key(&index_key("fg", b"u", 4096), "gcra:5/1000000us:b5"),
             b"fg:{u}:gcra:5/1000000us:b5".to_vec()

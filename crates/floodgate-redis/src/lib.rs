@@ -6,16 +6,29 @@
 //! - **Scripts.** `fixed_window`, `sliding_window`, `meter` (token bucket, leaky bucket, GCRA) and `sliding_log`,
 //!   plus one that deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
-//! - **Keys.** `<prefix>:{<id>}:<policy key>` holds one bucket (a hash of its state, times and logical expiry);
-//!   `<prefix>:{<id>}` is the id's index (the set of its bucket keys); a sliding log keeps its runs beside its
-//!   bucket in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag). So
-//!   [`delete_buckets`](floodgate::Store::delete_buckets) is one atomic script, on a cluster too. The id is
-//!   percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with another id).
-//!   An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum, so every id that worked
-//!   before keeps its keys; see [`RedisStoreBuilder::hash_ids_longer_than`]) is keyed by its SHA-256 instead:
-//!   `<prefix>:{%sha256:<64 hex digits>}`, still one hash tag (one slot), a fixed 72 bytes whatever the id's
-//!   length. Ids have no length limit unless [`RedisStoreBuilder::max_id_len`] sets one.
-//!   Every key has a millisecond TTL that covers its state, so Redis memory is bounded with no sweeper.
+//! - **Keys.** One hash per id, `<prefix>{<id>}`: each field is a policy key ([`floodgate::Policy::key`]) and
+//!   holds that policy's bucket packed into one short value (kind, times, state; MessagePack integers by Redis's
+//!   `cmsgpack`, times as offsets, 22 to 26 bytes for a fixed window), so the hash stays in Redis's compact
+//!   listpack encoding. The hash is also the id's index: [`delete_buckets`](floodgate::Store::delete_buckets)
+//!   deletes it and the sliding logs of its fields, O(the id's buckets), in one atomic script, on a cluster too.
+//!   A sliding log keeps its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag).
+//!   The id is percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with
+//!   another id). An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum; see
+//!   [`RedisStoreBuilder::hash_ids_longer_than`]) is keyed by its SHA-256 instead: `<prefix>{%sha256:<64 hex
+//!   digits>}`, still one hash tag (one slot), whatever the id's length. Ids have no length limit unless
+//!   [`RedisStoreBuilder::max_id_len`] sets one. Every key has a millisecond TTL: the hash's covers its
+//!   longest-lived field (a field past its own expiry is absent to the scripts and is overwritten or dropped when
+//!   its policy next writes), so Redis memory is bounded with no sweeper. About 200 bytes of Redis memory per
+//!   counter (one id, one policy) against 570 to 730 before (BENCHMARKS.md, "Redis memory per counter").
+//! - **Migration from the per-bucket layout of earlier releases** (a hash per bucket, `<prefix>:{<id>}:<policy key>`, listed in an
+//!   index set `<prefix>:{<id>}`). No command to run: when an id's hash has no field for a policy, the scripts
+//!   read that policy's old bucket (the same hash tag, so the same slot and the same atomic script) and, on the
+//!   next write, move its state into the hash and delete the old bucket (and its entry in the old index).
+//!   `delete_buckets` deletes both layouts' keys and counts a policy live in both once. In a rolling upgrade an old
+//!   server still writes the old layout; a new one reads it while its own field is absent, then counts in the
+//!   new one, so for the length of the upgrade a limit may admit up to twice its count (the two generations
+//!   count separately after the first new write), and no limit is reset. Old keys left untouched expire by
+//!   their TTLs.
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
 //! - **Connections.** One multiplexed, auto-pipelined connection, shared by every caller and reconnected by

@@ -15,7 +15,7 @@ use floodgate::Algorithm;
 /// let s = ScriptSource::for_algorithm(Algorithm::Gcra);
 /// assert_eq!(s.name(), "meter");
 /// assert_eq!(s.sha().len(), 40);
-/// assert!(s.source().contains("'HMGET'"));
+/// assert!(s.source().contains("'HGET'"));
 /// ```
 #[derive(Debug)]
 pub struct ScriptSource {
@@ -56,6 +56,7 @@ impl ScriptSource {
     }
 }
 
+const CODEC: &str = include_str!("lua/codec.lua");
 const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 fn algorithm_script(name: &'static str, kind: char, body: &str) -> ScriptSource {
@@ -63,7 +64,7 @@ fn algorithm_script(name: &'static str, kind: char, body: &str) -> ScriptSource 
     ScriptSource::new(
         name,
         format!(
-            "local KIND = '{kind}'\n{PRELUDE}\nlocal function body()\n{body}\nend\nlocal r = body()\n\
+            "local KIND = '{kind}'\n{CODEC}\n{PRELUDE}\nlocal function body()\n{body}\nend\nlocal r = body()\n\
              if type(r) == 'table' then r[#r + 1] = rt end\nreturn r\n"
         ),
     )
@@ -90,5 +91,5 @@ pub(crate) fn for_algorithm(algorithm: Algorithm) -> &'static ScriptSource {
 
 pub(crate) fn delete() -> &'static ScriptSource {
     static DELETE: OnceLock<ScriptSource> = OnceLock::new();
-    DELETE.get_or_init(|| ScriptSource::new("delete", include_str!("lua/delete.lua").to_owned()))
+    DELETE.get_or_init(|| ScriptSource::new("delete", format!("{CODEC}\n{}", include_str!("lua/delete.lua"))))
 }

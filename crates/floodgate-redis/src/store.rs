@@ -18,6 +18,13 @@ use crate::scripts;
 use crate::scripts::ScriptSource;
 use crate::stats::{Counters, RedisStats};
 
+/// The keys of one policy's call: the id's hash, and the bucket and index of the per-bucket layout of earlier releases.
+struct Keys<'a> {
+    hash: &'a [u8],
+    bucket: &'a [u8],
+    index: &'a [u8],
+}
+
 pub(crate) struct Inner {
     pub(crate) conn: Conn,
     pub(crate) prefix: String,
@@ -133,8 +140,8 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    /// The Redis key that holds `id`'s state under `policy`: `<prefix>:{<encoded id>}:<policy key>` (for
-    /// operators and tests).
+    /// The Redis key that holds `id`'s state under `policy`: the id's hash, `<prefix>{<encoded id>}`, whose field
+    /// named by the policy key ([`Policy::key`]) holds the state (for operators and tests).
     ///
     /// ```no_run
     /// use floodgate::Policy;
@@ -142,16 +149,17 @@ impl RedisStore {
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
     /// let policy = Policy::fixed_window(10, Duration::from_secs(1))?;
-    /// assert_eq!(store.bucket_key(b"user:1", &policy), b"rl:{user:1}:fixed_window:10/1000000us");
-    /// assert_eq!(store.bucket_key(b"a}b", &policy), b"rl:{a%7Db}:fixed_window:10/1000000us");
+    /// assert_eq!(store.bucket_key(b"user:1", &policy), b"rl{user:1}");
+    /// assert_eq!(store.bucket_key(b"a}b", &policy), b"rl{a%7Db}");
+    /// assert_eq!(policy.key(), "fixed_window:10/1000000us"); // the field
     /// # Ok(())
     /// # }
     /// ```
-    pub fn bucket_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
-        key::bucket_key(&self.index_key(id), policy.key())
+    pub fn bucket_key(&self, id: &[u8], _policy: &Policy) -> Vec<u8> {
+        self.index_key(id)
     }
 
-    /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the bucket):
+    /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the id's hash):
     /// `<prefix>:{<encoded id>}#<policy key>`. Only [`Algorithm::SlidingLog`] policies write it.
     ///
     /// ```no_run
@@ -165,22 +173,28 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn log_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
-        key::log_key(&self.index_key(id), policy.key())
+        key::log_key(&self.legacy_index_key(id), policy.key())
     }
 
-    /// The Redis key of `id`'s index, the set of its bucket keys: `<prefix>:{<encoded id>}`, or
-    /// `<prefix>:{%sha256:<hex>}` for an id longer than the hashing threshold
+    /// The Redis key of `id`'s hash, which is also its index (its fields are the id's policies):
+    /// `<prefix>{<encoded id>}`, or `<prefix>{%sha256:<hex>}` for an id longer than the hashing threshold
     /// ([`RedisStoreBuilder::hash_ids_longer_than`]).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
-    /// assert_eq!(store.index_key(b"user:1"), b"rl:{user:1}");
-    /// assert_eq!(store.index_key(b""), b"rl:{%}");
+    /// assert_eq!(store.index_key(b"user:1"), b"rl{user:1}");
+    /// assert_eq!(store.index_key(b""), b"rl{%}");
     /// # Ok(())
     /// # }
     /// ```
     pub fn index_key(&self, id: &[u8]) -> Vec<u8> {
+        key::id_key(&self.inner.prefix, id, self.inner.hash_over)
+    }
+
+    /// The index set of `id` in the per-bucket layout of earlier releases, `<prefix>:{<encoded id>}` (still read: see the crate docs
+    /// on migration).
+    fn legacy_index_key(&self, id: &[u8]) -> Vec<u8> {
         key::index_key(&self.inner.prefix, id, self.inner.hash_over)
     }
 
@@ -218,14 +232,12 @@ impl RedisStore {
 
     async fn decide_raw(&self, id: &[u8], policy: &Policy, op: Op, cost: u64) -> Result<Decision, RedisStoreError> {
         self.check_id(id)?;
-        let index = self.index_key(id);
-        let bucket = key::bucket_key(&index, policy.key());
         let op = match op {
             Op::Hit => "h",
             Op::Force => "f",
             Op::Set => "s",
         };
-        let v = self.run_policy_script(&bucket, &index, policy, op, cost).await?;
+        let v = self.run_policy_script(id, policy, op, cost).await?;
         parse_decision(v)
     }
 
@@ -233,19 +245,22 @@ impl RedisStore {
     /// was off: the script changed nothing) is retried once with the corrected estimate.
     async fn run_policy_script(
         &self,
-        bucket: &[u8],
-        index: &[u8],
+        id: &[u8],
         policy: &Policy,
         op: &'static str,
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
+        let hash = self.index_key(id);
+        let index = self.legacy_index_key(id);
+        let bucket = key::bucket_key(&index, policy.key());
+        let keys = Keys { hash: &hash, bucket: &bucket, index: &index };
         let clock = &self.inner.redis_clock;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let sent = clock.now_us();
             let deadline = clock.deadline(sent, self.inner.timeout);
-            let v = self.run_policy_script_once(bucket, index, policy, op, cost, deadline).await?;
+            let v = self.run_policy_script_once(&keys, policy, op, cost, deadline).await?;
             match self.read_redis_time(v, sent) {
                 Err(RedisStoreError::Expired { late_us }) if attempt == 1 => {
                     tracing::debug!(late_us, "floodgate-redis: a call expired by a wrong clock estimate; retrying");
@@ -281,8 +296,7 @@ impl RedisStore {
 
     async fn run_policy_script_once(
         &self,
-        bucket: &[u8],
-        index: &[u8],
+        keys: &Keys<'_>,
         policy: &Policy,
         op: &'static str,
         cost: u64,
@@ -293,40 +307,43 @@ impl RedisStore {
         let script = scripts::for_algorithm(policy.algorithm());
         let v = match policy.algorithm() {
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                self.eval(script, &[bucket, index], |c| {
+                self.eval(script, &[keys.hash, keys.bucket, keys.index], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(policy.key())
                         .arg(policy.limit())
                         .arg(policy.window_micros());
                 })
                 .await?
             }
             Algorithm::SlidingLog => {
-                let log = key::log_key(index, policy.key());
-                self.eval(script, &[bucket, index, &log], |c| {
+                let log = key::log_key(keys.index, policy.key());
+                self.eval(script, &[keys.hash, keys.bucket, keys.index, &log], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(policy.key())
                         .arg(policy.limit())
                         .arg(policy.window_micros());
                 })
                 .await?
             }
             a if a.is_meter() => {
-                self.eval(script, &[bucket, index], |c| {
+                self.eval(script, &[keys.hash, keys.bucket, keys.index], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(policy.key())
                         .arg(policy.meter_unit())
                         .arg(policy.meter_drain())
                         .arg(policy.capacity());
@@ -342,18 +359,16 @@ impl RedisStore {
 
     async fn inspect_raw(&self, id: &[u8], policy: &Policy) -> Result<Option<BucketInfo>, RedisStoreError> {
         self.check_id(id)?;
-        let index = self.index_key(id);
-        let bucket = key::bucket_key(&index, policy.key());
-        let v = self.run_policy_script(&bucket, &index, policy, "i", 0).await?;
+        let v = self.run_policy_script(id, policy, "i", 0).await?;
         parse_info(v)
     }
 
     async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
         self.check_id(id)?;
-        let index = self.index_key(id);
+        let (hash, index) = (self.index_key(id), self.legacy_index_key(id));
         let now = self.now_arg();
         let v = self
-            .eval(scripts::delete(), &[&index], |c| {
+            .eval(scripts::delete(), &[&hash, &index], |c| {
                 c.arg(now);
             })
             .await?;

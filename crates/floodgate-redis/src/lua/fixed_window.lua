@@ -1,6 +1,6 @@
--- Fixed window (crates/floodgate/src/algorithm/fixed_window.rs). ARGV[7] = limit, ARGV[8] = window (µs).
+-- Fixed window (crates/floodgate/src/algorithm/fixed_window.rs). ARGV[8] = limit, ARGV[9] = window (µs).
 -- State: a = window start, b = count.
-local limit, window = tonumber(ARGV[7]), tonumber(ARGV[8])
+local limit, window = tonumber(ARGV[8]), tonumber(ARGV[9])
 if op == 'i' then
   if not same then return false end
   local start = t - t % window

@@ -1,6 +1,6 @@
 -- Token bucket, leaky bucket and GCRA: one meter (crates/floodgate/src/algorithm/meter.rs).
--- ARGV[7] = unit, ARGV[8] = drain, ARGV[9] = burst. State: a = level, b = last, c = the unit it was written in.
-local unit, drain, burst = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+-- ARGV[8] = unit, ARGV[9] = drain, ARGV[10] = burst. State: a = level, b = last, c = the unit it was written in.
+local unit, drain, burst = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local cap = burst * unit
 
 local function level_at(at)

@@ -1,21 +1,23 @@
 -- floodgate: shared prelude of the algorithm scripts.
--- KEYS[1] = the bucket (a hash), KEYS[2] = the id's index (a set of its bucket keys, same hash tag).
+-- KEYS[1] = the id's hash: one field per policy (field = the policy key, value = the packed state, see the codec);
+-- the key's TTL covers its longest-lived field, and a field past its own expiry is absent to the scripts.
+-- KEYS[2], KEYS[3] = the per-bucket layout of earlier releases (read when the field is absent, then retired): the bucket hash
+-- `<prefix>:{<id>}:<policy key>` and the id's index set `<prefix>:{<id>}`. All share one hash tag (one slot).
 -- ARGV[1] = op: 'h' hit, 'f' force (inc), 's' set, 'i' inspect
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
 -- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
 -- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
 -- ARGV[6] = the deadline: Redis TIME (µs) past which the caller has given up, or -1 for none. Past it the script
 -- changes nothing and answers {'expired', Redis time, how late}, so a call answered as failed never counts later.
--- ARGV[7..] = the policy
+-- ARGV[7] = the field (the policy key), ARGV[8..] = the policy
 -- Every other reply gets Redis TIME (µs) appended (the store learns its clock's offset from it).
--- Bucket fields: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
+-- State: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
 -- cr = created, up = updated, e = when the state is empty again (the logical expiry, in the decision clock's
 -- microseconds).
 -- Every number stays an integer below 2^53, so doubles compute exactly what the Rust core computes in u64.
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local MAX = 9007199254740992 -- 2^53
 local floor = math.floor
-local function fmt(x) return string.format('%.0f', x) end
 
 -- muldiv:begin
 -- floor(a * b / c) and the remainder, exactly, for integers a, b >= 0, 0 < c <= 2^53, result < 2^53.
@@ -58,7 +60,8 @@ local function muldiv_ceil(a, b, c)
   return q
 end
 
-local key, idx = KEYS[1], KEYS[2]
+local key, old_bucket, old_index = KEYS[1], KEYS[2], KEYS[3]
+local field = ARGV[7]
 local op = ARGV[1]
 local cost = tonumber(ARGV[2])
 local rt
@@ -72,25 +75,36 @@ local t = tonumber(ARGV[3])
 if t < 0 then t = rt end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
--- A key of this id holding another Redis type (someone SET a string where a hash belongs): a clear WRONGTYPE
--- error naming the key, and nothing written but this: the bucket key joins the id's index (when the index is a
--- set, or absent), so delete_buckets of the id (which deletes every indexed key and its log, whatever their
--- types, and the index itself) clears it.
+-- A key of this id holding another Redis type (someone SET a string where the id's hash belongs): a clear
+-- WRONGTYPE error naming the key. A log key of the wrong type gets a marker field in the id's hash (when that is
+-- a hash, or absent), so delete_buckets of the id (which deletes the hash and the log of every field, whatever
+-- their types) clears it.
 local function wrongtype(k, ty, want)
-  local it = redis.call('TYPE', idx)['ok']
-  if k ~= idx and (it == 'set' or it == 'none') then
-    redis.call('SADD', idx, key)
-    if it == 'none' then redis.call('PEXPIRE', idx, 86400000) end
+  if k ~= key then
+    local it = redis.call('TYPE', key)['ok']
+    if it == 'hash' or it == 'none' then
+      if not redis.call('HGET', key, field) then redis.call('HSET', key, field, 'x') end
+      if it == 'none' then redis.call('PEXPIRE', key, 86400000) end
+    end
   end
   error({err = 'WRONGTYPE floodgate key ' .. k .. ' holds a ' .. ty .. ', not a ' .. want ..
     ' (delete_buckets of its id clears it)'})
 end
-local h = redis.pcall('HMGET', key, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
-if h.err then wrongtype(key, redis.call('TYPE', key)['ok'], 'hash') end
-if not h[7] then
-  -- A new bucket will be added to the index: the index must be a set (checked before anything is written).
-  local it = redis.call('TYPE', idx)['ok']
-  if it ~= 'set' and it ~= 'none' then wrongtype(idx, it, 'set') end
+local raw = redis.pcall('HGET', key, field)
+if type(raw) == 'table' and raw.err then wrongtype(key, redis.call('TYPE', key)['ok'], 'hash') end
+local s = unpack_state(raw)
+-- h: k, a, b, c, created, updated, expiry, d (nil when absent).
+local h = {}
+local legacy = false
+if s then
+  h = {s.k, s.a, s.b, s.c, s.cr, s.up, s.e, s.d}
+else
+  -- The per-bucket layout of earlier releases: its bucket hash, if there is one (a rolling upgrade keeps its count).
+  local o = redis.pcall('HMGET', old_bucket, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+  if not o.err and o[7] then
+    h = o
+    legacy = true
+  end
 end
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
@@ -101,6 +115,35 @@ if live then
   if h[1] == KIND then
     same = true
     sa, sb, sc = tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+  end
+end
+-- The state as written (a live or dead bucket's, or nothing).
+local cur = {}
+if h[7] then cur = {k = h[1], a = h[2], b = h[3], c = h[4], cr = h[5], up = h[6], e = h[7], d = h[8]} end
+
+-- The bucket of the old layout, once its state is in the id's hash (or dropped): deleted, and out of its index.
+local function retire()
+  if legacy then
+    redis.call('DEL', old_bucket)
+    redis.call('SREM', old_index, old_bucket)
+    legacy = false
+  end
+end
+-- Writes the state with the changes in `f` (field name -> value); the key's TTL then covers `ttl` ms, or, if not
+-- given, the state's expiry (a state moved from the old layout may be the first field of a new hash).
+local function put(f, ttl)
+  for n, v in pairs(f) do cur[n] = v end
+  redis.call('HSET', key, field, pack(cur))
+  if not ttl and not legacy then return end
+  retire()
+  if not ttl then ttl = muldiv_ceil(math.max(tonumber(cur.e) - t, 1), 1, 1000) + slack end
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+-- Drops the policy's state.
+local function drop()
+  if h[7] then
+    redis.call('HDEL', key, field)
+    retire()
   end
 end
 
@@ -115,28 +158,20 @@ end
 -- even when the state is unchanged (an inc of 0, a set to the same count): the bucket was updated, as in memory.
 local function save(a, b, c, reset)
   if reset <= t then
-    if h[7] then
-      redis.call('DEL', key)
-      redis.call('SREM', idx, key)
-    end
+    drop()
     return
   end
   local exp, ttl = expiry(reset)
-  redis.call('HSET', key, 'k', KIND, 'a', fmt(a), 'b', fmt(b), 'c', fmt(c), 'cr', fmt(created), 'up', fmt(t),
-    'e', fmt(exp))
-  redis.call('PEXPIRE', key, ttl)
-  if not h[7] then redis.call('SADD', idx, key) end
-  if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
+  put({k = KIND, a = a, b = b, c = c, cr = created, up = t, e = exp}, ttl)
 end
 
 -- Another algorithm's live state under this key (a named policy whose algorithm changed) becomes this
 -- algorithm's empty state, keeping the bucket's times and expiry, as in memory; a dead bucket is dropped.
 local function discard()
   if live then
-    redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', '0', 'c', '0')
-  elseif h[7] then
-    redis.call('DEL', key)
-    redis.call('SREM', idx, key)
+    put({k = KIND, a = 0, b = 0, c = 0})
+  else
+    drop()
   end
 end
 

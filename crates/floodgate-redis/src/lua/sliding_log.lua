@@ -1,12 +1,12 @@
--- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[7] = limit, ARGV[8] = window (µs).
--- KEYS[3] = the log, a sorted set of runs: score = the run's time in whole ms (a hit at `now` µs is logged at
+-- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[8] = limit, ARGV[9] = window (µs).
+-- KEYS[4] = the log, a sorted set of runs: score = the run's time in whole ms (a hit at `now` µs is logged at
 -- ceil(now / 1000)), member = "<ms>" for a run of one unit or "<ms>:<units>". Hits of one ms merge into one run.
 -- A run at ms counts while now < ms * 1000 + window.
 -- Bucket fields: a = units in the log, b = the latest time seen (µs: a clock that steps back stands still there),
 -- c = the newest run's member, d = the oldest run's member (both meaningless when a = 0).
 -- The units in one log stay far below 2^53 (at most limit + 2^20 per forced call).
-local limit, window = tonumber(ARGV[7]), tonumber(ARGV[8])
-local log = KEYS[3]
+local limit, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local log = KEYS[4]
 do
   local lt = redis.call('TYPE', log)['ok']
   if lt ~= 'zset' and lt ~= 'none' then wrongtype(log, lt, 'sorted set') end
@@ -122,12 +122,12 @@ end
 local function keep_state()
   if same then
     if total > 0 then
-      if pruned or n > last then redis.call('HSET', key, 'a', fmt(total), 'b', fmt(n), 'd', oldest) end
+      if pruned or n > last then put({a = total, b = n, d = oldest}) end
     elseif pruned or n > last then
-      redis.call('HSET', key, 'a', '0', 'b', fmt(n))
+      put({a = 0, b = n})
     end
   elseif h[7] then
-    redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', fmt(n), 'cr', fmt(created))
+    put({k = KIND, a = 0, b = n, cr = created})
   end
 end
 
@@ -158,17 +158,12 @@ if op ~= 'h' or (fits and cost > 0) then
     -- that stepped back) still stands still at n. A new one is not written.
     if h[7] then
       local exp, ttl = expiry(t)
-      redis.call('HSET', key, 'k', KIND, 'a', '0', 'b', fmt(n), 'cr', fmt(created), 'up', fmt(t), 'e', fmt(exp))
-      redis.call('PEXPIRE', key, ttl)
+      put({k = KIND, a = 0, b = n, cr = created, up = t, e = exp}, ttl)
     end
   else
     local exp, ttl = expiry(new_ms * 1000 + window)
-    redis.call('HSET', key, 'k', KIND, 'a', fmt(total), 'b', fmt(n), 'c', newest, 'd', oldest, 'cr', fmt(created),
-      'up', fmt(t), 'e', fmt(exp))
-    redis.call('PEXPIRE', key, ttl)
+    put({k = KIND, a = total, b = n, c = newest, d = oldest, cr = created, up = t, e = exp}, ttl)
     redis.call('PEXPIRE', log, ttl)
-    if not h[7] then redis.call('SADD', idx, key) end
-    if redis.call('PTTL', idx) < ttl then redis.call('PEXPIRE', idx, ttl) end
   end
 else
   keep_state()

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod faults;
+mod memory;
 pub mod single;
 mod support;
 

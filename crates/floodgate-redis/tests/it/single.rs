@@ -296,16 +296,12 @@ async fn every_key_has_a_millisecond_ttl() {
 
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut con = client.get_multiplexed_async_connection().await.expect("connect");
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut con).await.expect("KEYS");
-    // 6 policies × (ttl:{b}, "", and 6 clocked ids, ttl:set) buckets + the sliding log's 9 run sets + their
-    // indexes; ttl:a was deleted.
+    let keys: Vec<Vec<u8>> =
+        redis::cmd("KEYS").arg(format!("{prefix}[:{{]*")).query_async(&mut con).await.expect("KEYS");
+    // One hash per id (ttl:{b}, "", 6 clocked ids, ttl:set), holding its 6 policies' buckets, + the sliding log's
+    // 9 run sets; ttl:a was deleted.
     assert_eq!(Algorithm::ALL.len(), 6);
-    assert_eq!(
-        keys.len(),
-        6 * 9 + 9 + 9,
-        "keys: {:?}",
-        keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>()
-    );
+    assert_eq!(keys.len(), 9 + 9, "keys: {:?}", keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>());
     for k in &keys {
         let pttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.expect("PTTL");
         let name = String::from_utf8_lossy(k);
@@ -313,7 +309,9 @@ async fn every_key_has_a_millisecond_ttl() {
         // No state outlives its reset: two windows, or 11 units of 6 s for a meter hit 2 and forced 9 (+ rounding).
         assert!(pttl <= 66_002, "key {name} lives too long: PTTL {pttl}");
     }
-    assert!(!keys.iter().any(|k| k.starts_with(format!("{prefix}:{{ttl:a}}").as_bytes())), "deleted id left keys");
+    for gone in [format!("{prefix}:{{ttl:a}}"), format!("{prefix}{{ttl:a}}")] {
+        assert!(!keys.iter().any(|k| k.starts_with(gone.as_bytes())), "deleted id left keys");
+    }
     // The sliding log's run sets: sorted sets beside their buckets, in the id's hash tag.
     let logs: Vec<&Vec<u8>> = keys.iter().filter(|k| k.windows(2).any(|w| w == b"}#")).collect();
     assert_eq!(logs.len(), 9);
@@ -424,14 +422,14 @@ async fn long_ids_are_hashed_and_limited_exactly() {
     assert!(store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
     assert!(!store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
     let key = store.bucket_key(&huge, &p);
-    assert!(key.starts_with(format!("{prefix}:{{%sha256:").as_bytes()) && key.len() < 200, "{key:?}");
+    assert!(key.starts_with(format!("{prefix}{{%sha256:").as_bytes()) && key.len() < 200, "{key:?}");
     let ttl = tokio::task::block_in_place(|| {
         shared_single().cli(&["PTTL", std::str::from_utf8(&key).expect("the hashed key is ascii")])
     });
     assert!(ttl.trim().parse::<i64>().is_ok_and(|t| t > 0), "{ttl}");
     // At 4096 bytes the old layout: the id itself in the hash tag.
     let edge = vec![b'e'; 4096];
-    assert_eq!(store.index_key(&edge), [format!("{prefix}:{{").as_bytes(), &edge, b"}"].concat());
+    assert_eq!(store.index_key(&edge), [format!("{prefix}{{").as_bytes(), &edge, b"}"].concat());
     assert!(store.hit(&edge, &p, 1).await.expect("4096-byte id").allowed);
 }
 
@@ -643,5 +641,118 @@ async fn lua_muldiv_is_exact_past_2_pow_53() {
             let (q, r) = ((p / c as u128).to_string(), (p % c as u128).to_string());
             assert_eq!((&out[2 * i], &out[2 * i + 1]), (&q, &r), "muldiv({a}, {b}, {c})");
         }
+    }
+}
+
+/// A rolling upgrade keeps every count: buckets written by the per-bucket layout of earlier releases (a hash per bucket,
+/// `<prefix>:{<id>}:<policy key>`, listed in the id's index set `<prefix>:{<id>}`, and a sliding log's runs beside
+/// them) are read when the id's hash has no field for the policy, moved into it on the next write, and counted and
+/// deleted by `delete_buckets`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
+    let t = 1_800_000_000_000_000u64; // µs; a multiple of 60 s
+    let clock = ManualClock::new(Timestamp::from_micros(t));
+    let store = make_single_store(clock.clone()).await;
+    let prefix = store.prefix().to_owned();
+    let fixed = Policy::fixed_window(5, Duration::from_secs(60)).expect("policy");
+    let log = Policy::sliding_log(3, Duration::from_secs(60)).expect("policy");
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| shared_single().cli(args));
+    let old = |id: &str, p: &Policy| (format!("{prefix}:{{{id}}}:{}", p.key()), format!("{prefix}:{{{id}}}"));
+    let write_old = |id: &str, p: &Policy, fields: &[(&str, String)]| {
+        let (bucket, index) = old(id, p);
+        let mut args = vec!["HSET".to_owned(), bucket.clone()];
+        for (f, v) in fields {
+            args.extend([(*f).to_owned(), v.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&args);
+        cli(&["PEXPIRE", &bucket, "600000"]);
+        cli(&["SADD", &index, &bucket]);
+        cli(&["PEXPIRE", &index, "600000"]);
+    };
+    let (ts, end) = (t.to_string(), (t + 60_000_000).to_string());
+    // A fixed window with 3 of 5 used.
+    let fixed_state = |n: &str| {
+        vec![
+            ("k", "w".to_owned()),
+            ("a", ts.clone()),
+            ("b", n.to_owned()),
+            ("c", "0".to_owned()),
+            ("cr", ts.clone()),
+            ("up", ts.clone()),
+            ("e", end.clone()),
+        ]
+    };
+    write_old("user:1", &fixed, &fixed_state("3"));
+    assert_eq!(store.inspect(b"user:1", &fixed).await.expect("inspect").map(|i| i.used), Some(3));
+    let d = store.hit(b"user:1", &fixed, 1).await.expect("hit");
+    assert!(d.allowed && d.remaining == 1, "{d:?}");
+    let (bucket, index) = old("user:1", &fixed);
+    assert_eq!(cli(&["EXISTS", &bucket, &index]).trim(), "0", "the old bucket and its index are retired");
+    assert_eq!(cli(&["HLEN", &format!("{prefix}{{user:1}}")]).trim(), "1");
+    assert!(store.hit(b"user:1", &fixed, 1).await.expect("hit").allowed);
+    assert!(!store.hit(b"user:1", &fixed, 1).await.expect("hit").allowed, "3 old + 2 new = the limit");
+
+    // A sliding log with 2 of 3 units in one run, 10 s ago.
+    let ms = (t / 1000 - 10_000).to_string();
+    let run = format!("{ms}:2");
+    let log_key = String::from_utf8(store.log_key(b"user:2", &log)).expect("ascii");
+    assert_eq!(log_key, format!("{prefix}:{{user:2}}#{}", log.key()), "the log keeps its key");
+    cli(&["ZADD", &log_key, &ms, &run]);
+    cli(&["PEXPIRE", &log_key, "600000"]);
+    let log_state = vec![
+        ("k", "l".to_owned()),
+        ("a", "2".to_owned()),
+        ("b", (t - 10_000_000).to_string()),
+        ("c", run.clone()),
+        ("d", run.clone()),
+        ("cr", (t - 10_000_000).to_string()),
+        ("up", (t - 10_000_000).to_string()),
+        ("e", (t + 50_000_000).to_string()),
+    ];
+    write_old("user:2", &log, &log_state);
+    let d = store.hit(b"user:2", &log, 1).await.expect("hit");
+    assert!(d.allowed && d.remaining == 0, "{d:?}");
+    assert!(!store.hit(b"user:2", &log, 1).await.expect("hit").allowed);
+    clock.advance(Duration::from_secs(50));
+    assert!(store.hit(b"user:2", &log, 1).await.expect("hit").allowed, "the old run left at its time");
+
+    // A named policy whose algorithm changed, denied outright: the old bucket becomes the new algorithm's empty
+    // state in the id's hash, which gets a TTL.
+    let named_fixed = fixed.clone().named("plan").expect("named");
+    let named_gcra = Policy::gcra(2, Duration::from_secs(60)).and_then(|p| p.named("plan")).expect("named");
+    write_old("user:5", &named_fixed, &fixed_state("3"));
+    assert!(!store.hit(b"user:5", &named_gcra, 9).await.expect("hit").allowed);
+    let pttl: i64 = cli(&["PTTL", &format!("{prefix}{{user:5}}")]).trim().parse().expect("PTTL");
+    assert!(pttl > 0, "PTTL {pttl}");
+    assert_eq!(cli(&["EXISTS", &old("user:5", &named_fixed).0]).trim(), "0");
+
+    // delete_buckets counts and deletes both layouts' buckets, a policy in both once.
+    write_old("user:3", &fixed, &fixed_state("0"));
+    write_old("user:3", &log, &log_state);
+    let gcra = Policy::gcra(5, Duration::from_secs(60)).expect("policy");
+    store.hit(b"user:3", &gcra, 1).await.expect("hit");
+    let fixed_now = {
+        let (a, e) = (t + 60_000_000, t + 120_000_000);
+        vec![
+            ("k", "w".to_owned()),
+            ("a", a.to_string()),
+            ("b", "2".to_owned()),
+            ("c", "0".to_owned()),
+            ("cr", a.to_string()),
+            ("up", a.to_string()),
+            ("e", e.to_string()),
+        ]
+    };
+    clock.advance(Duration::from_secs(10)); // t + 60 s: the old log is dead, the new fixed window holds 2
+    write_old("user:3", &fixed, &fixed_now);
+    write_old("user:4", &fixed, &fixed_now);
+    store.hit(b"user:4", &fixed, 1).await.expect("hit"); // moves it into the hash
+    write_old("user:4", &fixed, &fixed_now); // an old server writes it again
+    assert_eq!(store.delete_buckets(b"user:3").await.expect("delete"), 2, "gcra (new) and the fixed window (old)");
+    assert_eq!(store.delete_buckets(b"user:4").await.expect("delete"), 1, "one policy, in both layouts");
+    for id in ["user:3", "user:4"] {
+        let keys = cli(&["KEYS", &format!("{prefix}*{{{id}}}*")]);
+        assert!(keys.trim().is_empty(), "{id}: {keys}");
     }
 }
