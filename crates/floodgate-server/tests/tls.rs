@@ -357,7 +357,7 @@ async fn redis_over_tls_with_a_ca_of_its_own() {
     let keys = Command::new("redis-cli")
         .args(["--tls", "--cacert"])
         .arg(&ca_file)
-        .args(["-p", &port.to_string(), "--scan", "--pattern", "floodgate:*"])
+        .args(["-p", &port.to_string(), "--scan", "--pattern", "floodgate*"])
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&keys.stdout).trim().is_empty(), "no floodgate key in the TLS Redis");
