@@ -24,15 +24,17 @@ pub struct TestServer {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A fresh config file holding `yaml`.
-/// A new empty directory under the system's temporary directory, its own for each call.
+/// A new empty directory, its own for each call, under cargo's temporary directory for integration tests
+/// (`target/tmp`): what the tests leave goes with the target directory, not into the system's `/tmp`.
 pub fn temp_dir() -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("floodgate-server-test-{}-{n}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("floodgate-server-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
+/// A fresh config file holding `yaml`.
 pub fn write_config(yaml: &str) -> PathBuf {
     let path = temp_dir().join("config.yaml");
     std::fs::write(&path, yaml).unwrap();
