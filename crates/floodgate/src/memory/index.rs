@@ -25,6 +25,12 @@ fn low(bits: u32) -> u32 {
     u32::MAX.checked_shr(32 - bits).unwrap_or(0)
 }
 
+/// The position an occupied slot `s` holds, in a table whose positions take the `low` bits.
+#[inline(always)]
+fn position(s: u32, low: u32) -> usize {
+    (s & low) as usize - 1
+}
+
 impl Index {
     /// The tag of `hash` in a table of `1 << bits` slots: the high bits of the hash's upper half (the lower
     /// bits pick the home slot, and the middle ones the shard).
@@ -36,10 +42,16 @@ impl Index {
     /// The position of the entry whose hash is `hash` and that `is` recognises.
     #[inline(always)]
     pub(super) fn find(&self, hash: u64, is: impl Fn(usize) -> bool) -> Option<usize> {
+        let (low, tag) = (low(self.bits), Self::tag(hash, self.bits));
+        let i = self.probe(hash, |s| s & !low == tag && is(position(s, low)))?;
+        Some(position(self.slots[i], low))
+    }
+
+    /// The first slot from `hash`'s home onwards that `hit` accepts, before an empty one.
+    #[inline(always)]
+    fn probe(&self, hash: u64, hit: impl Fn(u32) -> bool) -> Option<usize> {
         let slots = &*self.slots;
         let mask = slots.len().checked_sub(1)?;
-        let low = low(self.bits);
-        let tag = Self::tag(hash, self.bits);
         let mut i = hash as usize & mask;
         loop {
             // Never full, so an empty slot ends every probe.
@@ -47,8 +59,8 @@ impl Index {
             if s == 0 {
                 return None;
             }
-            if s & !low == tag && is((s & low) as usize - 1) {
-                return Some((s & low) as usize - 1);
+            if hit(s) {
+                return Some(i);
             }
             i = (i + 1) & mask;
         }
@@ -84,7 +96,7 @@ impl Index {
         let mut slots = vec![0u32; 1 << bits].into_boxed_slice();
         let old = low(self.bits);
         for &s in self.slots.iter().filter(|&&s| s != 0) {
-            let at = (s & old) as usize - 1;
+            let at = position(s, old);
             Self::place(&mut slots, bits, hash_at(at), at);
         }
         self.slots = slots;
@@ -93,19 +105,8 @@ impl Index {
 
     /// The slot holding position `at` (whose entry's hash is `hash`).
     fn slot_of(&self, hash: u64, at: usize) -> Option<usize> {
-        let mask = self.slots.len().checked_sub(1)?;
         let low = low(self.bits);
-        let mut i = hash as usize & mask;
-        loop {
-            let s = *self.slots.get(i)?;
-            if s == 0 {
-                return None;
-            }
-            if (s & low) as usize == at + 1 {
-                return Some(i);
-            }
-            i = (i + 1) & mask;
-        }
+        self.probe(hash, |s| position(s, low) == at)
     }
 
     /// Removes position `at` (whose entry's hash is `hash`); `hash_at` gives the hash of the entry at a
@@ -120,7 +121,7 @@ impl Index {
             if s == 0 {
                 break;
             }
-            let home = hash_at((s & low) as usize - 1) as usize & mask;
+            let home = hash_at(position(s, low)) as usize & mask;
             // The slot may fill the hole unless its home lies after the hole (cyclically, up to j).
             if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
                 self.slots[hole] = s;
