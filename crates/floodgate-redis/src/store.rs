@@ -18,8 +18,11 @@ use crate::scripts;
 use crate::scripts::ScriptSource;
 use crate::stats::{Counters, RedisStats};
 
-/// The keys of one policy's call: the id's hash, and the bucket and index of the per-bucket layout of earlier releases.
+/// The keys of one policy's call: the id's shard and the counter's field in it, the id hash of the previous
+/// release, and the bucket and index of the per-bucket layout before it.
 struct Keys<'a> {
+    shard: &'a [u8],
+    field: &'a [u8],
     hash: &'a [u8],
     bucket: &'a [u8],
     index: &'a [u8],
@@ -140,8 +143,9 @@ impl RedisStore {
         &self.inner.prefix
     }
 
-    /// The Redis key that holds `id`'s state under `policy`: the id's hash, `<prefix>{<encoded id>}`, whose field
-    /// named by the policy key ([`Policy::key`]) holds the state (for operators and tests).
+    /// The Redis key that holds `id`'s state under `policy`: the id's shard, `<prefix>#{<tag>}`, a hash shared by
+    /// the ids of one cluster slot (`<tag>` is the shortest alphanumeric string in the id's slot), whose field
+    /// [`field`](Self::field) holds the state (for operators and tests).
     ///
     /// ```no_run
     /// use floodgate::Policy;
@@ -149,17 +153,37 @@ impl RedisStore {
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
     /// let policy = Policy::fixed_window(10, Duration::from_secs(1))?;
-    /// assert_eq!(store.bucket_key(b"user:1", &policy), b"rl{user:1}");
-    /// assert_eq!(store.bucket_key(b"a}b", &policy), b"rl{a%7Db}");
-    /// assert_eq!(policy.key(), "fixed_window:10/1000000us"); // the field
+    /// let shard = store.bucket_key(b"user:1", &policy);
+    /// assert!(shard.starts_with(b"rl#{"));
+    /// assert_eq!(store.field(b"user:1", &policy), b"user:1 \x01w10/1000000");
     /// # Ok(())
     /// # }
     /// ```
     pub fn bucket_key(&self, id: &[u8], _policy: &Policy) -> Vec<u8> {
-        self.index_key(id)
+        self.shard_key(id)
     }
 
-    /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the id's hash):
+    /// The field of `id`'s counter under `policy` in its shard ([`bucket_key`](Self::bucket_key)):
+    /// `<field id> <policy part>`. The field id is the id (`%` and space escaped as `%25` and `%20`, the empty id a
+    /// lone `%`), or `%h` and 32 hex digits of its SHA-256 when that is longer than 40 bytes; the policy part is
+    /// a named policy's name, or an unnamed one's key made short (`fixed_window:10/1000000us` is
+    /// `\x01w10/1000000`), so a field fits Redis's compact listpack encoding (64 bytes).
+    ///
+    /// ```no_run
+    /// use floodgate::Policy;
+    /// use std::time::Duration;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = floodgate_redis::RedisStore::connect("redis://127.0.0.1/").await?;
+    /// let policy = Policy::gcra(10, Duration::from_secs(1))?.named("login")?;
+    /// assert_eq!(store.field(b"user 1", &policy), b"user%201 login");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn field(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
+        key::field(id, policy)
+    }
+
+    /// The Redis key that holds the runs of `id`'s sliding log under `policy` (a sorted set beside the shard):
     /// `<prefix>:{<encoded id>}#<policy key>`. Only [`Algorithm::SlidingLog`] policies write it.
     ///
     /// ```no_run
@@ -176,19 +200,26 @@ impl RedisStore {
         key::log_key(&self.legacy_index_key(id), policy.key())
     }
 
-    /// The Redis key of `id`'s hash, which is also its index (its fields are the id's policies):
-    /// `<prefix>{<encoded id>}`, or `<prefix>{%sha256:<hex>}` for an id longer than the hashing threshold
-    /// ([`RedisStoreBuilder::hash_ids_longer_than`]).
+    /// The shard of `id`: `<prefix>#{<tag>}`, where `<tag>` is the shortest alphanumeric string whose Redis
+    /// Cluster slot is the id's (the slot of the id's encoded hash tag, `<prefix>{<encoded id>}`, or
+    /// `<prefix>{%sha256:<hex>}` for an id longer than the hashing threshold,
+    /// [`RedisStoreBuilder::hash_ids_longer_than`]). Every key of the id is in that slot.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = floodgate_redis::RedisStore::builder().url("redis://127.0.0.1/").prefix("rl").build().await?;
-    /// assert_eq!(store.index_key(b"user:1"), b"rl{user:1}");
-    /// assert_eq!(store.index_key(b""), b"rl{%}");
+    /// let shard = store.shard_key(b"user:1");
+    /// assert!(shard.starts_with(b"rl#{") && shard.len() <= 8);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn index_key(&self, id: &[u8]) -> Vec<u8> {
+    pub fn shard_key(&self, id: &[u8]) -> Vec<u8> {
+        key::shard_key(&self.inner.prefix, &self.id_hash_key(id))
+    }
+
+    /// The id hash of `id` in the previous release's layout: `<prefix>{<encoded id>}` (still read, see the crate
+    /// docs on migration).
+    fn id_hash_key(&self, id: &[u8]) -> Vec<u8> {
         key::id_key(&self.inner.prefix, id, self.inner.hash_over)
     }
 
@@ -250,10 +281,12 @@ impl RedisStore {
         op: &'static str,
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
-        let hash = self.index_key(id);
+        let hash = self.id_hash_key(id);
+        let shard = key::shard_key(&self.inner.prefix, &hash);
+        let field = key::field(id, policy);
         let index = self.legacy_index_key(id);
         let bucket = key::bucket_key(&index, policy.key());
-        let keys = Keys { hash: &hash, bucket: &bucket, index: &index };
+        let keys = Keys { shard: &shard, field: &field, hash: &hash, bucket: &bucket, index: &index };
         let clock = &self.inner.redis_clock;
         let mut attempt = 0;
         loop {
@@ -307,13 +340,14 @@ impl RedisStore {
         let script = scripts::for_algorithm(policy.algorithm());
         let v = match policy.algorithm() {
             Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                self.eval(script, &[keys.hash, keys.bucket, keys.index], |c| {
+                self.eval(script, &[keys.shard, keys.hash, keys.bucket, keys.index], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(keys.field)
                         .arg(policy.key())
                         .arg(policy.limit())
                         .arg(policy.window_micros());
@@ -322,13 +356,14 @@ impl RedisStore {
             }
             Algorithm::SlidingLog => {
                 let log = key::log_key(keys.index, policy.key());
-                self.eval(script, &[keys.hash, keys.bucket, keys.index, &log], |c| {
+                self.eval(script, &[keys.shard, keys.hash, keys.bucket, keys.index, &log], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(keys.field)
                         .arg(policy.key())
                         .arg(policy.limit())
                         .arg(policy.window_micros());
@@ -336,13 +371,14 @@ impl RedisStore {
                 .await?
             }
             a if a.is_meter() => {
-                self.eval(script, &[keys.hash, keys.bucket, keys.index], |c| {
+                self.eval(script, &[keys.shard, keys.hash, keys.bucket, keys.index], |c| {
                     c.arg(op)
                         .arg(cost)
                         .arg(now)
                         .arg(keep)
                         .arg(slack)
                         .arg(deadline)
+                        .arg(keys.field)
                         .arg(policy.key())
                         .arg(policy.meter_unit())
                         .arg(policy.meter_drain())
@@ -365,11 +401,15 @@ impl RedisStore {
 
     async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
         self.check_id(id)?;
-        let (hash, index) = (self.index_key(id), self.legacy_index_key(id));
+        let (hash, index) = (self.id_hash_key(id), self.legacy_index_key(id));
+        let shard = key::shard_key(&self.inner.prefix, &hash);
+        let mut prefix = Vec::with_capacity(key::FIELD_ID_MAX + 1);
+        key::field_id(id, &mut prefix);
+        prefix.push(b' ');
         let now = self.now_arg();
         let v = self
-            .eval(scripts::delete(), &[&hash, &index], |c| {
-                c.arg(now);
+            .eval(scripts::delete(), &[&shard, &hash, &index], |c| {
+                c.arg(now).arg(&prefix);
             })
             .await?;
         match v {

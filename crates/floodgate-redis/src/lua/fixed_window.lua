@@ -1,6 +1,6 @@
--- Fixed window (crates/floodgate/src/algorithm/fixed_window.rs). ARGV[8] = limit, ARGV[9] = window (µs).
+-- Fixed window (crates/floodgate/src/algorithm/fixed_window.rs). ARGV[9] = limit, ARGV[10] = window (µs).
 -- State: a = window start, b = count.
-local limit, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local limit, window = tonumber(ARGV[9]), tonumber(ARGV[10])
 if op == 'i' then
   if not same then return false end
   local start = t - t % window

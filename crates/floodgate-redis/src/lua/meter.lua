@@ -1,6 +1,6 @@
 -- Token bucket, leaky bucket and GCRA: one meter (crates/floodgate/src/algorithm/meter.rs).
--- ARGV[8] = unit, ARGV[9] = drain, ARGV[10] = burst. State: a = level, b = last, c = the unit it was written in.
-local unit, drain, burst = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+-- ARGV[9] = unit, ARGV[10] = drain, ARGV[11] = burst. State: a = level, b = last, c = the unit it was written in.
+local unit, drain, burst = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local cap = burst * unit
 
 local function level_at(at)

@@ -1,15 +1,17 @@
 -- floodgate: shared prelude of the algorithm scripts.
--- KEYS[1] = the id's hash: one field per policy (field = the policy key, value = the packed state, see the codec);
--- the key's TTL covers its longest-lived field, and a field past its own expiry is absent to the scripts.
--- KEYS[2], KEYS[3] = the per-bucket layout of earlier releases (read when the field is absent, then retired): the bucket hash
--- `<prefix>:{<id>}:<policy key>` and the id's index set `<prefix>:{<id>}`. All share one hash tag (one slot).
+-- KEYS[1] = the id's shard: a hash shared by the ids of one cluster slot, one field per counter (ARGV[7], see
+-- key.rs; value = the packed state, see the codec). The key's TTL covers its longest-lived field; a field past its
+-- own expiry is absent to the scripts, and such fields are pruned when the shard grows (see prune).
+-- KEYS[2] = the id hash of the previous release (field = the policy key), KEYS[3], KEYS[4] = the per-bucket layout
+-- before it: the bucket hash `<prefix>:{<id>}:<policy key>` and the id's index set `<prefix>:{<id>}`. Read when
+-- the shard has no field for the counter, then retired. All share one cluster slot.
 -- ARGV[1] = op: 'h' hit, 'f' force (inc), 's' set, 'i' inspect
 -- ARGV[2] = cost, ARGV[3] = now in microseconds since the epoch, or -1 to use Redis TIME
 -- ARGV[4] = keep: microseconds to keep a written bucket after its last write (at least)
 -- ARGV[5] = milliseconds added to every TTL (slack for an injected clock that real time outruns)
 -- ARGV[6] = the deadline: Redis TIME (µs) past which the caller has given up, or -1 for none. Past it the script
 -- changes nothing and answers {'expired', Redis time, how late}, so a call answered as failed never counts later.
--- ARGV[7] = the field (the policy key), ARGV[8..] = the policy
+-- ARGV[7] = the counter's field in the shard, ARGV[8] = the policy key, ARGV[9..] = the policy
 -- Every other reply gets Redis TIME (µs) appended (the store learns its clock's offset from it).
 -- State: k = kind ('w' fixed, 's' sliding, 'm' meter, 'l' sliding log), a b c (d) = state,
 -- cr = created, up = updated, e = when the state is empty again (the logical expiry, in the decision clock's
@@ -60,8 +62,8 @@ local function muldiv_ceil(a, b, c)
   return q
 end
 
-local key, old_bucket, old_index = KEYS[1], KEYS[2], KEYS[3]
-local field = ARGV[7]
+local key, id_hash, old_bucket, old_index = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local field, policy_key = ARGV[7], ARGV[8]
 local op = ARGV[1]
 local cost = tonumber(ARGV[2])
 local rt
@@ -76,9 +78,9 @@ if t < 0 then t = rt end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
 -- A key of this id holding another Redis type (someone SET a string where the id's hash belongs): a clear
--- WRONGTYPE error naming the key. A log key of the wrong type gets a marker field in the id's hash (when that is
--- a hash, or absent), so delete_buckets of the id (which deletes the hash and the log of every field, whatever
--- their types) clears it.
+-- WRONGTYPE error naming the key. A log key of the wrong type gets a marker field in the shard (when that is a
+-- hash, or absent), so delete_buckets of the id (which deletes the log of every field of the id, whatever its
+-- type) clears it.
 local function wrongtype(k, ty, want)
   if k ~= key then
     local it = redis.call('TYPE', key)['ok']
@@ -95,17 +97,25 @@ if type(raw) == 'table' and raw.err then wrongtype(key, redis.call('TYPE', key)[
 local s = unpack_state(raw)
 -- h: k, a, b, c, created, updated, expiry, d (nil when absent).
 local h = {}
+-- Where the state was read from when not from the shard: 'id' (the id hash), 'bucket' (the per-bucket layout).
 local legacy = false
-if s then
-  h = {s.k, s.a, s.b, s.c, s.cr, s.up, s.e, s.d}
-else
-  -- The per-bucket layout of earlier releases: its bucket hash, if there is one (a rolling upgrade keeps its count).
-  local o = redis.pcall('HMGET', old_bucket, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
-  if not o.err and o[7] then
-    h = o
-    legacy = true
+if s == nil and not raw then
+  -- The layouts of earlier releases (a rolling upgrade keeps their counts): the id hash, then the bucket hash.
+  -- A key of another type there is ignored (delete_buckets of the id deletes it).
+  local o = redis.pcall('HGET', id_hash, policy_key)
+  if type(o) == 'string' then
+    s = unpack_state(o)
+    if s then legacy = 'id' end
+  end
+  if not s then
+    o = redis.pcall('HMGET', old_bucket, 'k', 'a', 'b', 'c', 'cr', 'up', 'e', 'd')
+    if not o.err and o[7] then
+      h = o
+      legacy = 'bucket'
+    end
   end
 end
+if s then h = {s.k, s.a, s.b, s.c, s.cr, s.up, s.e, s.d} end
 local live = h[7] and tonumber(h[7]) > t
 local created, updated = t, t
 local sa, sb, sc = 0, 0, 0
@@ -121,19 +131,48 @@ end
 local cur = {}
 if h[7] then cur = {k = h[1], a = h[2], b = h[3], c = h[4], cr = h[5], up = h[6], e = h[7], d = h[8]} end
 
--- The bucket of the old layout, once its state is in the id's hash (or dropped): deleted, and out of its index.
+-- The state of an earlier layout, once it is in the shard (or dropped): deleted there.
 local function retire()
-  if legacy then
+  if legacy == 'id' then
+    redis.call('HDEL', id_hash, policy_key)
+  elseif legacy == 'bucket' then
     redis.call('DEL', old_bucket)
     redis.call('SREM', old_index, old_bucket)
-    legacy = false
   end
+  legacy = false
+end
+-- Deletes the shard's fields whose state expired (before now less the TTL slack, as a key's TTL would), when the
+-- shard has grown to its watermark (field ' ', at least 16), then sets the watermark to twice the fields kept: a
+-- field costs O(1) to prune, amortized, and expired fields at most double a shard. Below 96 fields kept the
+-- watermark stays at most 128, Redis's listpack limit, so a shard of few live fields stays compact.
+local function prune()
+  local n = redis.call('HLEN', key)
+  if n < 16 then return end
+  local w = tonumber(redis.call('HGET', key, ' ')) or 16
+  if n < w then return end
+  local all = redis.call('HGETALL', key)
+  local cut = t - slack * 1000
+  local kept = 0
+  for i = 1, #all, 2 do
+    local f = all[i]
+    if f ~= ' ' then
+      local st = unpack_state(all[i + 1])
+      if st and st.e <= cut then
+        redis.call('HDEL', key, f)
+      else
+        kept = kept + 1
+      end
+    end
+  end
+  w = math.max(16, 2 * kept)
+  if kept < 96 and w > 128 then w = 128 end
+  redis.call('HSET', key, ' ', w)
 end
 -- Writes the state with the changes in `f` (field name -> value); the key's TTL then covers `ttl` ms, or, if not
--- given, the state's expiry (a state moved from the old layout may be the first field of a new hash).
+-- given, the state's expiry (a state moved from an earlier layout may be the first field of a new shard).
 local function put(f, ttl)
   for n, v in pairs(f) do cur[n] = v end
-  redis.call('HSET', key, field, pack(cur))
+  if redis.call('HSET', key, field, pack(cur)) == 1 then prune() end
   if not ttl and not legacy then return end
   retire()
   if not ttl then ttl = muldiv_ceil(math.max(tonumber(cur.e) - t, 1), 1, 1000) + slack end

@@ -1,12 +1,12 @@
--- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[8] = limit, ARGV[9] = window (µs).
--- KEYS[4] = the log, a sorted set of runs: score = the run's time in whole ms (a hit at `now` µs is logged at
+-- Sliding log (crates/floodgate/src/algorithm/sliding_log.rs). ARGV[9] = limit, ARGV[10] = window (µs).
+-- KEYS[5] = the log, a sorted set of runs: score = the run's time in whole ms (a hit at `now` µs is logged at
 -- ceil(now / 1000)), member = "<ms>" for a run of one unit or "<ms>:<units>". Hits of one ms merge into one run.
 -- A run at ms counts while now < ms * 1000 + window.
 -- Bucket fields: a = units in the log, b = the latest time seen (µs: a clock that steps back stands still there),
 -- c = the newest run's member, d = the oldest run's member (both meaningless when a = 0).
 -- The units in one log stay far below 2^53 (at most limit + 2^20 per forced call).
-local limit, window = tonumber(ARGV[8]), tonumber(ARGV[9])
-local log = KEYS[4]
+local limit, window = tonumber(ARGV[9]), tonumber(ARGV[10])
+local log = KEYS[5]
 do
   local lt = redis.call('TYPE', log)['ok']
   if lt ~= 'zset' and lt ~= 'none' then wrongtype(log, lt, 'sorted set') end

@@ -1,8 +1,8 @@
--- Sliding window (crates/floodgate/src/algorithm/sliding_window.rs). ARGV[8] = limit, ARGV[9] = window (µs).
+-- Sliding window (crates/floodgate/src/algorithm/sliding_window.rs). ARGV[9] = limit, ARGV[10] = window (µs).
 -- State: a = current window start, b = current count, c = previous count.
 -- With P = prev * (window - e), the Rust test `P + (cur + cost) * window <= limit * window` is exactly
 -- `cur + cost + ceil(P / window) <= limit`, which keeps every number below 2^53.
-local limit, window = tonumber(ARGV[8]), tonumber(ARGV[9])
+local limit, window = tonumber(ARGV[9]), tonumber(ARGV[10])
 
 local function counts(start)
   if sa == start then return sb, sc end

@@ -28,7 +28,7 @@ async fn every_algorithm_on_every_master() {
     let mut masters = std::collections::HashSet::new();
     for i in 0..64u32 {
         let id = format!("user:{i}");
-        masters.insert(tokio::task::block_in_place(|| cluster.master_of(&store.index_key(id.as_bytes()))));
+        masters.insert(tokio::task::block_in_place(|| cluster.master_of(&store.shard_key(id.as_bytes()))));
         for a in Algorithm::ALL {
             let p = Policy::new(a, 3, Duration::from_secs(10)).expect("policy");
             for _ in 0..3 {

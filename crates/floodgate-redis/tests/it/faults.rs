@@ -184,7 +184,7 @@ async fn cluster_master_killed_under_load_fails_over() {
     let handles = load(&store, &policy, 60, 8, &stop, start);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let victim = tokio::task::block_in_place(|| cluster.master_of(&store.index_key(b"user:0")));
+    let victim = tokio::task::block_in_place(|| cluster.master_of(&store.shard_key(b"user:0")));
     let killed_at = start.elapsed();
     tokio::task::block_in_place(|| cluster.nodes[victim].kill());
     tokio::task::block_in_place(|| cluster.wait_healthy(Duration::from_secs(30)));
@@ -309,15 +309,15 @@ async fn cluster_reshard_under_load_keeps_every_count() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Move 1000 slots from the master of user:0 to another master, keys and all.
-    let from = tokio::task::block_in_place(|| cluster.master_of(&store.index_key(b"user:0")));
+    let from = tokio::task::block_in_place(|| cluster.master_of(&store.shard_key(b"user:0")));
     let to = tokio::task::block_in_place(|| {
         (0..64u32)
-            .map(|i| cluster.master_of(&store.index_key(format!("user:{i}").as_bytes())))
+            .map(|i| cluster.master_of(&store.shard_key(format!("user:{i}").as_bytes())))
             .find(|&m| m != from)
             .expect("another master")
     });
     let masters = |cluster: &RedisCluster| -> Vec<usize> {
-        (0..ids).map(|i| cluster.master_of(&store.index_key(format!("user:{i}").as_bytes()))).collect()
+        (0..ids).map(|i| cluster.master_of(&store.shard_key(format!("user:{i}").as_bytes()))).collect()
     };
     let before = tokio::task::block_in_place(|| masters(&cluster));
     let id_of = |i: usize| cluster.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned();

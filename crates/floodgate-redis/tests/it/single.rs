@@ -297,11 +297,15 @@ async fn every_key_has_a_millisecond_ttl() {
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut con = client.get_multiplexed_async_connection().await.expect("connect");
     let keys: Vec<Vec<u8>> =
-        redis::cmd("KEYS").arg(format!("{prefix}[:{{]*")).query_async(&mut con).await.expect("KEYS");
-    // One hash per id (ttl:{b}, "", 6 clocked ids, ttl:set), holding its 6 policies' buckets, + the sliding log's
-    // 9 run sets; ttl:a was deleted.
+        redis::cmd("KEYS").arg(format!("{prefix}[:{{#]*")).query_async(&mut con).await.expect("KEYS");
+    // The shards of the ids left (ttl:{b}, "", 6 clocked ids, ttl:set), holding their 6 policies' buckets, + the
+    // sliding log's 9 run sets; ttl:a was deleted.
     assert_eq!(Algorithm::ALL.len(), 6);
-    assert_eq!(keys.len(), 9 + 9, "keys: {:?}", keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>());
+    let ids: [&[u8]; 9] = [b"ttl:{b}", b"", b"ttl:ac", b"ttl:ad", b"ttl:{b}c", b"ttl:{b}d", b"c", b"d", b"ttl:set"];
+    let shards: std::collections::HashSet<Vec<u8>> = ids.iter().map(|id| timed.shard_key(id)).collect();
+    let names = keys.iter().map(|k| String::from_utf8_lossy(k)).collect::<Vec<_>>();
+    assert_eq!(keys.len(), shards.len() + 9, "keys: {names:?}");
+    assert!(shards.iter().all(|s| keys.contains(s)), "keys: {names:?}");
     for k in &keys {
         let pttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.expect("PTTL");
         let name = String::from_utf8_lossy(k);
@@ -422,14 +426,14 @@ async fn long_ids_are_hashed_and_limited_exactly() {
     assert!(store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
     assert!(!store.hit(&huge, &p, 1).await.expect("64 KiB id").allowed);
     let key = store.bucket_key(&huge, &p);
-    assert!(key.starts_with(format!("{prefix}{{%sha256:").as_bytes()) && key.len() < 200, "{key:?}");
+    assert!(key.starts_with(format!("{prefix}#{{").as_bytes()) && key.len() < 200, "{key:?}");
+    let field = store.field(&huge, &p);
+    assert!(field.starts_with(b"%h") && field.len() < 64, "{field:?}");
     let ttl = tokio::task::block_in_place(|| {
         shared_single().cli(&["PTTL", std::str::from_utf8(&key).expect("the hashed key is ascii")])
     });
     assert!(ttl.trim().parse::<i64>().is_ok_and(|t| t > 0), "{ttl}");
-    // At 4096 bytes the old layout: the id itself in the hash tag.
     let edge = vec![b'e'; 4096];
-    assert_eq!(store.index_key(&edge), [format!("{prefix}{{").as_bytes(), &edge, b"}"].concat());
     assert!(store.hit(&edge, &p, 1).await.expect("4096-byte id").allowed);
 }
 
@@ -458,7 +462,7 @@ async fn wrong_type_keys_are_named_counted_and_cleared_by_delete() {
         };
         let cases: [(&[u8], &Policy, Vec<u8>); 4] = [
             (b"bucket", &gcra, store.bucket_key(b"bucket", &gcra)),
-            (b"index", &gcra, store.index_key(b"index")),
+            (b"shard", &gcra, store.shard_key(b"shard")),
             (b"log", &log, store.log_key(b"log", &log)),
             (b"logbucket", &log, store.bucket_key(b"logbucket", &log)),
         ];
@@ -578,7 +582,7 @@ async fn keep_extends_ttls_not_state() {
     store.hit(b"k", &p, 2).await.expect("hit");
     let client = redis::Client::open(url.as_str()).expect("client");
     let mut con = client.get_multiplexed_async_connection().await.expect("connect");
-    for key in [store.bucket_key(b"k", &p), store.index_key(b"k")] {
+    for key in [store.bucket_key(b"k", &p), store.shard_key(b"k")] {
         let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.expect("PTTL");
         assert!((119_000..=120_001).contains(&pttl), "PTTL {pttl}");
     }
@@ -657,6 +661,10 @@ async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
     let fixed = Policy::fixed_window(5, Duration::from_secs(60)).expect("policy");
     let log = Policy::sliding_log(3, Duration::from_secs(60)).expect("policy");
     let cli = |args: &[&str]| tokio::task::block_in_place(|| shared_single().cli(args));
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    let in_shard = |id: &str, p: &Policy| {
+        cli(&["HEXISTS", &text(store.shard_key(id.as_bytes())), &text(store.field(id.as_bytes(), p))]).trim() == "1"
+    };
     let old = |id: &str, p: &Policy| (format!("{prefix}:{{{id}}}:{}", p.key()), format!("{prefix}:{{{id}}}"));
     let write_old = |id: &str, p: &Policy, fields: &[(&str, String)]| {
         let (bucket, index) = old(id, p);
@@ -689,7 +697,7 @@ async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
     assert!(d.allowed && d.remaining == 1, "{d:?}");
     let (bucket, index) = old("user:1", &fixed);
     assert_eq!(cli(&["EXISTS", &bucket, &index]).trim(), "0", "the old bucket and its index are retired");
-    assert_eq!(cli(&["HLEN", &format!("{prefix}{{user:1}}")]).trim(), "1");
+    assert!(in_shard("user:1", &fixed), "the state moved into the shard");
     assert!(store.hit(b"user:1", &fixed, 1).await.expect("hit").allowed);
     assert!(!store.hit(b"user:1", &fixed, 1).await.expect("hit").allowed, "3 old + 2 new = the limit");
 
@@ -723,7 +731,8 @@ async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
     let named_gcra = Policy::gcra(2, Duration::from_secs(60)).and_then(|p| p.named("plan")).expect("named");
     write_old("user:5", &named_fixed, &fixed_state("3"));
     assert!(!store.hit(b"user:5", &named_gcra, 9).await.expect("hit").allowed);
-    let pttl: i64 = cli(&["PTTL", &format!("{prefix}{{user:5}}")]).trim().parse().expect("PTTL");
+    assert!(in_shard("user:5", &named_gcra));
+    let pttl: i64 = cli(&["PTTL", &text(store.shard_key(b"user:5"))]).trim().parse().expect("PTTL");
     assert!(pttl > 0, "PTTL {pttl}");
     assert_eq!(cli(&["EXISTS", &old("user:5", &named_fixed).0]).trim(), "0");
 
@@ -754,5 +763,134 @@ async fn buckets_of_the_old_layout_are_still_read_and_migrated() {
     for id in ["user:3", "user:4"] {
         let keys = cli(&["KEYS", &format!("{prefix}*{{{id}}}*")]);
         assert!(keys.trim().is_empty(), "{id}: {keys}");
+        assert!(!in_shard(id, &fixed) && !in_shard(id, &gcra), "{id}");
+    }
+}
+
+/// Moves `id`'s field for `policy` from its shard into the id hash of the previous release
+/// (`<prefix>{<id>}`, field = the policy key; the packed state is the same), as a server of that release
+/// would have written it.
+fn move_to_id_hash(store: &RedisStore, id: &str, policy: &Policy) {
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("utf-8");
+    let (shard, field) = (text(store.shard_key(id.as_bytes())), text(store.field(id.as_bytes(), policy)));
+    let url = tokio::task::block_in_place(|| shared_single().url());
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut con = client.get_connection().expect("connect");
+    let value: Vec<u8> = redis::cmd("HGET").arg(&shard).arg(&field).query(&mut con).expect("HGET");
+    assert!(!value.is_empty(), "{id}: no field {field:?} in {shard}");
+    let hash = format!("{}{{{id}}}", store.prefix());
+    let () = redis::cmd("HDEL").arg(&shard).arg(&field).query(&mut con).map(|_: i64| ()).expect("HDEL");
+    let () = redis::cmd("HSET").arg(&hash).arg(policy.key()).arg(value).query(&mut con).map(|_: i64| ()).expect("HSET");
+    let () = redis::cmd("PEXPIRE").arg(&hash).arg(600_000).query(&mut con).map(|_: i64| ()).expect("PEXPIRE");
+}
+
+/// A rolling upgrade from the previous release (one hash per id, `<prefix>{<id>}`, a field per policy key) keeps
+/// every count: its fields are read while the shard has none for the counter, moved into the shard on the next
+/// write, and counted once and deleted by `delete_buckets`, with the sliding logs of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_of_the_id_hash_layout_are_still_read_and_migrated() {
+    let clock = ManualClock::new(Timestamp::from_micros(1_800_000_000_000_000));
+    let store = make_single_store(clock.clone()).await;
+    let prefix = store.prefix().to_owned();
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| shared_single().cli(args));
+    let m = Duration::from_secs(60);
+    let fixed = Policy::fixed_window(5, m).expect("policy");
+    let gcra = Policy::gcra(5, m).expect("policy");
+    let log = Policy::sliding_log(5, m).expect("policy");
+    let named = Policy::sliding_window(5, m).and_then(|p| p.named("plan")).expect("policy");
+    for p in [&fixed, &gcra, &log, &named] {
+        for _ in 0..3 {
+            assert!(store.hit(b"user:1", p, 1).await.expect("hit").allowed);
+        }
+        move_to_id_hash(&store, "user:1", p);
+        assert_eq!(store.inspect(b"user:1", p).await.expect("inspect").map(|i| i.used), Some(3), "{p:?}");
+        assert!(store.hit(b"user:1", p, 1).await.expect("hit").allowed, "{p:?}");
+        let hash = format!("{prefix}{{user:1}}");
+        assert_eq!(cli(&["HEXISTS", &hash, p.key()]).trim(), "0", "{p:?}: the old field is retired");
+        let cap = p.capacity();
+        let d = store.hit(b"user:1", p, cap - 4).await.expect("hit");
+        assert!(d.allowed && d.remaining == 0, "{p:?}: 3 old + 1 + {} new = the limit: {d:?}", cap - 4);
+        assert!(!store.hit(b"user:1", p, 1).await.expect("hit").allowed, "{p:?}");
+    }
+    // A policy live in both layouts (an old server wrote it again after the move) counts once; the logs of both
+    // go.
+    for p in [&fixed, &log] {
+        store.hit(b"user:2", p, 1).await.expect("hit");
+        move_to_id_hash(&store, "user:2", p);
+        store.hit(b"user:2", p, 1).await.expect("hit");
+    }
+    store.hit(b"user:2", &gcra, 1).await.expect("hit");
+    move_to_id_hash(&store, "user:2", &gcra);
+    assert_eq!(store.delete_buckets(b"user:2").await.expect("delete"), 3);
+    let keys = cli(&["KEYS", &format!("{prefix}*{{user:2}}*")]);
+    assert!(keys.trim().is_empty(), "{keys}");
+    assert_eq!(store.delete_buckets(b"user:1").await.expect("delete"), 4);
+    let keys = cli(&["KEYS", &format!("{prefix}*")]);
+    assert!(keys.trim().is_empty(), "every shard empties: {keys}");
+}
+
+/// `delete_buckets` finds the sliding log of a counter from its compact field (the algorithm's letter and the
+/// key's numbers) and deletes it, and leaves the other ids of the shard alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_finds_every_counter_and_log_of_the_id_in_its_shard() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+    let store = make_single_store(clock.clone()).await;
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| shared_single().cli(args));
+    let ids = same_shard_ids(&store, 2);
+    let h = Duration::from_secs(3600);
+    let every = Algorithm::ALL.map(|a| Policy::new(a, 5, h).expect("policy"));
+    for id in &ids {
+        for p in &every {
+            store.hit(id.as_bytes(), p, 1).await.expect("hit");
+        }
+    }
+    let log = &every[5];
+    let log_key = String::from_utf8(store.log_key(ids[0].as_bytes(), log)).expect("utf-8");
+    assert_eq!(cli(&["EXISTS", &log_key]).trim(), "1");
+    assert_eq!(store.delete_buckets(ids[0].as_bytes()).await.expect("delete"), 6);
+    assert_eq!(cli(&["EXISTS", &log_key]).trim(), "0", "the log went with its counter");
+    let shard = String::from_utf8(store.shard_key(ids[0].as_bytes())).expect("utf-8");
+    assert_eq!(cli(&["HLEN", &shard]).trim(), "6", "the other id's six counters stay");
+    for p in &every {
+        assert_eq!(store.inspect(ids[1].as_bytes(), p).await.expect("inspect").map(|i| i.used), Some(1));
+    }
+}
+
+/// `n` ids whose counters share one shard (found by trying `s:0`, `s:1`, ...).
+fn same_shard_ids(store: &RedisStore, n: usize) -> Vec<String> {
+    let target = store.shard_key(b"s:0");
+    (0..).map(|i| format!("s:{i}")).filter(|id| store.shard_key(id.as_bytes()) == target).take(n).collect()
+}
+
+/// A shard sheds the fields of expired counters as it grows: new counters in a shard full of dead ones prune
+/// them (so a shard holds at most about twice its live counters), and a shard of fewer than 96 live counters
+/// stays in Redis's compact listpack encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_prunes_expired_counters_as_it_grows() {
+    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
+    let store = make_single_store(clock.clone()).await;
+    let cli = |args: &[&str]| tokio::task::block_in_place(|| shared_single().cli(args));
+    let ids = same_shard_ids(&store, 130);
+    let (old, new) = ids.split_at(40);
+    let p = Policy::fixed_window(1, Duration::from_secs(1)).expect("policy");
+    for id in old {
+        assert!(store.hit(id.as_bytes(), &p, 1).await.expect("hit").allowed);
+    }
+    let shard = String::from_utf8(store.shard_key(b"s:0")).expect("utf-8");
+    let fields = |ids: &[String]| {
+        let all = cli(&["HKEYS", &shard]);
+        ids.iter().filter(|id| all.lines().any(|f| f.starts_with(&format!("{id} ")))).count()
+    };
+    assert_eq!(fields(old), 40);
+    // Past the windows and the TTL slack (60 s with an injected clock): every old counter is dead.
+    clock.advance(Duration::from_secs(62));
+    for id in new {
+        assert!(store.hit(id.as_bytes(), &p, 1).await.expect("hit").allowed);
+    }
+    assert_eq!(fields(old), 0, "the dead counters were pruned");
+    assert_eq!(fields(new), 90, "no live counter was");
+    assert_eq!(cli(&["OBJECT", "ENCODING", &shard]).trim(), "listpack");
+    for id in new {
+        assert!(!store.hit(id.as_bytes(), &p, 1).await.expect("hit").allowed, "{id} kept its count");
     }
 }
