@@ -41,15 +41,19 @@ fn main() {
     rt.block_on(store.hit(id, &policy, 1)).expect("warm-up hit (loads the script)");
 
     let script = ScriptSource::for_algorithm(policy.algorithm());
-    // The id's hash, then the old layout's bucket and index (read when the hash has no field for the policy).
-    let hash = String::from_utf8(store.index_key(id)).expect("utf-8 key");
+    // The id's shard, then the earlier layouts' keys (read when the shard has no field for the counter): the id
+    // hash, and the per-bucket layout's bucket and index.
+    let shard = String::from_utf8(store.shard_key(id)).expect("utf-8 key");
+    let field = String::from_utf8(store.field(id, &policy)).expect("utf-8 field");
+    let id_hash = format!("bench{{{}}}", String::from_utf8_lossy(id));
     let old_index = format!("bench:{{{}}}", String::from_utf8_lossy(id));
     let old_bucket = format!("{old_index}:{}", policy.key());
     let args: Vec<String> = [
         "EVALSHA",
         script.sha(),
-        "3",
-        &hash,
+        "4",
+        &shard,
+        &id_hash,
         &old_bucket,
         &old_index,
         "h",
@@ -58,6 +62,7 @@ fn main() {
         "0",
         "1",
         "-1",
+        &field,
         policy.key(),
         &policy.meter_unit().to_string(),
         &policy.meter_drain().to_string(),

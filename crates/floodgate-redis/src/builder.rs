@@ -170,21 +170,23 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Ids longer than `len` bytes are keyed by their SHA-256 (`<prefix>:{%sha256:<hex>}`) instead of their
-    /// percent-encoding (default [`DEFAULT_HASH_IDS_LONGER_THAN`], 4096). A smaller value keeps keys compact (a
-    /// percent-encoded id can take three times its length, in every key of the id and in its index); changing it
-    /// on a live deployment moves the ids between the two lengths to new keys, which starts their limits afresh.
+    /// Ids longer than `len` bytes take their hash tag from their SHA-256 (`{%sha256:<hex>}`) instead of their
+    /// percent-encoding (default [`DEFAULT_HASH_IDS_LONGER_THAN`], 4096): the tag that decides the id's slot (so
+    /// its shard) and names its sliding logs' keys. A smaller value keeps sliding logs' keys compact (a
+    /// percent-encoded id can take three times its length); changing it on a live deployment moves the ids
+    /// between the two lengths to other slots, which starts their limits afresh.
     ///
     /// ```no_run
-    /// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = floodgate_redis::RedisStore::builder()
     ///     .url("redis://127.0.0.1/")
     ///     .prefix("rl")
     ///     .hash_ids_longer_than(8)
     ///     .build()
     ///     .await?;
-    /// assert_eq!(store.index_key(b"user:42"), b"rl{user:42}");
-    /// assert!(store.index_key(b"user:42:session:7").starts_with(b"rl{%sha256:"));
+    /// let log = floodgate::Policy::sliding_log(5, std::time::Duration::from_secs(1))?;
+    /// assert_eq!(store.log_key(b"user:42", &log), b"rl:{user:42}#sliding_log:5/1000000us");
+    /// assert!(store.log_key(b"user:42:session:7", &log).starts_with(b"rl:{%sha256:"));
     /// # Ok(())
     /// # }
     /// ```

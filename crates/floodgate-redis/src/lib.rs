@@ -6,29 +6,41 @@
 //! - **Scripts.** `fixed_window`, `sliding_window`, `meter` (token bucket, leaky bucket, GCRA) and `sliding_log`,
 //!   plus one that deletes an id's buckets. Each is sent with `EVALSHA`; after a `NOSCRIPT` (a restart, a failover, a
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
-//! - **Keys.** One hash per id, `<prefix>{<id>}`: each field is a policy key ([`floodgate::Policy::key`]) and
-//!   holds that policy's bucket packed into one short value (kind, times, state; MessagePack integers by Redis's
-//!   `cmsgpack`, times as offsets, 22 to 26 bytes for a fixed window), so the hash stays in Redis's compact
-//!   listpack encoding. The hash is also the id's index: [`delete_buckets`](floodgate::Store::delete_buckets)
-//!   deletes it and the sliding logs of its fields, O(the id's buckets), in one atomic script, on a cluster too.
-//!   A sliding log keeps its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same hash tag).
-//!   The id is percent-encoded inside the hash tag (any bytes are an id; none can break the tag or collide with
-//!   another id). An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old maximum; see
-//!   [`RedisStoreBuilder::hash_ids_longer_than`]) is keyed by its SHA-256 instead: `<prefix>{%sha256:<64 hex
-//!   digits>}`, still one hash tag (one slot), whatever the id's length. Ids have no length limit unless
-//!   [`RedisStoreBuilder::max_id_len`] sets one. Every key has a millisecond TTL: the hash's covers its
-//!   longest-lived field (a field past its own expiry is absent to the scripts and is overwritten or dropped when
-//!   its policy next writes), so Redis memory is bounded with no sweeper. About 200 bytes of Redis memory per
-//!   counter (one id, one policy) against 570 to 730 before (BENCHMARKS.md, "Redis memory per counter").
-//! - **Migration from the per-bucket layout of earlier releases** (a hash per bucket, `<prefix>:{<id>}:<policy key>`, listed in an
-//!   index set `<prefix>:{<id>}`). No command to run: when an id's hash has no field for a policy, the scripts
-//!   read that policy's old bucket (the same hash tag, so the same slot and the same atomic script) and, on the
-//!   next write, move its state into the hash and delete the old bucket (and its entry in the old index).
-//!   `delete_buckets` deletes both layouts' keys and counts a policy live in both once. In a rolling upgrade an old
-//!   server still writes the old layout; a new one reads it while its own field is absent, then counts in the
-//!   new one, so for the length of the upgrade a limit may admit up to twice its count (the two generations
-//!   count separately after the first new write), and no limit is reset. Old keys left untouched expire by
-//!   their TTLs.
+//! - **Keys.** Counters are fields of **shards**: one hash per Redis Cluster slot, `<prefix>#{<tag>}`, where
+//!   `<tag>` is the shortest alphanumeric string in that slot (so at most 16 384 shard keys per prefix, spread
+//!   evenly over a cluster's masters). An id's counters go to the shard of the id's own slot, so every key of an
+//!   id, old layouts' too, shares one slot and one atomic script reaches them all. A counter's field is
+//!   `<id> <policy>` ([`RedisStore::field`]: the id's bytes, or a hash of an id longer than 40 bytes, and the
+//!   policy's name or a short form of its key), and its value the policy's bucket packed into one short value
+//!   (kind, times, state; MessagePack integers by Redis's `cmsgpack`, times as offsets, 17 to 27 bytes), so a
+//!   shard stays in Redis's compact listpack encoding while it holds fewer than 128 fields and its fields are
+//!   under 64 bytes (an unusually long policy name converts that shard to a plain hash table: it still works, at
+//!   about twice the memory per counter). Sharing one Redis key between the ids of a slot is what brings Redis
+//!   memory to 78 to 100 bytes per counter, from about 200 with a hash per id and 570 to 730 with a hash per
+//!   bucket (BENCHMARKS.md, "Redis memory per counter"): a key of its own costs about 130 bytes in Redis 7.0
+//!   before it holds anything.
+//!   A sliding log keeps its runs in `<prefix>:{<id>}#<policy key>` (a sorted set by millisecond, same slot).
+//!   The id is percent-encoded inside the hash tag that decides its slot (any bytes are an id; none can break the
+//!   tag or collide with another id). An id longer than [`DEFAULT_HASH_IDS_LONGER_THAN`] bytes (4096, the old
+//!   maximum; see [`RedisStoreBuilder::hash_ids_longer_than`]) takes its slot from its SHA-256 instead. Ids have
+//!   no length limit unless [`RedisStoreBuilder::max_id_len`] sets one.
+//! - **Expiry.** Every key has a millisecond TTL: a shard's covers its longest-lived field. A field past its own
+//!   expiry is absent to the scripts; as a shard grows, a write that adds a field deletes the shard's expired
+//!   fields once the shard reaches twice the fields it kept last time (at least 16, at most 128 while fewer
+//!   than 96 were kept), so expired fields cost O(1) each to remove, amortized, a shard holds at most about twice
+//!   its live counters, and Redis memory stays bounded with no sweeper. A shard nobody writes expires whole.
+//!   [`delete_buckets`](floodgate::Store::delete_buckets) deletes the id's fields and their sliding logs in one
+//!   atomic script, on a cluster too: O(the fields of the id's shard), a few at 100 000 counters.
+//! - **Migration from earlier layouts.** No command to run. The previous release kept a hash per id,
+//!   `<prefix>{<id>}` (field = the policy key, the same packed value); the one before it a hash per bucket,
+//!   `<prefix>:{<id>}:<policy key>`, listed in an index set `<prefix>:{<id>}`. When the shard has no field for a
+//!   counter, the script reads the id hash's field, then the old bucket (the same slot, so the same atomic
+//!   script), and on the next write moves the state into the shard and deletes the old field or bucket (and its
+//!   entry in the old index). `delete_buckets` deletes every layout's keys of the id and counts a policy live in
+//!   two of them once. In a rolling upgrade an old server still writes its layout; a new one reads it while its
+//!   own field is absent, then counts in the shard, so for the length of the upgrade a limit may admit up to
+//!   twice its count (the two generations count separately after the first new write), and no limit is reset.
+//!   Old keys left untouched expire by their TTLs.
 //! - **Time.** Redis `TIME` inside the script by default, so application hosts' clock skew cannot change a
 //!   decision; or an injected [`floodgate::Clock`] for exact tests ([`RedisStoreBuilder::clock`]).
 //! - **Connections.** One multiplexed, auto-pipelined connection, shared by every caller and reconnected by

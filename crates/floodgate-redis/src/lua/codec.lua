@@ -1,8 +1,9 @@
--- floodgate: the packed state of one policy, one field of the id's hash (field = the policy key).
+-- floodgate: the packed state of one counter, one field of its shard (see key.rs; the id hash of the previous
+-- release holds the same values).
 -- Value: MessagePack (Redis's C cmsgpack), a sequence of up to 8 objects: <kind> <updated - EPOCH>
 -- <updated - created> <expiry - updated> <a> <b> <c> <d>. cmsgpack writes an integral number as the smallest
 -- MessagePack integer (1 byte up to 127, 5 up to 2^32, 9 beyond), so a fixed window's state is 22 to 26 bytes
--- and the id's hash stays listpack-encoded (values up to 64 bytes) in a 64-byte listpack. The kind is a number
+-- and the shard stays listpack-encoded (values up to 64 bytes). The kind is a number
 -- (1 'w', 2 's', 3 'm', 4 'l': one byte). An absent value in the middle is written as false; trailing absent
 -- values and a trailing 0 are left out (a, b and c read back as 0, d as absent); true repeats the third number
 -- (as a meter's level and unit often do its expiry). The state number that is a time (a for 'w' and 's', b for

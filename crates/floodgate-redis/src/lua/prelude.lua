@@ -77,7 +77,7 @@ local t = tonumber(ARGV[3])
 if t < 0 then t = rt end
 local keep = tonumber(ARGV[4])
 local slack = tonumber(ARGV[5])
--- A key of this id holding another Redis type (someone SET a string where the id's hash belongs): a clear
+-- A key of this id holding another Redis type (someone SET a string where the shard belongs): a clear
 -- WRONGTYPE error naming the key. A log key of the wrong type gets a marker field in the shard (when that is a
 -- hash, or absent), so delete_buckets of the id (which deletes the log of every field of the id, whatever its
 -- type) clears it.
