@@ -52,6 +52,7 @@ pub struct RedisStoreBuilder {
     ttl_slack: Option<Duration>,
     max_id_len: usize,
     hash_over: usize,
+    shards_per_slot: u16,
     lazy: bool,
 }
 
@@ -69,6 +70,7 @@ impl Default for RedisStoreBuilder {
             ttl_slack: None,
             max_id_len: usize::MAX,
             hash_over: DEFAULT_HASH_IDS_LONGER_THAN,
+            shards_per_slot: 1,
             lazy: false,
         }
     }
@@ -195,6 +197,33 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How many shards (Redis hashes) share each Redis Cluster slot's counters (default 1: one shard per slot,
+    /// at most 16 384 per prefix). A shard stays in Redis's compact listpack encoding up to 128 fields, so one
+    /// shard per slot suits up to about 2 million counters; past that, a shard is a plain hash table (about 100
+    /// bytes more per counter) and pruning its expired fields scans more of them at once. Set this to about
+    /// `counters / 1_000_000` (rounded up) for bigger deployments. An id's shard within its slot is a hash of
+    /// its hash tag (the first two bytes of its SHA-256) modulo this; the shard numbered 0 keeps the key of one shard per slot. Changing it
+    /// on a live deployment moves the counters of the ids whose shard number changes, which starts their limits
+    /// afresh. Zero is refused by [`build`](Self::build).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), floodgate_redis::RedisStoreError> {
+    /// let store = floodgate_redis::RedisStore::builder()
+    ///     .url("redis://127.0.0.1/")
+    ///     .prefix("rl")
+    ///     .shards_per_slot(16)
+    ///     .build()
+    ///     .await?;
+    /// let shard = store.shard_key(b"user:42");
+    /// assert!(shard.starts_with(b"rl#"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shards_per_slot(mut self, n: u16) -> Self {
+        self.shards_per_slot = n;
+        self
+    }
+
     /// Connect on the first call instead of in [`build`](Self::build) (default `false`). A lazy store builds even
     /// while Redis is down (an application can start before its Redis); until Redis answers, its calls get the
     /// failure policy's answer within the timeout, as in any outage.
@@ -232,6 +261,9 @@ impl RedisStoreBuilder {
         }
         if self.timeout.is_zero() {
             return Err(RedisStoreError::Config("timeout must be above zero".to_owned()));
+        }
+        if self.shards_per_slot == 0 {
+            return Err(RedisStoreError::Config("shards_per_slot must be at least 1".to_owned()));
         }
         let conn = match self.target {
             Target::None => {
@@ -306,6 +338,7 @@ impl RedisStoreBuilder {
                 keep_us: u64::try_from(self.keep.as_micros()).unwrap_or(u64::MAX),
                 max_id_len: self.max_id_len,
                 hash_over: self.hash_over,
+                shards_per_slot: self.shards_per_slot,
                 stats: Counters::default(),
                 redis_clock: RedisClock::new(),
             }),

@@ -148,14 +148,24 @@ fn slot_tags() -> &'static [SlotTag] {
 }
 
 /// The shard of the id whose id hash key ([`id_key`]) is `id_key`: `<prefix>#{<tag>}`, where `<tag>` is the shard
-/// tag of the id's slot, so the shard and every key of the id share one slot.
-pub(crate) fn shard_key(prefix: &str, id_key: &[u8]) -> Vec<u8> {
+/// tag of the id's slot, so the shard and every key of the id share one slot. With `per_slot` shards per slot,
+/// the id's is number (the first two bytes of the SHA-256 of the id's tag) mod `per_slot`, written after the `#`
+/// unless it is 0. (A CRC is linear: its low bits split sequential ids unevenly.)
+pub(crate) fn shard_key(prefix: &str, id_key: &[u8], per_slot: u16) -> Vec<u8> {
     // `<prefix>{<tag>}`: the tag is what the braces hold.
     let tag = id_key.get(prefix.len() + 1..id_key.len().saturating_sub(1)).unwrap_or_default();
     let t = slot_tags()[usize::from(slot(tag))];
-    let mut k = Vec::with_capacity(prefix.len() + 7);
+    let mut k = Vec::with_capacity(prefix.len() + 12);
     k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(b"#{");
+    k.push(b'#');
+    if per_slot > 1 {
+        let h = Sha256::digest(tag);
+        let n = u16::from_be_bytes([h[0], h[1]]) % per_slot;
+        if n > 0 {
+            k.extend_from_slice(n.to_string().as_bytes());
+        }
+    }
+    k.push(b'{');
     k.extend_from_slice(&t.bytes[..usize::from(t.len)]);
     k.push(b'}');
     k
@@ -322,7 +332,7 @@ mod tests {
     fn an_ids_shard_is_in_its_slot() {
         for id in [&b"user:42"[..], b"", b"a}b", &[0xff; 5000]] {
             let idk = id_key("fg", id, 4096);
-            let shard = shard_key("fg", &idk);
+            let shard = shard_key("fg", &idk, 1);
             let tag_of = |k: &[u8]| {
                 let open = k.iter().position(|&b| b == b'{').unwrap_or(0);
                 let close = k.iter().position(|&b| b == b'}').unwrap_or(k.len());
@@ -332,6 +342,32 @@ mod tests {
             assert_eq!(tag_of(&shard), tag_of(&idk));
             assert_eq!(tag_of(&index_key("fg", id, 4096)), tag_of(&idk));
         }
+    }
+
+    #[test]
+    fn shards_per_slot_split_a_slot_and_keep_shard_0s_key() {
+        let mut seen = std::collections::HashMap::new();
+        for i in 0..4000 {
+            let idk = id_key("fg", format!("user:{i}").as_bytes(), 4096);
+            let one = shard_key("fg", &idk, 1);
+            let four = shard_key("fg", &idk, 4);
+            // Same slot: the same tag in the braces.
+            assert_eq!(
+                one[one.iter().position(|&b| b == b'{').unwrap_or(0)..],
+                four[four.iter().position(|&b| b == b'{').unwrap_or(0)..]
+            );
+            let n = match &four[3..four.iter().position(|&b| b == b'{').unwrap_or(3)] {
+                b"" => 0,
+                d => std::str::from_utf8(d).ok().and_then(|d| d.parse::<u16>().ok()).unwrap_or(99),
+            };
+            assert!(n < 4, "{four:?}");
+            if n == 0 {
+                assert_eq!(one, four, "shard 0 keeps the key of one shard per slot");
+            }
+            *seen.entry(n).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(seen.values().all(|&c| c > 900), "{seen:?}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   `SCRIPT FLUSH`) the call is retried once with `EVAL`, which loads it again.
 //! - **Keys.** Counters are fields of **shards**: one hash per Redis Cluster slot, `<prefix>#{<tag>}`, where
 //!   `<tag>` is the shortest alphanumeric string in that slot (so at most 16 384 shard keys per prefix, spread
-//!   evenly over a cluster's masters). An id's counters go to the shard of the id's own slot, so every key of an
+//!   evenly over a cluster's masters; [`RedisStoreBuilder::shards_per_slot`] splits each slot's counters over
+//!   more hashes, for deployments past about 2 million counters). An id's counters go to the shard of the id's own slot, so every key of an
 //!   id, old layouts' too, shares one slot and one atomic script reaches them all. A counter's field is
 //!   `<id> <policy>` ([`RedisStore::field`]: the id's bytes, or a hash of an id longer than 40 bytes, and the
 //!   policy's name or a short form of its key), and its value the policy's bucket packed into one short value

@@ -39,6 +39,7 @@ pub(crate) struct Inner {
     pub(crate) ttl_slack_ms: u64,
     pub(crate) max_id_len: usize,
     pub(crate) hash_over: usize,
+    pub(crate) shards_per_slot: u16,
     pub(crate) stats: Counters,
     pub(crate) redis_clock: RedisClock,
 }
@@ -200,7 +201,8 @@ impl RedisStore {
         key::log_key(&self.legacy_index_key(id), policy.key())
     }
 
-    /// The shard of `id`: `<prefix>#{<tag>}`, where `<tag>` is the shortest alphanumeric string whose Redis
+    /// The shard of `id`: `<prefix>#{<tag>}` (or `<prefix>#<n>{<tag>}` for its slot's shard `n` > 0, see
+    /// [`RedisStoreBuilder::shards_per_slot`]), where `<tag>` is the shortest alphanumeric string whose Redis
     /// Cluster slot is the id's (the slot of the id's encoded hash tag, `<prefix>{<encoded id>}`, or
     /// `<prefix>{%sha256:<hex>}` for an id longer than the hashing threshold,
     /// [`RedisStoreBuilder::hash_ids_longer_than`]). Every key of the id is in that slot.
@@ -214,7 +216,7 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn shard_key(&self, id: &[u8]) -> Vec<u8> {
-        key::shard_key(&self.inner.prefix, &self.id_hash_key(id))
+        key::shard_key(&self.inner.prefix, &self.id_hash_key(id), self.inner.shards_per_slot)
     }
 
     /// The id hash of `id` in the previous release's layout: `<prefix>{<encoded id>}` (still read, see the crate
@@ -282,7 +284,7 @@ impl RedisStore {
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
         let hash = self.id_hash_key(id);
-        let shard = key::shard_key(&self.inner.prefix, &hash);
+        let shard = key::shard_key(&self.inner.prefix, &hash, self.inner.shards_per_slot);
         let field = key::field(id, policy);
         let index = self.legacy_index_key(id);
         let bucket = key::bucket_key(&index, policy.key());
@@ -402,7 +404,7 @@ impl RedisStore {
     async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
         self.check_id(id)?;
         let (hash, index) = (self.id_hash_key(id), self.legacy_index_key(id));
-        let shard = key::shard_key(&self.inner.prefix, &hash);
+        let shard = key::shard_key(&self.inner.prefix, &hash, self.inner.shards_per_slot);
         let mut prefix = Vec::with_capacity(key::FIELD_ID_MAX + 1);
         key::field_id(id, &mut prefix);
         prefix.push(b' ');

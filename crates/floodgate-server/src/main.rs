@@ -386,6 +386,7 @@ async fn backend(args: &ServeArgs) -> Result<(Backend, Option<StoreSource>), Box
     };
     let store = redis
         .prefix(args.redis_prefix.clone())
+        .shards_per_slot(args.redis_shards_per_slot)
         .timeout(Duration::from_millis(args.redis_timeout_ms.max(1)))
         .failure_policy(failure)
         .build()

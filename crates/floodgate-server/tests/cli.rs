@@ -167,7 +167,8 @@ fn serve_on_redis() {
     let config = common::write_config(
         "domain: r\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 2}\npolicies:\n  p: {limit: 1, window: 1h}\n",
     );
-    let (_child, base, grpc) = serve_redis(port, &config, &["--redis-timeout-ms", "5000"]);
+    let (_child, base, grpc) =
+        serve_redis(port, &config, &["--redis-timeout-ms", "5000", "--redis-shards-per-slot", "3"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let codes = rt.block_on(async {
         let mut c =
@@ -202,6 +203,14 @@ fn serve_on_redis() {
     });
     // OK, OK, OVER_LIMIT for each value; then HTTP allowed, denied.
     assert_eq!(codes, vec![1, 1, 2, 1, 1, 2, 1, 0]);
+    // The counters are fields of the prefix's shards (`fgtest#{<tag>}`, `fgtest#<n>{<tag>}`).
+    let keys =
+        Command::new("redis-cli").args(["-p", &port.to_string(), "--scan", "--pattern", "fgtest#*"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&keys.stdout).lines().count(), 3, "{keys:?}");
+    // Zero shards per slot is refused, naming the flag.
+    let out = Command::new(BIN).args(["serve", "--redis-shards-per-slot", "0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--redis-shards-per-slot"), "{err}");
 }
 
 /// With Redis gone, `--failure-policy fail-open`/`fail-closed` answers say they are the policy's, not a real

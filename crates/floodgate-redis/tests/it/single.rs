@@ -16,6 +16,48 @@ mod conformance {
     floodgate::conformance_tests!(make_single_store);
 }
 
+/// The conformance suite again with 4 shards per slot.
+mod conformance_sharded {
+    use super::*;
+
+    async fn make(clock: ManualClock) -> RedisStore {
+        let url = tokio::task::block_in_place(|| shared_single().url());
+        RedisStore::builder()
+            .url(&url)
+            .prefix(fresh_prefix())
+            .clock(clock)
+            .shards_per_slot(4)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("connect to the test redis")
+    }
+    floodgate::conformance_tests!(make);
+
+    /// The ids of one slot spread over its shards, each counts apart, and `delete_buckets` finds an id in its
+    /// own shard; zero shards per slot is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_spread_over_the_shards_of_a_slot() {
+        let store = make(ManualClock::new(Timestamp::from_secs(1_800_000_000))).await;
+        let p = Policy::fixed_window(2, Duration::from_secs(60)).expect("policy");
+        let mut shards = std::collections::HashSet::new();
+        for i in 0..64 {
+            let id = format!("user:{i}");
+            shards.insert(store.shard_key(id.as_bytes()));
+            assert!(store.hit(id.as_bytes(), &p, 2).await.expect("hit").allowed);
+            assert!(!store.hit(id.as_bytes(), &p, 1).await.expect("hit").allowed, "{id}");
+        }
+        let numbered = shards.iter().filter(|k| !k.starts_with(format!("{}#{{", store.prefix()).as_bytes())).count();
+        assert!(numbered > 0 && numbered < shards.len(), "shards 0 to 3 all used: {numbered} of {}", shards.len());
+        for i in 0..64 {
+            assert_eq!(store.delete_buckets(format!("user:{i}").as_bytes()).await.expect("delete"), 1);
+        }
+        let url = tokio::task::block_in_place(|| shared_single().url());
+        let zero = RedisStore::builder().url(&url).shards_per_slot(0).build().await;
+        assert!(matches!(zero, Err(floodgate_redis::RedisStoreError::Config(_))));
+    }
+}
+
 async fn redis_time_store(prefix: &str) -> RedisStore {
     let url = tokio::task::block_in_place(|| shared_single().url());
     RedisStore::builder().url(&url).prefix(prefix).timeout(Duration::from_secs(5)).build().await.expect("connect")
