@@ -198,10 +198,11 @@ impl RedisStoreBuilder {
     }
 
     /// How many shards (Redis hashes) share each Redis Cluster slot's counters (default 1: one shard per slot,
-    /// at most 16 384 per prefix). A shard stays in Redis's compact listpack encoding up to 128 fields, so one
-    /// shard per slot suits up to about 2 million counters; past that, a shard is a plain hash table (about 100
+    /// at most 16 384 per prefix). A shard stays in Redis's compact listpack encoding up to 512 fields (Redis's
+    /// default `hash-max-listpack-entries`), so one shard per slot suits up to about 4 million counters; past
+    /// that, a shard may become a plain hash table (about 100
     /// bytes more per counter) and pruning its expired fields scans more of them at once. Set this to about
-    /// `counters / 1_000_000` (rounded up) for bigger deployments. An id's shard within its slot is a hash of
+    /// `counters / 4_000_000` (rounded up) for bigger deployments. An id's shard within its slot is a hash of
     /// its hash tag (the first two bytes of its SHA-256) modulo this; the shard numbered 0 keeps the key of one shard per slot. Changing it
     /// on a live deployment moves the counters of the ids whose shard number changes, which starts their limits
     /// afresh. Zero is refused by [`build`](Self::build).

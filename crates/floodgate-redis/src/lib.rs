@@ -9,12 +9,12 @@
 //! - **Keys.** Counters are fields of **shards**: one hash per Redis Cluster slot, `<prefix>#{<tag>}`, where
 //!   `<tag>` is the shortest alphanumeric string in that slot (so at most 16 384 shard keys per prefix, spread
 //!   evenly over a cluster's masters; [`RedisStoreBuilder::shards_per_slot`] splits each slot's counters over
-//!   more hashes, for deployments past about 2 million counters). An id's counters go to the shard of the id's own slot, so every key of an
+//!   more hashes, for deployments past about 4 million counters). An id's counters go to the shard of the id's own slot, so every key of an
 //!   id, old layouts' too, shares one slot and one atomic script reaches them all. A counter's field is
 //!   `<id> <policy>` ([`RedisStore::field`]: the id's bytes, or a hash of an id longer than 40 bytes, and the
 //!   policy's name or a short form of its key), and its value the policy's bucket packed into one short value
 //!   (kind, times, state; MessagePack integers by Redis's `cmsgpack`, times as offsets, 17 to 27 bytes), so a
-//!   shard stays in Redis's compact listpack encoding while it holds fewer than 128 fields and its fields are
+//!   shard stays in Redis's compact listpack encoding while it holds at most 512 fields (Redis's default) and its fields are
 //!   under 64 bytes (an unusually long policy name converts that shard to a plain hash table: it still works, at
 //!   about twice the memory per counter). Sharing one Redis key between the ids of a slot is what brings Redis
 //!   memory to 78 to 100 bytes per counter, from about 200 with a hash per id and 570 to 730 with a hash per
@@ -27,8 +27,8 @@
 //!   no length limit unless [`RedisStoreBuilder::max_id_len`] sets one.
 //! - **Expiry.** Every key has a millisecond TTL: a shard's covers its longest-lived field. A field past its own
 //!   expiry is absent to the scripts; as a shard grows, a write that adds a field deletes the shard's expired
-//!   fields once the shard reaches twice the fields it kept last time (at least 16, at most 128 while fewer
-//!   than 96 were kept), so expired fields cost O(1) each to remove, amortized, a shard holds at most about twice
+//!   fields once the shard reaches twice the fields it kept last time (at least 16, at most 512 while fewer
+//!   than 384 were kept), so expired fields cost O(1) each to remove, amortized, a shard holds at most about twice
 //!   its live counters, and Redis memory stays bounded with no sweeper. A shard nobody writes expires whole.
 //!   [`delete_buckets`](floodgate::Store::delete_buckets) deletes the id's fields and their sliding logs in one
 //!   atomic script, on a cluster too: O(the fields of the id's shard), a few at 100 000 counters.

@@ -157,8 +157,8 @@ pub struct ServeArgs {
     /// Redis key prefix.
     #[arg(long, default_value = "floodgate", env = "FLOODGATE_REDIS_PREFIX")]
     pub redis_prefix: String,
-    /// Redis: shards (hashes) per cluster slot holding the counters. 1 suits up to about 2 million counters; set
-    /// about counters / 1 000 000 beyond. Changing it restarts the limits of the ids whose shard moves.
+    /// Redis: shards (hashes) per cluster slot holding the counters. 1 suits up to about 4 million counters; set
+    /// about counters / 4 000 000 beyond. Changing it restarts the limits of the ids whose shard moves.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), env = "FLOODGATE_REDIS_SHARDS_PER_SLOT")]
     pub redis_shards_per_slot: u16,
     /// Redis: the most a call may take, in milliseconds, before the failure policy applies.

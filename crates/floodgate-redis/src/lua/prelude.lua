@@ -143,8 +143,9 @@ local function retire()
 end
 -- Deletes the shard's fields whose state expired (before now less the TTL slack, as a key's TTL would), when the
 -- shard has grown to its watermark (field ' ', at least 16), then sets the watermark to twice the fields kept: a
--- field costs O(1) to prune, amortized, and expired fields at most double a shard. Below 96 fields kept the
--- watermark stays at most 128, Redis's listpack limit, so a shard of few live fields stays compact.
+-- field costs O(1) to prune, amortized, and expired fields at most double a shard. Below 384 fields kept the
+-- watermark stays at most 512, Redis's default listpack limit (hash-max-listpack-entries), so a shard of fewer
+-- live fields stays compact.
 local function prune()
   local n = redis.call('HLEN', key)
   if n < 16 then return end
@@ -165,7 +166,7 @@ local function prune()
     end
   end
   w = math.max(16, 2 * kept)
-  if kept < 96 and w > 128 then w = 128 end
+  if kept < 384 and w > 512 then w = 512 end
   redis.call('HSET', key, ' ', w)
 end
 -- Writes the state with the changes in `f` (field name -> value); the key's TTL then covers `ttl` ms, or, if not

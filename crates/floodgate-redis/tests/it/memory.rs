@@ -6,6 +6,9 @@
 //! ```sh
 //! cargo test -p floodgate-redis --all-features --test it memory -- --ignored --nocapture
 //! ```
+//!
+//! `FG_MEM_COUNTERS=n` writes n counters instead of 100 000, and `FG_MEM_SHARDS_PER_SLOT=n` builds the store with
+//! n shards per slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,9 @@ use floodgate_redis::RedisStore;
 
 use crate::support::RedisServer;
 
-const COUNTERS: usize = 100_000;
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 fn http_id(i: usize) -> Vec<u8> {
     format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255).into_bytes()
@@ -47,9 +52,12 @@ async fn bytes_per_counter(server: &RedisServer, id: fn(usize) -> Vec<u8>, polic
     // A clock that stands still in the middle of a minute: with the real one, a fixed window's counters written
     // across a minute's end would expire at it and go uncounted.
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_030));
+    let counters = env_or("FG_MEM_COUNTERS", 100_000);
+    let per_slot = u16::try_from(env_or("FG_MEM_SHARDS_PER_SLOT", 1)).unwrap_or(1);
     let store = Arc::new(
         RedisStore::builder()
             .url(&server.url())
+            .shards_per_slot(per_slot)
             .clock(clock)
             .timeout(Duration::from_secs(10))
             .build()
@@ -64,7 +72,7 @@ async fn bytes_per_counter(server: &RedisServer, id: fn(usize) -> Vec<u8>, polic
         .map(|t| {
             let (store, policy) = (store.clone(), policy.clone());
             tokio::spawn(async move {
-                for i in (t..COUNTERS).step_by(32) {
+                for i in (t..counters).step_by(32) {
                     assert!(store.hit(&id(i), &policy, 1).await.expect("hit").allowed);
                 }
             })
@@ -84,8 +92,8 @@ async fn bytes_per_counter(server: &RedisServer, id: fn(usize) -> Vec<u8>, polic
             "0",
         ])
     });
-    assert_eq!(fields.trim(), COUNTERS.to_string(), "every counter is a field");
-    let per = (after - before) as f64 / COUNTERS as f64;
+    assert_eq!(fields.trim(), counters.to_string(), "every counter is a field");
+    let per = (after - before) as f64 / counters as f64;
     let sample = String::from_utf8_lossy(&store.bucket_key(&id(7), policy)).into_owned();
     let (fields, usage, encoding) = tokio::task::block_in_place(|| {
         let key = std::str::from_utf8(&store.bucket_key(&id(7), policy)).map(str::to_owned).unwrap_or_default();
@@ -97,7 +105,7 @@ async fn bytes_per_counter(server: &RedisServer, id: fn(usize) -> Vec<u8>, polic
     });
     println!("{sample:?}: MEMORY USAGE {}, {}, {}", usage.trim(), encoding.trim(), fields.trim().replace('\n', " "));
     println!(
-        "{COUNTERS} counters, policy {:?}: used_memory {before} -> {after}, {per:.1} B per counter, {} shards, e.g. {sample:?}",
+        "{counters} counters, {per_slot} shard(s) per slot, policy {:?}: used_memory {before} -> {after}, {per:.1} B per counter, {} shards, e.g. {sample:?}",
         policy.key(),
         keys.trim()
     );

@@ -905,8 +905,8 @@ fn same_shard_ids(store: &RedisStore, n: usize) -> Vec<String> {
 }
 
 /// A shard sheds the fields of expired counters as it grows: new counters in a shard full of dead ones prune
-/// them (so a shard holds at most about twice its live counters), and a shard of fewer than 96 live counters
-/// stays in Redis's compact listpack encoding.
+/// them (so a shard holds at most about twice its live counters), and the shard stays in Redis's compact listpack
+/// encoding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_prunes_expired_counters_as_it_grows() {
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
