@@ -52,29 +52,31 @@ fn encode_hashed_id(id: &[u8], out: &mut Vec<u8>) {
 /// The hash key of `id`: `<prefix>{<encoded id>}`, or `<prefix>{%sha256:<hex>}` when the id is longer than
 /// `hash_over` bytes.
 pub(crate) fn id_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
-    tagged(prefix, b"{", id, hash_over)
-}
-
-/// The index key of `id` in the per-bucket layout of earlier releases: `<prefix>:{<encoded id>}`, or `<prefix>:{%sha256:<hex>}` when
-/// the id is longer than `hash_over` bytes. Sliding logs' keys still start with it.
-pub(crate) fn index_key(prefix: &str, id: &[u8], hash_over: usize) -> Vec<u8> {
-    tagged(prefix, b":{", id, hash_over)
-}
-
-fn tagged(prefix: &str, open: &[u8], id: &[u8], hash_over: usize) -> Vec<u8> {
     if id.len() > hash_over {
-        let mut k = Vec::with_capacity(prefix.len() + 76);
+        let mut k = Vec::with_capacity(prefix.len() + 75);
         k.extend_from_slice(prefix.as_bytes());
-        k.extend_from_slice(open);
+        k.push(b'{');
         encode_hashed_id(id, &mut k);
         k.push(b'}');
         return k;
     }
-    let mut k = Vec::with_capacity(prefix.len() + id.len() + 4);
+    let mut k = Vec::with_capacity(prefix.len() + id.len() + 3);
     k.extend_from_slice(prefix.as_bytes());
-    k.extend_from_slice(open);
+    k.push(b'{');
     encode_id(id, &mut k);
     k.push(b'}');
+    k
+}
+
+/// The index key, in the per-bucket layout of earlier releases, of the id whose id hash key ([`id_key`]) is
+/// `id_key`: `<prefix>:{<encoded id>}`, the same tag after a `:` (the id is not encoded again). Sliding logs'
+/// keys still start with it.
+pub(crate) fn index_key(prefix: &str, id_key: &[u8]) -> Vec<u8> {
+    let tagged = id_key.get(prefix.len()..).unwrap_or_default();
+    let mut k = Vec::with_capacity(id_key.len() + 1);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(b':');
+    k.extend_from_slice(tagged);
     k
 }
 
@@ -173,7 +175,7 @@ pub(crate) fn shard_key(prefix: &str, id_key: &[u8], per_slot: u16) -> Vec<u8> {
 
 /// The longest field id kept as the id's own bytes; a longer one is hashed, so that a field stays within Redis's
 /// listpack limit (64 bytes) with a compact policy part.
-pub(crate) const FIELD_ID_MAX: usize = 40;
+const FIELD_ID_MAX: usize = 40;
 
 /// The field of `id`'s counter under `policy` in its shard: `<field id> <policy part>`.
 ///
@@ -189,9 +191,7 @@ pub(crate) const FIELD_ID_MAX: usize = 40;
 /// two different policy keys differ. `delete.lua` turns a policy part back into its key.
 pub(crate) fn field(id: &[u8], policy: &Policy) -> Vec<u8> {
     let key = policy.key();
-    let mut f = Vec::with_capacity(FIELD_ID_MAX + key.len() + 2);
-    field_id(id, &mut f);
-    f.push(b' ');
+    let mut f = field_prefix(id, key.len() + 1);
     match policy.name() {
         Some(name) => {
             if matches!(name.as_bytes().first(), Some(1 | 2)) {
@@ -211,8 +211,16 @@ pub(crate) fn field(id: &[u8], policy: &Policy) -> Vec<u8> {
     f
 }
 
-/// The field id of `id` (see [`field`]): every field of `id` starts with it and a space.
-pub(crate) fn field_id(id: &[u8], out: &mut Vec<u8>) {
+/// What every field of `id` starts with: its field id and a space (see [`field`]), with room for `more` bytes.
+pub(crate) fn field_prefix(id: &[u8], more: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(FIELD_ID_MAX + 1 + more);
+    field_id(id, &mut f);
+    f.push(b' ');
+    f
+}
+
+/// The field id of `id` (see [`field`]).
+fn field_id(id: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     if id.is_empty() {
         out.push(b'%');
@@ -262,13 +270,13 @@ mod tests {
     #[test]
     fn readable_ids_stay_readable() {
         assert_eq!(enc(b"user:42"), "user:42");
-        assert_eq!(index_key("fg", b"ip:10.0.0.1", 4096), b"fg:{ip:10.0.0.1}".to_vec());
+        assert_eq!(index_key("fg", &id_key("fg", b"ip:10.0.0.1", 4096)), b"fg:{ip:10.0.0.1}".to_vec());
         assert_eq!(id_key("fg", b"ip:10.0.0.1", 4096), b"fg{ip:10.0.0.1}".to_vec());
         assert_eq!(
-            bucket_key(&index_key("fg", b"u", 4096), "gcra:5/1000000us:b5"),
+            bucket_key(&index_key("fg", &id_key("fg", b"u", 4096)), "gcra:5/1000000us:b5"),
             b"fg:{u}:gcra:5/1000000us:b5".to_vec()
         );
-        assert_eq!(log_key(&index_key("fg", b"u", 4096), "plan"), b"fg:{u}#plan".to_vec());
+        assert_eq!(log_key(&index_key("fg", &id_key("fg", b"u", 4096)), "plan"), b"fg:{u}#plan".to_vec());
     }
 
     #[test]
@@ -295,18 +303,18 @@ mod tests {
     fn long_ids_are_hashed_inside_the_tag() {
         // At the threshold the layout is today's; one byte over, the SHA-256 of the id.
         let id = vec![b'a'; 5];
-        assert_eq!(index_key("fg", &id, 5), b"fg:{aaaaa}".to_vec());
+        assert_eq!(index_key("fg", &id_key("fg", &id, 5)), b"fg:{aaaaa}".to_vec());
         let long = vec![b'a'; 6];
-        let k = String::from_utf8(index_key("fg", &long, 5)).unwrap_or_default();
+        let k = String::from_utf8(index_key("fg", &id_key("fg", &long, 5))).unwrap_or_default();
         // sha256("aaaaaa")
         assert_eq!(k, "fg:{%sha256:ed02457b5c41d964dbd2f2a609d63fe1bb7528dbe55e1abf5b52c249cd735797}");
         // Two long ids sharing a long prefix get different tags; a short id spelled like a tag is still escaped.
         let (mut a, mut b) = (vec![b'x'; 20_000], vec![b'x'; 20_000]);
         a.push(b'1');
         b.push(b'2');
-        assert_ne!(index_key("fg", &a, 4096), index_key("fg", &b, 4096));
+        assert_ne!(index_key("fg", &id_key("fg", &a, 4096)), index_key("fg", &id_key("fg", &b, 4096)));
         let spoof = &k.as_bytes()[4..k.len() - 1];
-        assert_ne!(index_key("fg", spoof, 4096), k.as_bytes());
+        assert_ne!(index_key("fg", &id_key("fg", spoof, 4096)), k.as_bytes());
     }
 
     #[test]
@@ -340,7 +348,7 @@ mod tests {
             };
             assert!(shard.starts_with(b"fg#{") && shard.len() <= 8, "{shard:?}");
             assert_eq!(tag_of(&shard), tag_of(&idk));
-            assert_eq!(tag_of(&index_key("fg", id, 4096)), tag_of(&idk));
+            assert_eq!(tag_of(&index_key("fg", &id_key("fg", id, 4096))), tag_of(&idk));
         }
     }
 

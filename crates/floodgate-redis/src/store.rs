@@ -198,7 +198,7 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn log_key(&self, id: &[u8], policy: &Policy) -> Vec<u8> {
-        key::log_key(&self.legacy_index_key(id), policy.key())
+        key::log_key(&key::index_key(&self.inner.prefix, &self.id_hash_key(id)), policy.key())
     }
 
     /// The shard of `id`: `<prefix>#{<tag>}` (or `<prefix>#<n>{<tag>}` for its slot's shard `n` > 0, see
@@ -216,19 +216,18 @@ impl RedisStore {
     /// # }
     /// ```
     pub fn shard_key(&self, id: &[u8]) -> Vec<u8> {
-        key::shard_key(&self.inner.prefix, &self.id_hash_key(id), self.inner.shards_per_slot)
+        self.shard_of(&self.id_hash_key(id))
+    }
+
+    /// The shard of the id whose id hash key is `id_hash`.
+    fn shard_of(&self, id_hash: &[u8]) -> Vec<u8> {
+        key::shard_key(&self.inner.prefix, id_hash, self.inner.shards_per_slot)
     }
 
     /// The id hash of `id` in the previous release's layout: `<prefix>{<encoded id>}` (still read, see the crate
     /// docs on migration).
     fn id_hash_key(&self, id: &[u8]) -> Vec<u8> {
         key::id_key(&self.inner.prefix, id, self.inner.hash_over)
-    }
-
-    /// The index set of `id` in the per-bucket layout of earlier releases, `<prefix>:{<encoded id>}` (still read: see the crate docs
-    /// on migration).
-    fn legacy_index_key(&self, id: &[u8]) -> Vec<u8> {
-        key::index_key(&self.inner.prefix, id, self.inner.hash_over)
     }
 
     fn now_arg(&self) -> i64 {
@@ -283,10 +282,11 @@ impl RedisStore {
         op: &'static str,
         cost: u64,
     ) -> Result<Value, RedisStoreError> {
+        // Every key derives from the id hash key: the id is encoded (or hashed) once per call.
         let hash = self.id_hash_key(id);
-        let shard = key::shard_key(&self.inner.prefix, &hash, self.inner.shards_per_slot);
+        let shard = self.shard_of(&hash);
         let field = key::field(id, policy);
-        let index = self.legacy_index_key(id);
+        let index = key::index_key(&self.inner.prefix, &hash);
         let bucket = key::bucket_key(&index, policy.key());
         let keys = Keys { shard: &shard, field: &field, hash: &hash, bucket: &bucket, index: &index };
         let clock = &self.inner.redis_clock;
@@ -403,11 +403,9 @@ impl RedisStore {
 
     async fn delete_raw(&self, id: &[u8]) -> Result<u64, RedisStoreError> {
         self.check_id(id)?;
-        let (hash, index) = (self.id_hash_key(id), self.legacy_index_key(id));
-        let shard = key::shard_key(&self.inner.prefix, &hash, self.inner.shards_per_slot);
-        let mut prefix = Vec::with_capacity(key::FIELD_ID_MAX + 1);
-        key::field_id(id, &mut prefix);
-        prefix.push(b' ');
+        let hash = self.id_hash_key(id);
+        let (shard, index) = (self.shard_of(&hash), key::index_key(&self.inner.prefix, &hash));
+        let prefix = key::field_prefix(id, 0);
         let now = self.now_arg();
         let v = self
             .eval(scripts::delete(), &[&shard, &hash, &index], |c| {
